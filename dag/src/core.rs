@@ -1,0 +1,739 @@
+//! The consensus core: a sans-IO state machine.
+//!
+//! Inputs: received events (with the time), timeouts, payload bytes to
+//! propose, and the stake table of each snapshot from the ledger. Outputs
+//! (polled): our own new events to persist and send, fetch requests for
+//! missing parents, committed sub-DAGs in final order, and equivocation
+//! evidence. No sockets, threads, clocks or disks: the caller supplies `now`.
+
+use crate::committee::{snapshot_of, Committee, Round, SNAPSHOT_INTERVAL};
+use crate::committer::CommittedSubDag;
+use crate::dag_state::DagState;
+use crate::epochs::{fold_seed, Epochs};
+use crate::event::{
+    EquivocationEvidence, Event, EventBody, EventError, EventId, EventLimits, EventRef,
+    ValidationContext, VerifiedEvent,
+};
+use crate::id_map::IdSet;
+use crate::identity::{EventSigner, PeerKey};
+use crate::pending::{Millis, Pending};
+use proofs::Hash;
+use std::collections::VecDeque;
+use std::sync::Arc;
+use thiserror::Error;
+
+/// Parameters every peer of a chain must share (the first four) and local
+/// tuning (the rest).
+#[derive(Clone, Debug)]
+pub struct CoreConfig {
+    /// Chain id (genesis hash).
+    pub chain: Hash,
+    /// Epoch seed of snapshot 0.
+    pub genesis_seed: Hash,
+    pub limits: EventLimits,
+    /// Rounds kept below the first unsequenced round; also how far back a
+    /// leader's history is ordered. Consensus-critical: same on every peer.
+    pub gc_depth: Round,
+    /// After a round has a quorum, how long to wait for its other events
+    /// before building on the quorum alone.
+    pub round_wait_ms: Millis,
+    /// Re-ask for a missing parent after this long.
+    pub fetch_retry_ms: Millis,
+    /// Resend our latest event when no round completed for this long.
+    pub rebroadcast_ms: Millis,
+    /// Events parked for missing parents, at most.
+    pub max_pending: usize,
+    /// Events further than this beyond our highest round are refused.
+    pub max_rounds_ahead: Round,
+    /// Equivocation evidence kept (oldest dropped first).
+    pub max_evidence: usize,
+}
+
+impl CoreConfig {
+    pub fn new(chain: Hash) -> Self {
+        CoreConfig {
+            chain,
+            genesis_seed: chain,
+            limits: EventLimits::default(),
+            gc_depth: 50,
+            round_wait_ms: 100,
+            fetch_retry_ms: 300,
+            rebroadcast_ms: 1000,
+            max_pending: 20_000,
+            max_rounds_ahead: 200,
+            max_evidence: 1024,
+        }
+    }
+}
+
+/// Why a received event was not taken (each has its own drop counter).
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum Refused {
+    #[error("invalid event: {0}")]
+    Invalid(#[from] EventError),
+    #[error("already have it")]
+    Duplicate,
+    #[error("round {0} is below the pruning horizon")]
+    TooOld(Round),
+    #[error("round {0} is too far ahead")]
+    TooFarAhead(Round),
+    #[error("stake table or seed of round {0}'s snapshot not known yet")]
+    AwaitingSnapshot(Round),
+    #[error("creator already has too many events in this round")]
+    SlotFull,
+    #[error("too many events waiting for parents")]
+    PendingFull,
+}
+
+/// What a received event became.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accepted {
+    Inserted,
+    /// Waiting for parents (requested through `Output::Fetch`).
+    Parked,
+}
+
+#[derive(Clone, Debug)]
+pub enum Output {
+    /// Our new event: persist it durably, then send it to every peer.
+    Broadcast(Arc<Event>),
+    /// Our latest event again, after a stall: send it to every peer.
+    Rebroadcast(Arc<Event>),
+    /// Parents we lack; `hint` sent us the event that needs them.
+    Fetch {
+        refs: Vec<EventRef>,
+        hint: Option<PeerKey>,
+    },
+    /// The next committed leader and the events it orders.
+    Committed(CommittedSubDag),
+    /// Every slot of `round` is decided; `skipped` slots were skipped.
+    RoundSequenced { round: Round, skipped: u32 },
+    /// All leaders up to this snapshot round are sequenced: the ledger
+    /// should now supply its stake table with `set_committee`.
+    SnapshotReached { snapshot: Round },
+    /// Two signed events of one creator and round.
+    Equivocation(Box<EquivocationEvidence>),
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub received: u64,
+    pub inserted: u64,
+    pub invalid: u64,
+    pub duplicates: u64,
+    pub too_old: u64,
+    pub too_far_ahead: u64,
+    pub awaiting_snapshot: u64,
+    pub slot_full: u64,
+    pub pending_full: u64,
+    pub equivocations: u64,
+    pub committed_leaders: u64,
+    pub skipped_leaders: u64,
+    pub ordered_events: u64,
+    pub proposed: u64,
+}
+
+/// A committed state to start from without the old DAG (catch-up), or to
+/// hand to a peer that needs one.
+#[derive(Clone, Debug)]
+pub struct CoreState {
+    pub next_round: Round,
+    pub next_height: u64,
+    pub seed_acc: Hash,
+    /// (snapshot, stake table, epoch seed) for the snapshots still in use.
+    pub epochs: Vec<(Round, Committee, Option<Hash>)>,
+    /// Our own latest event's round (so we never sign a second event there).
+    pub last_proposed: Option<Round>,
+    pub own_last: Option<EventRef>,
+    /// Events at or above the horizon, in round order.
+    pub recent: Vec<Event>,
+    /// Which of `recent` (and of events not included) are already ordered.
+    pub ordered: Vec<EventId>,
+}
+
+pub struct Core {
+    cfg: CoreConfig,
+    signer: Box<dyn EventSigner>,
+    me: PeerKey,
+    epochs: Epochs,
+    dag: DagState,
+    pending: Pending,
+    next_height: u64,
+    seed_acc: Hash,
+    /// Ids ordered before a restart from state, until the horizon passes them.
+    imported_ordered: IdSet<EventId>,
+    imported_upto: Round,
+    last_proposed: Option<Round>,
+    own_last: Option<EventRef>,
+    own_last_event: Option<Arc<Event>>,
+    /// Highest round with a quorum of events, and when it got one.
+    quorum_round: Option<(Round, Millis)>,
+    last_progress: Millis,
+    payload: VecDeque<Vec<u8>>,
+    outputs: VecDeque<Output>,
+    evidence: VecDeque<EquivocationEvidence>,
+    stats: Stats,
+    now: Millis,
+}
+
+impl Core {
+    /// A core at genesis.
+    pub fn new(
+        cfg: CoreConfig,
+        genesis: Committee,
+        signer: Box<dyn EventSigner>,
+        now: Millis,
+    ) -> Self {
+        let mut epochs = Epochs::default();
+        epochs.set_committee(0, Arc::new(genesis));
+        epochs.set_seed(0, cfg.genesis_seed);
+        let seed_acc = cfg.genesis_seed;
+        let me = signer.key();
+        let mut core = Core {
+            dag: DagState::new(0),
+            cfg,
+            signer,
+            me,
+            epochs,
+            pending: Pending::default(),
+            next_height: 0,
+            seed_acc,
+            imported_ordered: IdSet::default(),
+            imported_upto: 0,
+            last_proposed: None,
+            own_last: None,
+            own_last_event: None,
+            quorum_round: None,
+            last_progress: now,
+            payload: VecDeque::new(),
+            outputs: VecDeque::new(),
+            evidence: VecDeque::new(),
+            stats: Stats::default(),
+            now,
+        };
+        core.maybe_propose();
+        core
+    }
+
+    /// A core started from a committed state (catch-up or restart). `recent`
+    /// events are verified like any received event.
+    pub fn from_state(
+        cfg: CoreConfig,
+        state: CoreState,
+        signer: Box<dyn EventSigner>,
+        now: Millis,
+    ) -> Result<Self, Refused> {
+        let mut epochs = Epochs::default();
+        for (s, c, seed) in state.epochs {
+            epochs.set_committee(s, Arc::new(c));
+            if let Some(seed) = seed {
+                epochs.set_seed(s, seed);
+            }
+        }
+        let horizon = state.next_round.saturating_sub(cfg.gc_depth);
+        let mut dag = DagState::new(horizon);
+        dag.next_round = state.next_round;
+        let me = signer.key();
+        let mut core = Core {
+            dag,
+            cfg,
+            signer,
+            me,
+            epochs,
+            pending: Pending::default(),
+            next_height: state.next_height,
+            seed_acc: state.seed_acc,
+            imported_ordered: state.ordered.into_iter().collect(),
+            imported_upto: state.next_round,
+            last_proposed: state.last_proposed,
+            own_last: state.own_last,
+            own_last_event: None,
+            quorum_round: None,
+            last_progress: now,
+            payload: VecDeque::new(),
+            outputs: VecDeque::new(),
+            evidence: VecDeque::new(),
+            stats: Stats::default(),
+            now,
+        };
+        for ev in state.recent {
+            match core.receive(now, ev, None) {
+                Ok(_) | Err(Refused::Duplicate) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(core)
+    }
+
+    /// Export what another core needs to continue from here.
+    pub fn export_state(&self) -> CoreState {
+        let mut recent = Vec::new();
+        let mut ordered = Vec::new();
+        for rd in &self.dag.rounds {
+            for n in &rd.events {
+                recent.push((*n.ev.event).clone());
+                if n.ordered {
+                    ordered.push(n.ev.id);
+                }
+            }
+        }
+        CoreState {
+            next_round: self.dag.next_round,
+            next_height: self.next_height,
+            seed_acc: self.seed_acc,
+            epochs: self
+                .epochs
+                .snapshots()
+                .map(|(s, c, seed)| (s, (**c).clone(), seed.copied()))
+                .collect(),
+            last_proposed: self.last_proposed,
+            own_last: self.own_last,
+            recent,
+            ordered,
+        }
+    }
+
+    pub fn key(&self) -> PeerKey {
+        self.me
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    pub fn evidence(&self) -> impl Iterator<Item = &EquivocationEvidence> {
+        self.evidence.iter()
+    }
+
+    /// Events held in memory: the DAG plus those waiting for parents.
+    pub fn events_in_memory(&self) -> usize {
+        self.dag.len() + self.pending.len()
+    }
+
+    /// The first round whose leaders are not all sequenced.
+    pub fn next_round(&self) -> Round {
+        self.dag.next_round
+    }
+
+    /// Highest round with a quorum of events.
+    pub fn quorum_round(&self) -> Option<Round> {
+        self.quorum_round.map(|(r, _)| r)
+    }
+
+    pub fn last_proposed(&self) -> Option<Round> {
+        self.last_proposed
+    }
+
+    pub fn horizon(&self) -> Round {
+        self.dag.base()
+    }
+
+    pub fn get_event(&self, id: &EventId) -> Option<Arc<Event>> {
+        self.dag.get(id).map(|v| v.event.clone())
+    }
+
+    /// For each author, the highest round we hold an event of (for sync).
+    pub fn frontier(&self) -> Vec<(PeerKey, Round)> {
+        let mut f: Vec<(PeerKey, Round)> = Vec::new();
+        for (i, rd) in self.dag.rounds.iter().enumerate().rev() {
+            let r = self.dag.base() + i as Round;
+            for n in &rd.events {
+                let k = n.ev.event.body.creator;
+                if !f.iter().any(|(x, _)| *x == k) {
+                    f.push((k, r));
+                }
+            }
+        }
+        f
+    }
+
+    /// Events a peer with `frontier` lacks, lowest rounds first, at most `limit`.
+    pub fn events_missing_from(
+        &self,
+        frontier: &[(PeerKey, Round)],
+        limit: usize,
+    ) -> Vec<Arc<Event>> {
+        let known = |k: &PeerKey| frontier.iter().find(|(x, _)| x == k).map(|(_, r)| *r);
+        self.dag
+            .events_after(&known, limit)
+            .into_iter()
+            .map(|v| v.event)
+            .collect()
+    }
+
+    /// Opaque bytes for our next events (whole items, in order).
+    pub fn queue_payload(&mut self, item: Vec<u8>) {
+        self.payload.push_back(item);
+    }
+
+    pub fn queued_payload_items(&self) -> usize {
+        self.payload.len()
+    }
+
+    /// The ledger's stake table at `snapshot`. The epoch seed of a snapshot
+    /// comes from the committed VRF outputs, so the core knows it already.
+    pub fn set_committee(&mut self, snapshot: Round, committee: Committee, now: Millis) {
+        self.now = self.now.max(now);
+        self.epochs.set_committee(snapshot, Arc::new(committee));
+        self.maybe_propose();
+    }
+
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// When `handle_timeout` wants to be called next.
+    pub fn poll_timeout(&self) -> Option<Millis> {
+        let mut t = self.last_progress + self.cfg.rebroadcast_ms;
+        if let Some(d) = self.pending.next_due(self.cfg.fetch_retry_ms) {
+            t = t.min(d);
+        }
+        if let Some((q, since)) = self.quorum_round {
+            if self.last_proposed.is_none_or(|p| p <= q) {
+                t = t.min(since + self.cfg.round_wait_ms);
+            }
+        }
+        Some(t)
+    }
+
+    pub fn handle_timeout(&mut self, now: Millis) {
+        self.now = self.now.max(now);
+        for (hint, refs) in self.pending.due(self.now, self.cfg.fetch_retry_ms) {
+            self.outputs.push_back(Output::Fetch { refs, hint });
+        }
+        if self.now >= self.last_progress + self.cfg.rebroadcast_ms {
+            self.last_progress = self.now;
+            if let Some(e) = &self.own_last_event {
+                self.outputs.push_back(Output::Rebroadcast(e.clone()));
+            }
+        }
+        self.maybe_propose();
+    }
+
+    /// Validation context for an event of round `r`, if its snapshots are known.
+    fn context(&self, r: Round) -> Option<ValidationContext<'_>> {
+        if !self.epochs.ready(r) {
+            return None;
+        }
+        let prev_committee = if r == 0 {
+            None
+        } else {
+            Some(&**self.epochs.committee(r - 1)?)
+        };
+        Some(ValidationContext {
+            chain: self.cfg.chain,
+            limits: self.cfg.limits,
+            committee: self.epochs.committee(r)?,
+            prev_committee,
+            seed: self.epochs.seed(r)?,
+        })
+    }
+
+    /// Cheap checks before any cryptography.
+    fn precheck(&mut self, id: &EventId, body: &EventBody) -> Result<(), Refused> {
+        self.stats.received += 1;
+        let r = body.round;
+        let refused = if r < self.dag.base() {
+            Some(Refused::TooOld(r))
+        } else if self.dag.contains(id) || self.pending.contains(id) {
+            Some(Refused::Duplicate)
+        } else if r > self.dag.highest_round().unwrap_or(self.dag.next_round)
+            + self.cfg.max_rounds_ahead
+        {
+            Some(Refused::TooFarAhead(r))
+        } else if !self.epochs.ready(r) || (r > 0 && self.epochs.committee(r - 1).is_none()) {
+            Some(Refused::AwaitingSnapshot(r))
+        } else if !self.pending.is_wanted(id) && self.slot_full(body) {
+            Some(Refused::SlotFull)
+        } else if !self.pending.is_wanted(id) && self.pending.len() >= self.cfg.max_pending {
+            Some(Refused::PendingFull)
+        } else {
+            None
+        };
+        match refused {
+            None => Ok(()),
+            Some(e) => {
+                self.count(&e);
+                Err(e)
+            }
+        }
+    }
+
+    /// Unsolicited events of one creator and round beyond the committee size
+    /// are refused: more can only be an equivocator flooding memory (honest
+    /// peers reference at most one per creator, so at most that many are ever
+    /// needed, and needed ones are fetched as wanted parents).
+    fn slot_full(&self, body: &EventBody) -> bool {
+        let Some(rd) = self.dag.round(body.round) else {
+            return false;
+        };
+        match rd.committee.index_of(&body.creator) {
+            Some(a) => rd.slots[a as usize].events.len() >= rd.committee.len(),
+            None => false,
+        }
+    }
+
+    fn count(&mut self, e: &Refused) {
+        let s = &mut self.stats;
+        match e {
+            Refused::Invalid(_) => s.invalid += 1,
+            Refused::Duplicate => s.duplicates += 1,
+            Refused::TooOld(_) => s.too_old += 1,
+            Refused::TooFarAhead(_) => s.too_far_ahead += 1,
+            Refused::AwaitingSnapshot(_) => s.awaiting_snapshot += 1,
+            Refused::SlotFull => s.slot_full += 1,
+            Refused::PendingFull => s.pending_full += 1,
+        }
+    }
+
+    /// A received event, fully verified here. `from` is the peer that sent it
+    /// (where missing parents are asked first).
+    pub fn receive(
+        &mut self,
+        now: Millis,
+        event: Event,
+        from: Option<PeerKey>,
+    ) -> Result<Accepted, Refused> {
+        self.now = self.now.max(now);
+        let id = event.id();
+        self.precheck(&id, &event.body)?;
+        let ctx = self
+            .context(event.body.round)
+            .expect("precheck ensured snapshots");
+        let verified =
+            VerifiedEvent::verify(event, &ctx).inspect_err(|_| self.stats.invalid += 1)?;
+        Ok(self.accept(verified, from))
+    }
+
+    /// A received event whose signature and VRF ticket the caller verified
+    /// already (the simulator verifies each event once, when created).
+    pub fn receive_prechecked(
+        &mut self,
+        now: Millis,
+        event: Arc<Event>,
+        id: EventId,
+        ticket_value: u64,
+        from: Option<PeerKey>,
+    ) -> Result<Accepted, Refused> {
+        self.now = self.now.max(now);
+        self.precheck(&id, &event.body)?;
+        let ctx = self
+            .context(event.body.round)
+            .expect("precheck ensured snapshots");
+        let verified = VerifiedEvent::with_checked_crypto(event, id, ticket_value, &ctx)
+            .inspect_err(|_| self.stats.invalid += 1)?;
+        Ok(self.accept(verified, from))
+    }
+
+    fn accept(&mut self, ev: VerifiedEvent, from: Option<PeerKey>) -> Accepted {
+        let missing: Vec<EventRef> = self.dag.missing_parents(&ev);
+        if missing.is_empty() {
+            self.insert_cascade(ev);
+            self.after_insert();
+            Accepted::Inserted
+        } else {
+            let ask = self.pending.park(ev, missing, from, self.now);
+            if !ask.is_empty() {
+                self.outputs.push_back(Output::Fetch {
+                    refs: ask,
+                    hint: from,
+                });
+            }
+            Accepted::Parked
+        }
+    }
+
+    /// Insert `ev` and every parked event it completes.
+    fn insert_cascade(&mut self, ev: VerifiedEvent) {
+        let mut work = vec![ev];
+        while let Some(ev) = work.pop() {
+            let id = ev.id;
+            let round = ev.round();
+            let copy = ev.event.clone();
+            match self.dag.insert(ev, &self.epochs) {
+                Ok(ins) => {
+                    self.stats.inserted += 1;
+                    if round < self.imported_upto && self.imported_ordered.contains(&id) {
+                        self.dag.mark_ordered(&id);
+                    }
+                    if let Some(first) = ins.equivocates_with {
+                        self.record_equivocation(first, copy);
+                    }
+                    self.note_round(round);
+                    work.extend(self.pending.arrived(&id));
+                }
+                Err(_) => {
+                    self.stats.invalid += 1;
+                    self.stats.invalid += self.pending.failed(&id) as u64;
+                }
+            }
+        }
+    }
+
+    fn record_equivocation(&mut self, first: EventId, second: Arc<Event>) {
+        self.stats.equivocations += 1;
+        let Some(first) = self.dag.get(&first) else {
+            return;
+        };
+        let evidence = EquivocationEvidence {
+            first: (*first.event).clone(),
+            second: (*second).clone(),
+        };
+        if self.evidence.len() >= self.cfg.max_evidence {
+            self.evidence.pop_front();
+        }
+        self.evidence.push_back(evidence.clone());
+        self.outputs
+            .push_back(Output::Equivocation(Box::new(evidence)));
+    }
+
+    fn note_round(&mut self, r: Round) {
+        if self.quorum_round.is_none_or(|(q, _)| r > q) && self.dag.has_quorum(r) {
+            self.quorum_round = Some((r, self.now));
+            self.last_progress = self.now;
+        }
+    }
+
+    fn after_insert(&mut self) {
+        self.sequence();
+        self.maybe_propose();
+    }
+
+    fn sequence(&mut self) {
+        let rounds = self
+            .dag
+            .try_sequence(self.cfg.gc_depth, &mut self.next_height);
+        if rounds.is_empty() {
+            return;
+        }
+        for sr in rounds {
+            if let Some(vrf) = sr.leader_vrf {
+                self.seed_acc = fold_seed(&self.seed_acc, sr.round, &vrf);
+            }
+            self.stats.skipped_leaders += sr.skipped as u64;
+            for c in sr.committed {
+                self.stats.committed_leaders += 1;
+                self.stats.ordered_events += c.events.len() as u64;
+                self.outputs.push_back(Output::Committed(c));
+            }
+            self.outputs.push_back(Output::RoundSequenced {
+                round: sr.round,
+                skipped: sr.skipped,
+            });
+            if sr.round > 0 && sr.round % SNAPSHOT_INTERVAL == 0 {
+                self.epochs.set_seed(sr.round, self.seed_acc);
+                self.outputs
+                    .push_back(Output::SnapshotReached { snapshot: sr.round });
+            }
+        }
+        let horizon = self.dag.next_round.saturating_sub(self.cfg.gc_depth);
+        if horizon > self.dag.base() {
+            self.dag.prune_below(horizon);
+            self.pending.prune_below(horizon);
+            // Keep the snapshots that rounds from the horizon on still use.
+            self.epochs.prune_below(horizon);
+            if horizon >= self.imported_upto {
+                self.imported_ordered.clear();
+            }
+        }
+    }
+
+    /// Build our next event when the round above the highest quorum round is
+    /// open to us.
+    fn maybe_propose(&mut self) {
+        let (target, parents_round) = match self.quorum_round {
+            None => {
+                if self.dag.base() > 0 || self.dag.next_round > 0 {
+                    return; // started from state: wait to see a quorum
+                }
+                (0, None)
+            }
+            Some((q, since)) => {
+                if !self.dag.round_complete(q) && self.now < since + self.cfg.round_wait_ms {
+                    return;
+                }
+                (q + 1, Some(q))
+            }
+        };
+        if self.last_proposed.is_some_and(|p| p >= target) {
+            return;
+        }
+        let Some(committee) = self.epochs.committee(target).cloned() else {
+            return; // refuse to advance into a round whose snapshot we lack
+        };
+        let Some(seed) = self.epochs.seed(target).copied() else {
+            return;
+        };
+        if target > 0 && self.epochs.committee(target - 1).is_none() {
+            return;
+        }
+        let Some(author) = committee.index_of(&self.me) else {
+            return; // not in this round's committee: observe only
+        };
+        let mut parents = match parents_round {
+            Some(q) => self.dag.first_events(q),
+            None => Vec::new(),
+        };
+        if let (Some(own), Some(q)) = (self.own_last, parents_round) {
+            if own.round < q {
+                parents.push(own);
+            }
+        }
+        parents.sort_by_key(|p| (p.round, p.author));
+        let mut payload = Vec::new();
+        while let Some(item) = self.payload.front() {
+            if payload.len() + item.len() > self.cfg.limits.max_payload_bytes {
+                break;
+            }
+            payload.extend_from_slice(item);
+            self.payload.pop_front();
+        }
+        let (ticket, ticket_value) = self.signer.vrf_ticket(&seed, target);
+        let body = EventBody {
+            chain: self.cfg.chain,
+            creator: self.me,
+            round: target,
+            parents,
+            payload,
+            ticket,
+            time_ms: self.now,
+        };
+        let id = body.id();
+        let signature = self.signer.sign_event(&id);
+        let event = Arc::new(Event { body, signature });
+        let verified = VerifiedEvent {
+            event: event.clone(),
+            id,
+            author,
+            ticket_value,
+        };
+        let r = verified.as_ref();
+        self.last_proposed = Some(target);
+        self.own_last = Some(r);
+        self.own_last_event = Some(event.clone());
+        self.stats.proposed += 1;
+        // Persist-then-send is the driver's job; we put it in our DAG now.
+        self.outputs.push_back(Output::Broadcast(event));
+        self.insert_cascade(verified);
+        self.sequence();
+        // A single-member committee completes rounds alone.
+        if self.quorum_round.is_some_and(|(q, _)| q >= target) {
+            self.maybe_propose();
+        }
+    }
+
+    /// The committee of round `r`, if known.
+    pub fn committee(&self, r: Round) -> Option<&Committee> {
+        self.epochs.committee(r).map(|c| &**c)
+    }
+
+    /// The epoch seed of round `r`, if known.
+    pub fn seed(&self, r: Round) -> Option<&Hash> {
+        self.epochs.seed(r)
+    }
+
+    /// Whether the stake table of `snapshot` has been supplied.
+    pub fn has_snapshot(&self, snapshot: Round) -> bool {
+        self.epochs.has_committee_at(snapshot_of(snapshot))
+    }
+}

@@ -1,0 +1,5 @@
+//! The peer daemon: drives the `dag` consensus core over QUIC-over-UDP links
+//! to other peers, stores events and ledger state in LMDB, and serves wallets
+//! (logins, subscriptions, proofs, rendezvous).
+//!
+//! It depends on `dag` and `nat`, never on `wallet`. Nothing is implemented yet.

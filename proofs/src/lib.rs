@@ -1,0 +1,13 @@
+//! Merkle structures and proofs that let a wallet trust short proofs instead
+//! of the whole chain, and the primitives every other crate shares: the
+//! 32-byte domain-separated Blake2b hash and the canonical byte encoding.
+//!
+//! This is the lowest crate of the workspace: it depends on no other crate of
+//! the project, does no I/O, and never panics on hostile input. The Merkle
+//! structures themselves are still to come; today it holds the primitives.
+
+pub mod codec;
+pub mod hash;
+
+pub use codec::{decode, encode, CodecError};
+pub use hash::{Domain, Hash, Hasher};
