@@ -27,14 +27,17 @@ pub struct CommittedSubDag {
     pub direct: bool,
 }
 
-/// A round whose slots are all decided.
+/// What sequencing produced, in order.
 #[derive(Clone, Debug)]
-pub struct SequencedRound {
-    pub round: Round,
-    pub committed: Vec<CommittedSubDag>,
-    pub skipped: u32,
-    /// VRF output of the round's leader (its best committed candidate).
-    pub leader_vrf: Option<[u8; 32]>,
+pub enum SequenceStep {
+    Leader(CommittedSubDag),
+    /// Every slot of `round` is decided and its leaders are all out.
+    RoundDone {
+        round: Round,
+        skipped: u32,
+        /// VRF output of the round's leader (its best committed candidate).
+        leader_vrf: Option<[u8; 32]>,
+    },
 }
 
 #[derive(Clone, Copy)]
@@ -43,44 +46,111 @@ enum Anchor {
     At(NodeRef),
 }
 
+/// A slot in the order of its round: known priority (it has an event) and
+/// not skipped.
+#[derive(Clone, Copy)]
+struct Ranked {
+    author: u32,
+    /// The committed event, or the slot's first event when undecided.
+    pos: u32,
+    committed: bool,
+    direct: bool,
+}
+
 impl DagState {
-    /// Decide what can be decided and sequence every round that is complete.
-    pub fn try_sequence(&mut self, gc_depth: Round, next_height: &mut u64) -> Vec<SequencedRound> {
+    /// Decide what can be decided and sequence every committed slot whose
+    /// better-priority slots are all decided.
+    pub fn try_sequence(&mut self, gc_depth: Round, next_height: &mut u64) -> Vec<SequenceStep> {
         let mut out = Vec::new();
+        if self.decisions_changed {
+            self.decisions_changed = false;
+            self.decide_indirect();
+        }
         loop {
             let r = self.next_round;
-            let Some(rd) = self.round(r) else { break };
-            if rd.undecided > 0 {
-                if self.decisions_changed {
-                    self.decisions_changed = false;
-                    self.decide_indirect();
-                }
-                if self.round(r).is_none_or(|rd| rd.undecided > 0) {
+            let Some(order) = self.round_order(r) else {
+                break;
+            };
+            let mut blocked = false;
+            while self.cursor < order.len() {
+                let s = order[self.cursor];
+                if !s.committed {
+                    blocked = true;
                     break;
                 }
+                if self.cursor == 0 {
+                    let rd = self.round(r).expect("round exists");
+                    self.round_leader_vrf =
+                        Some(rd.events[s.pos as usize].ev.event.body.ticket.output);
+                }
+                let leader = NodeRef {
+                    round: r,
+                    pos: s.pos,
+                };
+                let horizon = r.saturating_sub(gc_depth);
+                let events = self.linearize(leader, horizon);
+                out.push(SequenceStep::Leader(CommittedSubDag {
+                    height: *next_height,
+                    leader: self.node(leader).ev.as_ref(),
+                    events,
+                    direct: s.direct,
+                }));
+                *next_height += 1;
+                self.cursor += 1;
             }
-            out.push(self.sequence_round(r, gc_depth, next_height));
+            if blocked {
+                break;
+            }
+            let rd = self.round(r).expect("round exists");
+            let skipped = rd
+                .slots
+                .iter()
+                .filter(|s| s.status == SlotStatus::Skip)
+                .count() as u32;
+            out.push(SequenceStep::RoundDone {
+                round: r,
+                skipped,
+                leader_vrf: self.round_leader_vrf.take(),
+            });
             self.next_round += 1;
+            self.cursor = 0;
         }
         out
     }
 
-    fn best_committed(&self, r: Round) -> Option<NodeRef> {
+    /// The non-skipped slots of round `r` in priority order, or `None` while
+    /// some undecided slot has no event yet (its place is unknown). Once a
+    /// quorum of round `r + 1` is present, such slots are skipped directly:
+    /// none of those events supports them.
+    fn round_order(&self, r: Round) -> Option<Vec<Ranked>> {
         let rd = self.round(r)?;
-        rd.slots
-            .iter()
-            .filter_map(|s| match s.status {
-                SlotStatus::Commit(p) => Some(p),
-                _ => None,
-            })
-            .min_by(|&a, &b| {
-                rd.events[a as usize]
-                    .priority
-                    .cmp(&rd.events[b as usize].priority)
-            })
-            .map(|pos| NodeRef { round: r, pos })
+        let mut order = Vec::with_capacity(rd.slots.len());
+        for (a, s) in rd.slots.iter().enumerate() {
+            let (pos, committed) = match s.status {
+                SlotStatus::Skip => continue,
+                SlotStatus::Commit(p) => (p, true),
+                SlotStatus::Undecided => (*s.events.first()?, false),
+            };
+            order.push(Ranked {
+                author: a as u32,
+                pos,
+                committed,
+                direct: s.direct,
+            });
+        }
+        order.sort_by(|x, y| {
+            rd.events[x.pos as usize]
+                .priority
+                .cmp(&rd.events[y.pos as usize].priority)
+                .then(x.author.cmp(&y.author))
+        });
+        Some(order)
     }
 
+    /// Decide undecided slots through anchors, from the top round down: the
+    /// anchor for round `k` is the first non-skipped slot, in (round,
+    /// priority) order, from round `k + 3` on; if it is committed, slots of
+    /// `k` commit iff its history certifies them, if it is undecided they wait.
     fn decide_indirect(&mut self) {
         let lo = self.next_round;
         let Some(hi) = self.highest_round() else {
@@ -109,14 +179,16 @@ impl DagState {
                     }
                 }
             }
-            let fully = self.round(k).is_some_and(|rd| rd.undecided == 0);
-            anchor_from[(k - lo) as usize] = if fully {
-                match self.best_committed(k) {
-                    Some(n) => Anchor::At(n),
+            anchor_from[(k - lo) as usize] = match self.round_order(k) {
+                None => Anchor::Undetermined,
+                Some(order) => match order.first() {
                     None => anchor_from[(k + 1 - lo) as usize],
-                }
-            } else {
-                Anchor::Undetermined
+                    Some(s) if s.committed => Anchor::At(NodeRef {
+                        round: k,
+                        pos: s.pos,
+                    }),
+                    Some(_) => Anchor::Undetermined,
+                },
             };
         }
     }
@@ -141,56 +213,6 @@ impl DagState {
             }
         }
         certified
-    }
-
-    fn sequence_round(
-        &mut self,
-        r: Round,
-        gc_depth: Round,
-        next_height: &mut u64,
-    ) -> SequencedRound {
-        let rd = self.round(r).expect("round exists");
-        let mut committed: Vec<(u32, bool)> = rd
-            .slots
-            .iter()
-            .filter_map(|s| match s.status {
-                SlotStatus::Commit(p) => Some((p, s.direct)),
-                _ => None,
-            })
-            .collect();
-        let skipped = rd
-            .slots
-            .iter()
-            .filter(|s| s.status == SlotStatus::Skip)
-            .count() as u32;
-        committed.sort_by(|a, b| {
-            rd.events[a.0 as usize]
-                .priority
-                .cmp(&rd.events[b.0 as usize].priority)
-        });
-        let leader_vrf = committed
-            .first()
-            .map(|&(p, _)| rd.events[p as usize].ev.event.body.ticket.output);
-        let horizon = r.saturating_sub(gc_depth);
-        let mut subdags = Vec::with_capacity(committed.len());
-        for (pos, direct) in committed {
-            let leader = NodeRef { round: r, pos };
-            let events = self.linearize(leader, horizon);
-            let leader_ref = self.node(leader).ev.as_ref();
-            subdags.push(CommittedSubDag {
-                height: *next_height,
-                leader: leader_ref,
-                events,
-                direct,
-            });
-            *next_height += 1;
-        }
-        SequencedRound {
-            round: r,
-            committed: subdags,
-            skipped,
-            leader_vrf,
-        }
     }
 
     /// Mark and return the not-yet-ordered causal history of `leader` at or

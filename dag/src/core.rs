@@ -7,7 +7,7 @@
 //! evidence. No sockets, threads, clocks or disks: the caller supplies `now`.
 
 use crate::committee::{snapshot_of, Committee, Round, SNAPSHOT_INTERVAL};
-use crate::committer::CommittedSubDag;
+use crate::committer::{CommittedSubDag, SequenceStep};
 use crate::dag_state::DagState;
 use crate::epochs::{fold_seed, Epochs};
 use crate::event::{
@@ -600,30 +600,36 @@ impl Core {
     }
 
     fn sequence(&mut self) {
-        let rounds = self
+        let steps = self
             .dag
             .try_sequence(self.cfg.gc_depth, &mut self.next_height);
-        if rounds.is_empty() {
+        if steps.is_empty() {
             return;
         }
-        for sr in rounds {
-            if let Some(vrf) = sr.leader_vrf {
-                self.seed_acc = fold_seed(&self.seed_acc, sr.round, &vrf);
-            }
-            self.stats.skipped_leaders += sr.skipped as u64;
-            for c in sr.committed {
-                self.stats.committed_leaders += 1;
-                self.stats.ordered_events += c.events.len() as u64;
-                self.outputs.push_back(Output::Committed(c));
-            }
-            self.outputs.push_back(Output::RoundSequenced {
-                round: sr.round,
-                skipped: sr.skipped,
-            });
-            if sr.round > 0 && sr.round % SNAPSHOT_INTERVAL == 0 {
-                self.epochs.set_seed(sr.round, self.seed_acc);
-                self.outputs
-                    .push_back(Output::SnapshotReached { snapshot: sr.round });
+        for step in steps {
+            match step {
+                SequenceStep::Leader(c) => {
+                    self.stats.committed_leaders += 1;
+                    self.stats.ordered_events += c.events.len() as u64;
+                    self.outputs.push_back(Output::Committed(c));
+                }
+                SequenceStep::RoundDone {
+                    round,
+                    skipped,
+                    leader_vrf,
+                } => {
+                    if let Some(vrf) = leader_vrf {
+                        self.seed_acc = fold_seed(&self.seed_acc, round, &vrf);
+                    }
+                    self.stats.skipped_leaders += skipped as u64;
+                    self.outputs
+                        .push_back(Output::RoundSequenced { round, skipped });
+                    if round > 0 && round % SNAPSHOT_INTERVAL == 0 {
+                        self.epochs.set_seed(round, self.seed_acc);
+                        self.outputs
+                            .push_back(Output::SnapshotReached { snapshot: round });
+                    }
+                }
             }
         }
         let horizon = self.dag.next_round.saturating_sub(self.cfg.gc_depth);

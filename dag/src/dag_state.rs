@@ -106,6 +106,10 @@ pub struct DagState {
     pub(crate) next_round: Round,
     /// Set whenever some slot gets decided.
     pub(crate) decisions_changed: bool,
+    /// Committed slots of `next_round` already sequenced.
+    pub(crate) cursor: usize,
+    /// VRF output of `next_round`'s leader, once sequenced.
+    pub(crate) round_leader_vrf: Option<[u8; 32]>,
     scratch: Vec<Stake>,
     len: usize,
 }
@@ -118,6 +122,8 @@ impl DagState {
             index: IdMap::default(),
             next_round: base,
             decisions_changed: false,
+            cursor: 0,
+            round_leader_vrf: None,
             scratch: Vec::new(),
             len: 0,
         }

@@ -25,3 +25,4 @@ pub use committee::{snapshot_of, Committee, Member, Round, Stake};
 pub use committer::CommittedSubDag;
 pub use event::{Event, EventBody, EventError, EventId, EventRef, VerifiedEvent};
 pub use identity::{EventSigner, PeerKey, Signer};
+pub mod sim;
