@@ -62,6 +62,10 @@ impl DagState {
     /// better-priority slots are all decided.
     pub fn try_sequence(&mut self, gc_depth: Round, next_height: &mut u64) -> Vec<SequenceStep> {
         let mut out = Vec::new();
+        if !self.seq_dirty {
+            return out;
+        }
+        self.seq_dirty = false;
         if self.decisions_changed {
             self.decisions_changed = false;
             self.decide_indirect();

@@ -18,7 +18,7 @@ use crate::id_map::IdSet;
 use crate::identity::{EventSigner, PeerKey};
 use crate::pending::{Millis, Pending};
 use proofs::Hash;
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use thiserror::Error;
 
@@ -163,6 +163,8 @@ pub struct Core {
     /// Ids ordered before a restart from state, until the horizon passes them.
     imported_ordered: IdSet<EventId>,
     imported_upto: Round,
+    /// Highest round in the DAG per creator (the sync frontier).
+    highest_by_author: BTreeMap<PeerKey, Round>,
     last_proposed: Option<Round>,
     own_last: Option<EventRef>,
     own_last_event: Option<Arc<Event>>,
@@ -200,6 +202,7 @@ impl Core {
             seed_acc,
             imported_ordered: IdSet::default(),
             imported_upto: 0,
+            highest_by_author: BTreeMap::new(),
             last_proposed: None,
             own_last: None,
             own_last_event: None,
@@ -245,6 +248,7 @@ impl Core {
             seed_acc: state.seed_acc,
             imported_ordered: state.ordered.into_iter().collect(),
             imported_upto: state.next_round,
+            highest_by_author: BTreeMap::new(),
             last_proposed: state.last_proposed,
             own_last: state.own_last,
             own_last_event: None,
@@ -332,19 +336,17 @@ impl Core {
         self.dag.get(id).map(|v| v.event.clone())
     }
 
+    /// An event with what its verification computed (id, ticket value).
+    pub fn get_verified(&self, id: &EventId) -> Option<&VerifiedEvent> {
+        self.dag.get(id)
+    }
+
     /// For each author, the highest round we hold an event of (for sync).
     pub fn frontier(&self) -> Vec<(PeerKey, Round)> {
-        let mut f: Vec<(PeerKey, Round)> = Vec::new();
-        for (i, rd) in self.dag.rounds.iter().enumerate().rev() {
-            let r = self.dag.base() + i as Round;
-            for n in &rd.events {
-                let k = n.ev.event.body.creator;
-                if !f.iter().any(|(x, _)| *x == k) {
-                    f.push((k, r));
-                }
-            }
-        }
-        f
+        self.highest_by_author
+            .iter()
+            .map(|(k, r)| (*k, *r))
+            .collect()
     }
 
     /// Events a peer with `frontier` lacks, lowest rounds first, at most `limit`.
@@ -352,13 +354,9 @@ impl Core {
         &self,
         frontier: &[(PeerKey, Round)],
         limit: usize,
-    ) -> Vec<Arc<Event>> {
+    ) -> Vec<VerifiedEvent> {
         let known = |k: &PeerKey| frontier.iter().find(|(x, _)| x == k).map(|(_, r)| *r);
-        self.dag
-            .events_after(&known, limit)
-            .into_iter()
-            .map(|v| v.event)
-            .collect()
+        self.dag.events_after(&known, limit)
     }
 
     /// Opaque bytes for our next events (whole items, in order).
@@ -556,6 +554,11 @@ impl Core {
                     if round < self.imported_upto && self.imported_ordered.contains(&id) {
                         self.dag.mark_ordered(&id);
                     }
+                    let h = self
+                        .highest_by_author
+                        .entry(copy.body.creator)
+                        .or_insert(round);
+                    *h = (*h).max(round);
                     if let Some(first) = ins.equivocates_with {
                         self.record_equivocation(first, copy);
                     }
@@ -638,6 +641,7 @@ impl Core {
             self.pending.prune_below(horizon);
             // Keep the snapshots that rounds from the horizon on still use.
             self.epochs.prune_below(horizon);
+            self.highest_by_author.retain(|_, r| *r >= horizon);
             if horizon >= self.imported_upto {
                 self.imported_ordered.clear();
             }

@@ -106,6 +106,8 @@ pub struct DagState {
     pub(crate) next_round: Round,
     /// Set whenever some slot gets decided.
     pub(crate) decisions_changed: bool,
+    /// Something that sequencing depends on changed since it last ran.
+    pub(crate) seq_dirty: bool,
     /// Committed slots of `next_round` already sequenced.
     pub(crate) cursor: usize,
     /// VRF output of `next_round`'s leader, once sequenced.
@@ -122,6 +124,7 @@ impl DagState {
             index: IdMap::default(),
             next_round: base,
             decisions_changed: false,
+            seq_dirty: false,
             cursor: 0,
             round_leader_vrf: None,
             scratch: Vec::new(),
@@ -267,7 +270,7 @@ impl DagState {
         };
 
         // Support: our round r-1 parents gain a supporter.
-        if r >= 1 && r > self.base {
+        if r > self.base {
             let rd = self.round_mut(r - 1).expect("round r-1 exists");
             for &p in &prev_positions {
                 let n = &mut rd.events[p as usize];
@@ -283,7 +286,12 @@ impl DagState {
             let quorum_committee = self.round(r).expect("round exists").committee.clone();
             let rd = self.round_mut(r - 1).expect("round r-1 exists");
             let mut changed = false;
-            for (a, slot) in rd.slots.iter_mut().enumerate() {
+            let slots = if rd.undecided == 0 {
+                &mut rd.slots[..0]
+            } else {
+                &mut rd.slots[..]
+            };
+            for (a, slot) in slots.iter_mut().enumerate() {
                 if covered.contains(a as u32) || !slot.nonsupport.insert(x) {
                     continue;
                 }
@@ -298,11 +306,13 @@ impl DagState {
                 }
             }
             self.decisions_changed |= changed;
+            self.seq_dirty |= changed;
         }
 
         // Certificates: which round r-2 events does this event certify?
         let mut certifies = Vec::new();
-        if r >= 2 && r - 2 >= self.base {
+        // (Nothing to learn once every slot of round r-2 is decided.)
+        if r >= 2 && r - 2 >= self.base && self.round(r - 2).is_some_and(|rd| rd.undecided > 0) {
             let i2 = (r - 2 - self.base) as usize;
             let n2 = self.rounds[i2].events.len();
             self.scratch.clear();
@@ -343,6 +353,7 @@ impl DagState {
                 }
             }
             self.decisions_changed |= changed;
+            self.seq_dirty |= changed;
         }
 
         // Store the event.
@@ -370,6 +381,10 @@ impl DagState {
             ordered: false,
         });
         self.index.insert(id, NodeRef { round: r, pos });
+        if r <= self.next_round {
+            // May fill a slot whose place in the order was unknown.
+            self.seq_dirty = true;
+        }
         self.len += 1;
         Ok(Inserted { equivocates_with })
     }
@@ -390,16 +405,22 @@ impl DagState {
         }
     }
 
-    /// Events (in round order) that a peer whose per-author highest rounds
-    /// are `known` lacks, at most `limit` of them.
+    /// Events (in round order) that a peer whose highest round per author is
+    /// `known` lacks, at most `limit` of them.
     pub fn events_after(
         &self,
         known: &dyn Fn(&crate::identity::PeerKey) -> Option<Round>,
         limit: usize,
     ) -> Vec<VerifiedEvent> {
         let mut out = Vec::new();
-        for (i, rd) in self.rounds.iter().enumerate() {
-            let r = self.base + i as Round;
+        let mut start = self.highest_round().map_or(self.base, |h| h + 1);
+        if let Some(top) = self.rounds.back() {
+            for m in top.committee.members() {
+                start = start.min(known(&m.key).map_or(self.base, |k| k + 1));
+            }
+        }
+        for r in start.max(self.base)..self.base + self.rounds.len() as Round {
+            let rd = self.round(r).expect("in range");
             for n in &rd.events {
                 let creator = &n.ev.event.body.creator;
                 if known(creator).is_none_or(|k| k < r) {

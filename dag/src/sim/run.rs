@@ -448,14 +448,14 @@ impl<'a> Sim<'a> {
                 let core = self.peers[to].core.as_ref().expect("checked");
                 let mut found = Vec::new();
                 for r in refs {
-                    if let Some(e) = core.get_event(&r.id) {
-                        found.push(e);
-                    } else if let Some((e, _)) = self.peers[to].twins.get(&r.id) {
-                        found.push(e.clone());
+                    if let Some(v) = core.get_verified(&r.id) {
+                        found.push((v.event.clone(), v.id, v.ticket_value));
+                    } else if let Some((e, t)) = self.peers[to].twins.get(&r.id) {
+                        found.push((e.clone(), r.id, *t));
                     }
                 }
-                for e in found {
-                    self.send_event(to, from, e, now);
+                for (ev, id, ticket) in found {
+                    self.send(to, from, Msg::Event { ev, id, ticket }, now);
                 }
             }
             Msg::Sync(frontier) => {
@@ -471,25 +471,15 @@ impl<'a> Sim<'a> {
                     return;
                 }
                 let evs = core.events_missing_from(&frontier, 64);
-                for e in evs {
-                    self.send_event(to, from, e, now);
+                for v in evs {
+                    let msg = Msg::Event {
+                        ev: v.event,
+                        id: v.id,
+                        ticket: v.ticket_value,
+                    };
+                    self.send(to, from, msg, now);
                 }
             }
-        }
-    }
-
-    /// Send an event we hold (own, received, or an equivocating twin).
-    fn send_event(&mut self, from: usize, to: usize, ev: Arc<Event>, now: Millis) {
-        let id = ev.id();
-        let ticket = match self.peers[from].own_tickets.get(&id) {
-            Some(t) => Some(*t),
-            None => match self.peers[from].twins.get(&id) {
-                Some((_, t)) => Some(*t),
-                None => self.verify_once(from, &ev, &id),
-            },
-        };
-        if let Some(ticket) = ticket {
-            self.send(from, to, Msg::Event { ev, id, ticket }, now);
         }
     }
 
