@@ -689,7 +689,6 @@ impl Core {
                 parents.push(own);
             }
         }
-        parents.sort_by_key(|p| (p.round, p.author));
         let mut payload = Vec::new();
         while let Some(item) = self.payload.front() {
             if payload.len() + item.len() > self.cfg.limits.max_payload_bytes {
@@ -698,19 +697,17 @@ impl Core {
             payload.extend_from_slice(item);
             self.payload.pop_front();
         }
-        let (ticket, ticket_value) = self.signer.vrf_ticket(&seed, target);
-        let body = EventBody {
-            chain: self.cfg.chain,
-            creator: self.me,
-            round: target,
+        let (event, ticket_value) = Event::create(
+            &mut *self.signer,
+            self.cfg.chain,
+            &seed,
+            target,
             parents,
             payload,
-            ticket,
-            time_ms: self.now,
-        };
-        let id = body.id();
-        let signature = self.signer.sign_event(&id);
-        let event = Arc::new(Event { body, signature });
+            self.now,
+        );
+        let id = event.id();
+        let event = Arc::new(event);
         let verified = VerifiedEvent {
             event: event.clone(),
             id,

@@ -6,7 +6,9 @@
 //! parents exist is the DAG's business.
 
 use crate::committee::{Committee, Round};
-use crate::identity::{verify_digest, Bytes64, CryptoError, PeerKey, VrfTicket, EVENT_CONTEXT};
+use crate::identity::{
+    verify_digest, Bytes64, CryptoError, EventSigner, PeerKey, VrfTicket, EVENT_CONTEXT,
+};
 use proofs::{Domain, Hash};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -56,6 +58,44 @@ impl EventBody {
 }
 
 impl Event {
+    /// Build and sign an event; returns it with its ticket value.
+    /// `parents` are sorted here into their canonical order.
+    #[allow(clippy::too_many_arguments)]
+    pub fn create(
+        signer: &mut dyn EventSigner,
+        chain: Hash,
+        seed: &Hash,
+        round: Round,
+        mut parents: Vec<EventRef>,
+        payload: Vec<u8>,
+        time_ms: u64,
+    ) -> (Event, u64) {
+        parents.sort_by_key(|p| (p.round, p.author));
+        let (ticket, ticket_value) = signer.vrf_ticket(seed, round);
+        let body = EventBody {
+            chain,
+            creator: signer.key(),
+            round,
+            parents,
+            payload,
+            ticket,
+            time_ms,
+        };
+        let signature = signer.sign_event(&body.id());
+        (Event { body, signature }, ticket_value)
+    }
+
+    /// Decode an event from untrusted bytes (canonical encoding only).
+    pub fn decode(bytes: &[u8], limits: &EventLimits) -> Result<Event, EventError> {
+        // Body overhead (keys, ticket, a full parent list) stays far below this.
+        let limit = limits.max_payload_bytes + 64 * 1024;
+        proofs::decode(bytes, limit).map_err(|e| EventError::Decode(e.to_string()))
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        proofs::encode(self)
+    }
+
     pub fn id(&self) -> EventId {
         self.body.id()
     }

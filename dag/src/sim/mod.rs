@@ -13,4 +13,4 @@ mod network;
 mod run;
 
 pub use behaviour::Behavior;
-pub use run::{run, Progress, SimConfig, SimReport, StakeDist};
+pub use run::{commit_digest, record, run, Progress, Recording, SimConfig, SimReport, StakeDist};

@@ -57,6 +57,8 @@ pub struct SimConfig {
     pub round_wait_ms: Millis,
     pub payload_bytes: usize,
     pub sync_interval_ms: Millis,
+    /// Percentage of messages that take ten times their drawn delay.
+    pub slow_percent: u32,
     /// Give up (liveness failure) after this much simulated time.
     pub max_sim_ms: Millis,
 }
@@ -78,6 +80,7 @@ impl SimConfig {
             round_wait_ms: 60,
             payload_bytes: 32,
             sync_interval_ms: 400,
+            slow_percent: 5,
             max_sim_ms: rounds * 3_000 + 120_000,
         }
     }
@@ -191,6 +194,9 @@ struct Sim<'a> {
     genesis_stakes: Vec<Stake>,
     progress: Option<&'a mut dyn Progress>,
     last_progress_round: Round,
+    genesis: Committee,
+    #[allow(clippy::type_complexity)]
+    recording: Option<(Vec<(Arc<Event>, EventId, u64)>, Vec<Vec<Hash>>)>,
 }
 
 fn key_secret(seed: u64, i: usize) -> [u8; 32] {
@@ -225,13 +231,59 @@ fn draw_stakes(n: usize, f: usize, dist: StakeDist, rng: &mut ChaCha8Rng) -> Vec
 
 pub fn run(cfg: SimConfig, progress: Option<&mut dyn Progress>) -> SimReport {
     let wall = Instant::now();
-    let mut sim = Sim::new(cfg, progress);
+    let mut sim = Sim::new(cfg, progress, false);
     sim.main_loop();
     sim.report(wall.elapsed())
 }
 
+/// Everything a run created, for replaying into other cores (tests).
+pub struct Recording {
+    pub report: SimReport,
+    pub core_config: CoreConfig,
+    pub genesis: Committee,
+    /// Every event any peer created (equivocating twins included), each with
+    /// its id and checked ticket value, in creation order.
+    pub events: Vec<(Arc<Event>, EventId, u64)>,
+    /// Each honest peer's committed sequence, one digest per height.
+    pub sequences: Vec<Vec<Hash>>,
+}
+
+/// Run and record every event and every honest peer's sequence. Keep runs
+/// short: the recording is kept in memory.
+pub fn record(cfg: SimConfig) -> Recording {
+    let wall = Instant::now();
+    let mut sim = Sim::new(cfg, None, true);
+    sim.main_loop();
+    let report = sim.report(wall.elapsed());
+    let (events, seqs) = sim.recording.take().expect("set above");
+    let sequences = seqs
+        .into_iter()
+        .zip(&sim.peers)
+        .filter(|(_, p)| p.honest)
+        .map(|(s, _)| s)
+        .collect();
+    Recording {
+        report,
+        core_config: sim.core_cfg.clone(),
+        genesis: sim.genesis.clone(),
+        events,
+        sequences,
+    }
+}
+
+/// The digest the simulator compares per height: leader id, then the ids
+/// of the events it orders.
+pub fn commit_digest(c: &crate::committer::CommittedSubDag) -> Hash {
+    let mut h = Hasher::new(SIM_DOMAIN);
+    h.update(b"commit").update(&c.leader.id.0);
+    for e in &c.events {
+        h.update(&e.id.0);
+    }
+    h.finalize()
+}
+
 impl<'a> Sim<'a> {
-    fn new(cfg: SimConfig, progress: Option<&'a mut dyn Progress>) -> Self {
+    fn new(cfg: SimConfig, progress: Option<&'a mut dyn Progress>, record: bool) -> Self {
         assert!(
             cfg.peers >= 1 && cfg.byzantine < cfg.peers,
             "need at least one honest peer"
@@ -308,6 +360,8 @@ impl<'a> Sim<'a> {
             genesis_stakes: stakes,
             progress,
             last_progress_round: 0,
+            genesis: committee,
+            recording: record.then(|| (Vec::new(), vec![Vec::new(); n])),
         };
         for i in 0..n {
             let t = sim.rng.next_u64() % sim.cfg.sync_interval_ms.max(1);
@@ -336,6 +390,10 @@ impl<'a> Sim<'a> {
         }
         let span = self.cfg.max_delay_ms.saturating_sub(self.cfg.min_delay_ms) + 1;
         let mut delay = self.cfg.min_delay_ms + self.rng.next_u64() % span;
+        // A heavy tail: a few messages take many times longer.
+        if self.rng.next_u32() % 100 < self.cfg.slow_percent {
+            delay *= 10;
+        }
         if self.peers[from].byz == Some(Behavior::Delay) {
             delay += 2 * self.cfg.nominal_round_ms();
         }
@@ -577,6 +635,9 @@ impl<'a> Sim<'a> {
             None => match self.verify_once(p, &ev, &id) {
                 Some(t) => {
                     self.peers[p].own_tickets.insert(id, t);
+                    if let Some((evs, _)) = self.recording.as_mut() {
+                        evs.push((ev.clone(), id, t));
+                    }
                     t
                 }
                 None => return,
@@ -665,6 +726,33 @@ impl<'a> Sim<'a> {
     fn make_twin(&mut self, p: usize, ev: &Event) -> Option<(Arc<Event>, EventId, u64)> {
         let mut body = ev.body.clone();
         body.payload.push(0xEE);
+        // Vote differently too: drop one other author's parent from the
+        // previous round when the rest still carries a quorum, so the two
+        // halves of the network see this author support different slots.
+        if let Some(core) = self.peers[p].core.as_ref() {
+            if let Some(prev) = body.round.checked_sub(1).and_then(|r| core.committee(r)) {
+                let me = prev.index_of(&body.creator);
+                let candidates: Vec<usize> = (0..body.parents.len())
+                    .filter(|&i| {
+                        body.parents[i].round + 1 == body.round
+                            && Some(body.parents[i].author) != me
+                    })
+                    .collect();
+                if !candidates.is_empty() {
+                    let drop = candidates[(self.rng.next_u64() % candidates.len() as u64) as usize];
+                    let stake: u64 = body
+                        .parents
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, x)| *i != drop && x.round + 1 == body.round)
+                        .map(|(_, x)| prev.stake(x.author))
+                        .sum();
+                    if prev.is_quorum(stake) {
+                        body.parents.remove(drop);
+                    }
+                }
+            }
+        }
         let id = body.id();
         let t = Instant::now();
         let signer = self.peers[p].twin_signer.as_mut()?;
@@ -672,6 +760,9 @@ impl<'a> Sim<'a> {
         self.crypto.set(self.crypto.get() + t.elapsed());
         let twin = Arc::new(Event { body, signature });
         let ticket = self.verify_once(p, &twin, &id)?;
+        if let Some((evs, _)) = self.recording.as_mut() {
+            evs.push((twin.clone(), id, ticket));
+        }
         self.peers[p].twins.insert(id, (twin.clone(), ticket));
         Some((twin, id, ticket))
     }
@@ -680,12 +771,10 @@ impl<'a> Sim<'a> {
         if !self.peers[p].honest {
             return;
         }
-        let mut h = Hasher::new(SIM_DOMAIN);
-        h.update(b"commit").update(&c.leader.id.0);
-        for e in &c.events {
-            h.update(&e.id.0);
+        let digest = commit_digest(&c);
+        if let Some((_, seqs)) = self.recording.as_mut() {
+            seqs[p].push(digest);
         }
-        let digest = h.finalize();
         let peer = &mut self.peers[p];
         peer.digest_acc = Hash::of(SIM_DOMAIN, &[peer.digest_acc.0, digest.0].concat());
         if c.height != peer.next_height {
