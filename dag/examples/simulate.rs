@@ -3,7 +3,7 @@
 //! figures. Exit status 1 on a safety violation, 2 on a stall.
 
 use clap::Parser;
-use dag::sim::{run, Behavior, SimConfig, StakeDist};
+use dag::sim::{run, Behavior, SimConfig, Split, StakeDist};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::process::ExitCode;
 
@@ -35,6 +35,10 @@ struct Args {
     /// rounds take at the nominal pace (e.g. 100..160), then heal.
     #[arg(long, value_parser = parse_range)]
     partition_rounds: Option<(u64, u64)>,
+    /// Who the partition cuts off: halves (no side may keep a quorum) or
+    /// minority (a third of the honest peers, who must catch up after).
+    #[arg(long, default_value = "halves")]
+    partition_split: Split,
     /// Rounds kept in memory below the first unsequenced round.
     #[arg(long, default_value_t = 50)]
     gc_depth: u64,
@@ -73,6 +77,7 @@ fn main() -> ExitCode {
     cfg.stake = a.stake;
     cfg.loss = a.loss;
     cfg.partition = a.partition_rounds;
+    cfg.partition_split = a.partition_split;
     cfg.gc_depth = a.gc_depth;
     cfg.min_delay_ms = a.min_delay_ms;
     cfg.max_delay_ms = a.max_delay_ms.max(a.min_delay_ms);
@@ -104,6 +109,7 @@ fn main() -> ExitCode {
         "stake": format!("{:?}", a.stake).to_lowercase(),
         "loss": a.loss,
         "partition_rounds": a.partition_rounds.map(|(x, y)| format!("{x}..{y}")),
+        "partition_split": format!("{:?}", a.partition_split).to_lowercase(),
         "safety": if report.safety_ok { "ok" } else { "violated" },
         "first_divergent_height": report.divergence_height,
         "liveness": if report.live { "ok" } else { "stalled" },

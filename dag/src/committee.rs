@@ -76,7 +76,7 @@ impl Committee {
         if members.len() > MAX_COMMITTEE {
             return Err(CommitteeError::TooLarge(members.len()));
         }
-        members.sort_by(|a, b| a.key.cmp(&b.key));
+        members.sort_by_key(|m| m.key);
         let mut total: Stake = 0;
         let mut index = HashMap::with_capacity(members.len());
         for (i, m) in members.iter().enumerate() {

@@ -244,7 +244,7 @@ impl DagState {
         }
         let mut events: Vec<VerifiedEvent> =
             picked.iter().map(|&n| self.node(n).ev.clone()).collect();
-        events.sort_by(|a, b| (a.round(), a.id).cmp(&(b.round(), b.id)));
+        events.sort_by_key(|e| (e.round(), e.id));
         events
     }
 

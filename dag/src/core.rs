@@ -138,6 +138,10 @@ pub struct Stats {
 #[derive(Clone, Debug)]
 pub struct CoreState {
     pub next_round: Round,
+    /// Committed slots of `next_round` already sequenced, and the VRF output
+    /// of that round's leader if it is among them.
+    pub next_round_cursor: usize,
+    pub next_round_leader_vrf: Option<[u8; 32]>,
     pub next_height: u64,
     pub seed_acc: Hash,
     /// (snapshot, stake table, epoch seed) for the snapshots still in use.
@@ -236,6 +240,8 @@ impl Core {
         let horizon = state.next_round.saturating_sub(cfg.gc_depth);
         let mut dag = DagState::new(horizon);
         dag.next_round = state.next_round;
+        dag.cursor = state.next_round_cursor;
+        dag.round_leader_vrf = state.next_round_leader_vrf;
         let me = signer.key();
         let mut core = Core {
             dag,
@@ -283,6 +289,8 @@ impl Core {
         }
         CoreState {
             next_round: self.dag.next_round,
+            next_round_cursor: self.dag.cursor,
+            next_round_leader_vrf: self.dag.round_leader_vrf,
             next_height: self.next_height,
             seed_acc: self.seed_acc,
             epochs: self
@@ -551,7 +559,7 @@ impl Core {
             match self.dag.insert(ev, &self.epochs) {
                 Ok(ins) => {
                     self.stats.inserted += 1;
-                    if round < self.imported_upto && self.imported_ordered.contains(&id) {
+                    if self.imported_ordered.contains(&id) {
                         self.dag.mark_ordered(&id);
                     }
                     let h = self
@@ -642,7 +650,7 @@ impl Core {
             // Keep the snapshots that rounds from the horizon on still use.
             self.epochs.prune_below(horizon);
             self.highest_by_author.retain(|_, r| *r >= horizon);
-            if horizon >= self.imported_upto {
+            if horizon > self.imported_upto {
                 self.imported_ordered.clear();
             }
         }

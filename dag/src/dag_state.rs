@@ -392,14 +392,11 @@ impl DagState {
     /// Drop every round below `horizon`.
     pub fn prune_below(&mut self, horizon: Round) {
         while self.base < horizon {
-            match self.rounds.pop_front() {
-                Some(rd) => {
-                    for n in &rd.events {
-                        self.index.remove(&n.ev.id);
-                    }
-                    self.len -= rd.events.len();
+            if let Some(rd) = self.rounds.pop_front() {
+                for n in &rd.events {
+                    self.index.remove(&n.ev.id);
                 }
-                None => {}
+                self.len -= rd.events.len();
             }
             self.base += 1;
         }

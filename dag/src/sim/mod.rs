@@ -13,4 +13,6 @@ mod network;
 mod run;
 
 pub use behaviour::Behavior;
-pub use run::{commit_digest, record, run, Progress, Recording, SimConfig, SimReport, StakeDist};
+pub use run::{
+    commit_digest, record, run, Progress, Recording, SimConfig, SimReport, Split, StakeDist,
+};

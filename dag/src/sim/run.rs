@@ -37,6 +37,38 @@ impl std::str::FromStr for StakeDist {
     }
 }
 
+/// How a partition divides the honest peers (Byzantine peers reach both sides).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Split {
+    /// Two halves: with Byzantine stake near a third, neither side alone
+    /// may hold a quorum, so commits can stop everywhere until it heals.
+    Halves,
+    /// A third of the honest peers (at least one) cut off from everyone
+    /// else, who keep going; the cut-off peers must catch up afterwards.
+    Minority,
+}
+
+impl Split {
+    /// How many honest peers (the first ones) are on side 0.
+    fn cut_off(self, honest: usize) -> usize {
+        match self {
+            Split::Halves => honest / 2,
+            Split::Minority => (honest / 3).max(1),
+        }
+    }
+}
+
+impl std::str::FromStr for Split {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "halves" => Ok(Split::Halves),
+            "minority" => Ok(Split::Minority),
+            _ => Err(format!("unknown split {s:?} (halves|minority)")),
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct SimConfig {
     pub peers: usize,
@@ -51,6 +83,8 @@ pub struct SimConfig {
     /// Cut the honest peers in two halves from the time round A is reached,
     /// for as long as B − A rounds take at the nominal pace.
     pub partition: Option<(Round, Round)>,
+    /// Which honest peers the partition cuts off (side 0) from the rest.
+    pub partition_split: Split,
     pub min_delay_ms: Millis,
     pub max_delay_ms: Millis,
     pub gc_depth: Round,
@@ -74,6 +108,7 @@ impl SimConfig {
             stake: StakeDist::Uniform,
             loss: 0.0,
             partition: None,
+            partition_split: Split::Halves,
             min_delay_ms: 5,
             max_delay_ms: 50,
             gc_depth: 50,
@@ -337,7 +372,7 @@ impl<'a> Sim<'a> {
                 next_height: 0,
                 digest_acc: chain,
                 honest: byz.is_none(),
-                side: u8::from(i >= honest_count / 2),
+                side: u8::from(i >= cfg.partition_split.cut_off(honest_count) || byz.is_some()),
             });
         }
         let mut sim = Sim {
@@ -375,7 +410,12 @@ impl<'a> Sim<'a> {
         match self.partition_window {
             Some((s, e)) if now >= s && now < e => {
                 let (pa, pb) = (&self.peers[a], &self.peers[b]);
-                pa.honest && pb.honest && pa.side != pb.side
+                match self.cfg.partition_split {
+                    // Byzantine peers bridge the halves (the worst case).
+                    Split::Halves => pa.honest && pb.honest && pa.side != pb.side,
+                    // The cut-off peers hear nobody, Byzantine peers included.
+                    Split::Minority => pa.side != pb.side,
+                }
             }
             _ => false,
         }
@@ -566,7 +606,7 @@ impl<'a> Sim<'a> {
                 self.restarts += 1;
                 self.after_step(p, now);
             }
-            Err(_) => {}
+            Err(e) => panic!("peer {p} cannot start from a peer's exported state: {e}"),
         }
     }
 
@@ -581,7 +621,7 @@ impl<'a> Sim<'a> {
                 Output::Broadcast(ev) | Output::Rebroadcast(ev) => self.on_own_event(p, ev, now),
                 Output::Fetch { refs, hint } => {
                     let to = match hint.and_then(|k| self.index_of(&k)) {
-                        Some(i) if i != p && self.rng.next_u32() % 4 != 0 => i,
+                        Some(i) if i != p && !self.rng.next_u32().is_multiple_of(4) => i,
                         _ => self.random_other(p),
                     };
                     self.send(p, to, Msg::Fetch(refs), now);
@@ -794,7 +834,7 @@ impl<'a> Sim<'a> {
             self.divergence.get_or_insert(c.height);
         }
         if let Some((_, end)) = self.partition_window {
-            if now >= end {
+            if now >= end && self.peers[p].side == 0 {
                 self.commits_after_heal += 1;
             }
         }
