@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 #[derive(Parser, Debug)]
-#[command(about = "Sweep the consensus simulator over peers, behaviours, stake, loss, partitions and seeds")]
+#[command(
+    about = "Sweep the consensus simulator over peers, behaviours, stake, loss, partitions and seeds"
+)]
 struct Args {
     /// Seeds per configuration (1..=S).
     #[arg(long, default_value_t = 5)]
@@ -46,7 +48,12 @@ fn main() -> std::process::ExitCode {
             Behavior::Mixed,
         ] {
             for stake in [StakeDist::Uniform, StakeDist::Skewed] {
-                for net in [Net::Clean, Net::Loss, Net::PartitionHalves, Net::PartitionMinority] {
+                for net in [
+                    Net::Clean,
+                    Net::Loss,
+                    Net::PartitionHalves,
+                    Net::PartitionMinority,
+                ] {
                     for seed in 1..=a.seeds {
                         let mut c = SimConfig::new(n, f, a.rounds, seed);
                         c.behavior = b;
@@ -101,7 +108,10 @@ fn main() -> std::process::ExitCode {
         }
     });
     let bad = bad.into_inner();
-    println!("{}", serde_json::json!({"runs": total, "failed": bad, "result": if bad == 0 { "ok" } else { "failed" }}));
+    println!(
+        "{}",
+        serde_json::json!({"runs": total, "failed": bad, "result": if bad == 0 { "ok" } else { "failed" }})
+    );
     if bad == 0 {
         std::process::ExitCode::SUCCESS
     } else {

@@ -37,6 +37,9 @@ pub struct CoreConfig {
     /// After a round has a quorum, how long to wait for its other events
     /// before building on the quorum alone.
     pub round_wait_ms: Millis,
+    /// Never build two own events closer than this (a lone or very fast
+    /// committee would otherwise spin through rounds).
+    pub min_round_interval_ms: Millis,
     /// Re-ask for a missing parent after this long.
     pub fetch_retry_ms: Millis,
     /// Resend our latest event when no round completed for this long.
@@ -57,6 +60,7 @@ impl CoreConfig {
             limits: EventLimits::default(),
             gc_depth: 50,
             round_wait_ms: 100,
+            min_round_interval_ms: 10,
             fetch_retry_ms: 300,
             rebroadcast_ms: 1000,
             max_pending: 20_000,
@@ -170,6 +174,7 @@ pub struct Core {
     /// Highest round in the DAG per creator (the sync frontier).
     highest_by_author: BTreeMap<PeerKey, Round>,
     last_proposed: Option<Round>,
+    last_proposed_at: Millis,
     own_last: Option<EventRef>,
     own_last_event: Option<Arc<Event>>,
     /// Highest round with a quorum of events, and when it got one.
@@ -208,6 +213,7 @@ impl Core {
             imported_upto: 0,
             highest_by_author: BTreeMap::new(),
             last_proposed: None,
+            last_proposed_at: 0,
             own_last: None,
             own_last_event: None,
             quorum_round: None,
@@ -256,6 +262,7 @@ impl Core {
             imported_upto: state.next_round,
             highest_by_author: BTreeMap::new(),
             last_proposed: state.last_proposed,
+            last_proposed_at: 0,
             own_last: state.own_last,
             own_last_event: None,
             quorum_round: None,
@@ -396,7 +403,8 @@ impl Core {
         }
         if let Some((q, since)) = self.quorum_round {
             if self.last_proposed.is_none_or(|p| p <= q) {
-                t = t.min(since + self.cfg.round_wait_ms);
+                let paced = self.last_proposed_at + self.cfg.min_round_interval_ms;
+                t = t.min((since + self.cfg.round_wait_ms).max(paced));
             }
         }
         Some(t)
@@ -676,6 +684,11 @@ impl Core {
         if self.last_proposed.is_some_and(|p| p >= target) {
             return;
         }
+        if self.last_proposed.is_some()
+            && self.now < self.last_proposed_at + self.cfg.min_round_interval_ms
+        {
+            return; // paced: poll_timeout wakes us
+        }
         let Some(committee) = self.epochs.committee(target).cloned() else {
             return; // refuse to advance into a round whose snapshot we lack
         };
@@ -729,12 +742,9 @@ impl Core {
         self.stats.proposed += 1;
         // Persist-then-send is the driver's job; we put it in our DAG now.
         self.outputs.push_back(Output::Broadcast(event));
+        self.last_proposed_at = self.now;
         self.insert_cascade(verified);
         self.sequence();
-        // A single-member committee completes rounds alone.
-        if self.quorum_round.is_some_and(|(q, _)| q >= target) {
-            self.maybe_propose();
-        }
     }
 
     /// The committee of round `r`, if known.
