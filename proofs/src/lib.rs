@@ -8,6 +8,8 @@
 
 pub mod codec;
 pub mod hash;
+pub mod store;
 
 pub use codec::{decode, encode, CodecError};
 pub use hash::{Domain, Hash, Hasher};
+pub use store::{MemStore, NodeStore, StoreError};

@@ -1,0 +1,70 @@
+//! Where Merkle nodes live. The peer keeps them in LMDB; tests and wallets
+//! keep them in memory. Structures in this crate only ever talk to this trait.
+
+use std::collections::HashMap;
+use std::hash::Hash as StdHash;
+use thiserror::Error;
+
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum StoreError {
+    /// The backend failed (disk, map full, …); the message says how.
+    #[error("node storage failed: {0}")]
+    Backend(String),
+    /// A node the structure needs is not stored: the store is corrupt or was
+    /// pruned past what the caller asked for.
+    #[error("node missing from storage: {0}")]
+    Missing(String),
+}
+
+/// A key-value store of nodes. Writes of one update are applied in order;
+/// a backend that needs atomicity wraps a whole update in its own
+/// transaction around these calls.
+pub trait NodeStore<K, V> {
+    fn get(&self, key: &K) -> Result<Option<V>, StoreError>;
+    fn put(&mut self, key: K, value: V) -> Result<(), StoreError>;
+    fn remove(&mut self, key: &K) -> Result<(), StoreError>;
+}
+
+/// The in-memory store.
+#[derive(Debug, Clone)]
+pub struct MemStore<K, V> {
+    map: HashMap<K, V>,
+}
+
+impl<K, V> Default for MemStore<K, V> {
+    fn default() -> Self {
+        MemStore {
+            map: HashMap::new(),
+        }
+    }
+}
+
+impl<K: StdHash + Eq, V> MemStore<K, V> {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
+impl<K: StdHash + Eq, V: Clone> NodeStore<K, V> for MemStore<K, V> {
+    fn get(&self, key: &K) -> Result<Option<V>, StoreError> {
+        Ok(self.map.get(key).cloned())
+    }
+
+    fn put(&mut self, key: K, value: V) -> Result<(), StoreError> {
+        self.map.insert(key, value);
+        Ok(())
+    }
+
+    fn remove(&mut self, key: &K) -> Result<(), StoreError> {
+        self.map.remove(key);
+        Ok(())
+    }
+}
