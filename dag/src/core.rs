@@ -343,6 +343,11 @@ impl Core {
         self.last_proposed
     }
 
+    /// Our own latest event.
+    pub fn own_last(&self) -> Option<EventRef> {
+        self.own_last
+    }
+
     pub fn horizon(&self) -> Round {
         self.dag.base()
     }
@@ -370,8 +375,8 @@ impl Core {
         frontier: &[(PeerKey, Round)],
         limit: usize,
     ) -> Vec<VerifiedEvent> {
-        let known = |k: &PeerKey| frontier.iter().find(|(x, _)| x == k).map(|(_, r)| *r);
-        self.dag.events_after(&known, limit)
+        let known: std::collections::HashMap<PeerKey, Round> = frontier.iter().copied().collect();
+        self.dag.events_after(&|k| known.get(k).copied(), limit)
     }
 
     /// Opaque bytes for our next events (whole items, in order).

@@ -587,9 +587,15 @@ impl<'a> Sim<'a> {
         let Some(old) = self.peers[p].core.as_ref() else {
             return;
         };
-        let own = old.export_state();
-        state.last_proposed = own.last_proposed.max(state.last_proposed.filter(|_| false));
-        state.own_last = own.own_last;
+        // What only `p` knows: its own last event (so it never signs twice
+        // in a round).
+        state.last_proposed = old.last_proposed();
+        state.own_last = old.own_last();
+        // Every other restart starts without the DAG tail (committed state
+        // and the ordered ids only) and must fetch the window itself.
+        if self.restarts % 2 == 1 {
+            state.recent.clear();
+        }
         let mut rng_seed = [0u8; 32];
         self.rng.fill_bytes(&mut rng_seed);
         let signer = TimedSigner {
