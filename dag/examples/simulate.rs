@@ -31,8 +31,8 @@ struct Args {
     /// Probability that a message is lost.
     #[arg(long, default_value_t = 0.0)]
     loss: f64,
-    /// Cut the honest peers in two halves from round A for as long as B − A
-    /// rounds take at the nominal pace (e.g. 100..160), then heal.
+    /// Partition the network from round A for as long as B − A rounds take
+    /// at the nominal pace (e.g. 100..160), then heal (see --partition-split).
     #[arg(long, value_parser = parse_range)]
     partition_rounds: Option<(u64, u64)>,
     /// Who the partition cuts off: halves (no side may keep a quorum) or

@@ -2,12 +2,12 @@
 //!
 //! Every member of a round's committee has a leader slot; slots are decided
 //! directly from the tallies the DAG keeps (commit: certified by a quorum two
-//! rounds up; skip: not supported by a quorum one round up) or indirectly by
-//! the first later round, from `r + 3` on, that is fully decided and has a
-//! committed slot (its best-priority committed event is the anchor: the slot
-//! commits iff the anchor's history holds a certificate for one of its
-//! events). A round is sequenced once all its slots are decided: its
-//! committed events, best VRF priority first, each order their
+//! rounds up; skip: not supported by a quorum one round up) or indirectly
+//! through an anchor: the first non-skipped slot in (round, priority) order
+//! from round `r + 3` on. If the anchor is committed, the slot commits iff the
+//! anchor's history holds a certificate for one of its events; if it is
+//! undecided, the slot waits. Committed slots are sequenced in (round,
+//! priority) order, stopping at the first undecided slot; each orders its
 //! not-yet-ordered causal history.
 
 use crate::committee::Round;

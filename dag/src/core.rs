@@ -137,8 +137,17 @@ pub struct Stats {
     pub proposed: u64,
 }
 
+/// What only this peer knows about itself and must keep across a restart or
+/// a catch-up: its own latest event, so it never signs a second event in a
+/// round. The daemon stores it durably before sending each event.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OwnProgress {
+    pub last_proposed: Option<Round>,
+    pub own_last: Option<EventRef>,
+}
+
 /// A committed state to start from without the old DAG (catch-up), or to
-/// hand to a peer that needs one.
+/// hand to a peer that needs one. It holds nothing peer-specific.
 #[derive(Clone, Debug)]
 pub struct CoreState {
     pub next_round: Round,
@@ -150,9 +159,6 @@ pub struct CoreState {
     pub seed_acc: Hash,
     /// (snapshot, stake table, epoch seed) for the snapshots still in use.
     pub epochs: Vec<(Round, Committee, Option<Hash>)>,
-    /// Our own latest event's round (so we never sign a second event there).
-    pub last_proposed: Option<Round>,
-    pub own_last: Option<EventRef>,
     /// Events at or above the horizon, in round order.
     pub recent: Vec<Event>,
     /// Which of `recent` (and of events not included) are already ordered.
@@ -233,6 +239,7 @@ impl Core {
     pub fn from_state(
         cfg: CoreConfig,
         state: CoreState,
+        own: OwnProgress,
         signer: Box<dyn EventSigner>,
         now: Millis,
     ) -> Result<Self, Refused> {
@@ -261,9 +268,9 @@ impl Core {
             imported_ordered: state.ordered.into_iter().collect(),
             imported_upto: state.next_round,
             highest_by_author: BTreeMap::new(),
-            last_proposed: state.last_proposed,
+            last_proposed: own.last_proposed,
             last_proposed_at: 0,
-            own_last: state.own_last,
+            own_last: own.own_last,
             own_last_event: None,
             quorum_round: None,
             last_progress: now,
@@ -305,8 +312,6 @@ impl Core {
                 .snapshots()
                 .map(|(s, c, seed)| (s, (**c).clone(), seed.copied()))
                 .collect(),
-            last_proposed: self.last_proposed,
-            own_last: self.own_last,
             recent,
             ordered,
         }
@@ -343,9 +348,12 @@ impl Core {
         self.last_proposed
     }
 
-    /// Our own latest event.
-    pub fn own_last(&self) -> Option<EventRef> {
-        self.own_last
+    /// Our own latest event and its round.
+    pub fn own_progress(&self) -> OwnProgress {
+        OwnProgress {
+            last_proposed: self.last_proposed,
+            own_last: self.own_last,
+        }
     }
 
     pub fn horizon(&self) -> Round {
@@ -380,8 +388,17 @@ impl Core {
     }
 
     /// Opaque bytes for our next events (whole items, in order).
-    pub fn queue_payload(&mut self, item: Vec<u8>) {
+    pub fn queue_payload(&mut self, item: Vec<u8>) -> Result<(), EventError> {
+        let max = self.cfg.limits.max_payload_bytes;
+        if item.len() > max {
+            // It could never fit in an event and would block the queue.
+            return Err(EventError::PayloadTooLarge {
+                len: item.len(),
+                max,
+            });
+        }
         self.payload.push_back(item);
+        Ok(())
     }
 
     pub fn queued_payload_items(&self) -> usize {
@@ -464,8 +481,6 @@ impl Core {
             Some(Refused::AwaitingSnapshot(r))
         } else if !self.pending.is_wanted(id) && self.slot_full(body) {
             Some(Refused::SlotFull)
-        } else if !self.pending.is_wanted(id) && self.pending.len() >= self.cfg.max_pending {
-            Some(Refused::PendingFull)
         } else {
             None
         };
@@ -521,7 +536,7 @@ impl Core {
             .expect("precheck ensured snapshots");
         let verified =
             VerifiedEvent::verify(event, &ctx).inspect_err(|_| self.stats.invalid += 1)?;
-        Ok(self.accept(verified, from))
+        self.accept(verified, from)
     }
 
     /// A received event whose signature and VRF ticket the caller verified
@@ -541,25 +556,28 @@ impl Core {
             .expect("precheck ensured snapshots");
         let verified = VerifiedEvent::with_checked_crypto(event, id, ticket_value, &ctx)
             .inspect_err(|_| self.stats.invalid += 1)?;
-        Ok(self.accept(verified, from))
+        self.accept(verified, from)
     }
 
-    fn accept(&mut self, ev: VerifiedEvent, from: Option<PeerKey>) -> Accepted {
+    fn accept(&mut self, ev: VerifiedEvent, from: Option<PeerKey>) -> Result<Accepted, Refused> {
         let missing: Vec<EventRef> = self.dag.missing_parents(&ev);
         if missing.is_empty() {
             self.insert_cascade(ev);
             self.after_insert();
-            Accepted::Inserted
-        } else {
-            let ask = self.pending.park(ev, missing, from, self.now);
-            if !ask.is_empty() {
-                self.outputs.push_back(Output::Fetch {
-                    refs: ask,
-                    hint: from,
-                });
-            }
-            Accepted::Parked
+            return Ok(Accepted::Inserted);
         }
+        if !self.pending.is_wanted(&ev.id) && self.pending.len() >= self.cfg.max_pending {
+            self.stats.pending_full += 1;
+            return Err(Refused::PendingFull);
+        }
+        let ask = self.pending.park(ev, missing, from, self.now);
+        if !ask.is_empty() {
+            self.outputs.push_back(Output::Fetch {
+                refs: ask,
+                hint: from,
+            });
+        }
+        Ok(Accepted::Parked)
     }
 
     /// Insert `ev` and every parked event it completes.
@@ -659,7 +677,11 @@ impl Core {
         let horizon = self.dag.next_round.saturating_sub(self.cfg.gc_depth);
         if horizon > self.dag.base() {
             self.dag.prune_below(horizon);
-            self.pending.prune_below(horizon);
+            // Parked events whose only missing parents fell below the
+            // horizon need them no more.
+            for ev in self.pending.prune_below(horizon) {
+                self.insert_cascade(ev);
+            }
             // Keep the snapshots that rounds from the horizon on still use.
             self.epochs.prune_below(horizon);
             self.highest_by_author.retain(|_, r| *r >= horizon);
@@ -764,6 +786,12 @@ impl Core {
 
     /// Whether the stake table of `snapshot` has been supplied.
     pub fn has_snapshot(&self, snapshot: Round) -> bool {
-        self.epochs.has_committee_at(snapshot_of(snapshot))
+        self.epochs.has_committee_at(snapshot)
+    }
+
+    /// Whether round `r` can be validated and built (its snapshot's table
+    /// and seed are known).
+    pub fn round_ready(&self, r: Round) -> bool {
+        self.epochs.ready(r) && snapshot_of(r) <= r
     }
 }

@@ -37,9 +37,6 @@ pub(crate) struct Node {
     pub parents: Vec<NodeRef>,
     /// Positions of the parents in the previous round.
     pub prev_positions: Vec<u32>,
-    /// Authors of the next round supporting this event (as a candidate).
-    pub supporters: Bitset,
-    pub support_stake: Stake,
     /// Authors two rounds up whose event certifies this one.
     pub certifiers: Bitset,
     pub cert_stake: Stake,
@@ -222,9 +219,9 @@ impl DagState {
     pub fn insert(&mut self, ev: VerifiedEvent, epochs: &Epochs) -> Result<Inserted, EventError> {
         let r = ev.round();
         if r < self.base {
-            return Err(EventError::WrongParentRound {
-                parent: r,
-                round: self.base,
+            return Err(EventError::BelowHorizon {
+                round: r,
+                horizon: self.base,
             });
         }
         if self.index.contains_key(&ev.id) {
@@ -238,7 +235,7 @@ impl DagState {
                 continue;
             }
             let Some(&nr) = self.index.get(&p.id) else {
-                return Err(EventError::ParentMismatch(p.id));
+                return Err(EventError::MissingParent(p.id));
             };
             let pn = self.node(nr);
             if p.round + 1 == r {
@@ -246,7 +243,9 @@ impl DagState {
                     return Err(EventError::ParentMismatch(p.id));
                 }
                 prev_positions.push(nr.pos);
-            } else if pn.ev.event.body.creator != ev.event.body.creator || nr.round != p.round {
+            } else if nr.round != p.round {
+                return Err(EventError::ParentMismatch(p.id));
+            } else if pn.ev.event.body.creator != ev.event.body.creator {
                 return Err(EventError::ForeignOlderParent);
             }
             parents.push(nr);
@@ -269,16 +268,11 @@ impl DagState {
             )
         };
 
-        // Support: our round r-1 parents gain a supporter.
+        // Support is parenthood (parents are one round down, but for the
+        // creator's own older event); what the rule needs are the skip
+        // votes: slots of round r-1 this event does not support.
         if r > self.base {
-            let rd = self.round_mut(r - 1).expect("round r-1 exists");
-            for &p in &prev_positions {
-                let n = &mut rd.events[p as usize];
-                if n.supporters.insert(x) {
-                    n.support_stake += w;
-                }
-            }
-            // Skip votes: slots of round r-1 this event does not support.
+            let rd = self.round(r - 1).expect("round r-1 exists");
             let mut covered = Bitset::new(rd.committee.len());
             for &p in &prev_positions {
                 covered.insert(rd.events[p as usize].ev.author);
@@ -363,6 +357,9 @@ impl DagState {
         let pos = rd.events.len() as u32;
         let slot = &mut rd.slots[x as usize];
         let equivocates_with = slot.events.first().map(|&p| rd.events[p as usize].ev.id);
+        // A first event for an undecided slot puts it in its round's order,
+        // which may settle an anchor.
+        let places_slot = equivocates_with.is_none() && slot.status == SlotStatus::Undecided;
         slot.events.push(pos);
         if equivocates_with.is_none() {
             rd.present_stake += w;
@@ -373,16 +370,14 @@ impl DagState {
             priority,
             parents,
             prev_positions,
-            supporters: Bitset::new(n),
-            support_stake: 0,
             certifiers: Bitset::new(n),
             cert_stake: 0,
             certifies,
             ordered: false,
         });
         self.index.insert(id, NodeRef { round: r, pos });
-        if r <= self.next_round {
-            // May fill a slot whose place in the order was unknown.
+        if places_slot {
+            self.decisions_changed = true;
             self.seq_dirty = true;
         }
         self.len += 1;

@@ -148,6 +148,10 @@ pub enum EventError {
     Vrf(CryptoError),
     #[error("parent {0:?} does not match its reference (round or author)")]
     ParentMismatch(EventId),
+    #[error("parent {0:?} is not in the DAG")]
+    MissingParent(EventId),
+    #[error("round {round} is below the pruning horizon {horizon}")]
+    BelowHorizon { round: Round, horizon: Round },
     #[error("encoded event exceeds its size limit or is malformed: {0}")]
     Decode(String),
 }
@@ -307,7 +311,10 @@ impl EquivocationEvidence {
     /// and round, and differ.
     pub fn is_valid(&self) -> bool {
         let (a, b) = (&self.first, &self.second);
-        if a.body.creator != b.body.creator || a.body.round != b.body.round {
+        if a.body.creator != b.body.creator
+            || a.body.round != b.body.round
+            || a.body.chain != b.body.chain
+        {
             return false;
         }
         let (ia, ib) = (a.id(), b.id());

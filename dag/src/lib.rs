@@ -20,7 +20,7 @@ pub mod identity;
 pub mod pending;
 pub mod ticket;
 
-pub use crate::core::{Accepted, Core, CoreConfig, CoreState, Output, Refused, Stats};
+pub use crate::core::{Accepted, Core, CoreConfig, CoreState, Output, OwnProgress, Refused, Stats};
 pub use committee::{snapshot_of, Committee, Member, Round, Stake};
 pub use committer::CommittedSubDag;
 pub use event::{Event, EventBody, EventError, EventId, EventRef, VerifiedEvent};

@@ -148,11 +148,21 @@ impl Pending {
         self.wanted.values().map(|w| w.asked_at + retry).min()
     }
 
-    /// Forget everything below `horizon`; returns how many parked events went.
-    pub fn prune_below(&mut self, horizon: Round) -> usize {
-        let before = self.waiting.len();
+    /// Forget everything below `horizon`. Parents below it are no longer
+    /// needed (the DAG accepts events without them), so parked events whose
+    /// last missing parents were among them are returned, ready to insert.
+    pub fn prune_below(&mut self, horizon: Round) -> Vec<VerifiedEvent> {
         self.waiting.retain(|_, w| w.ev.round() >= horizon);
-        self.wanted.retain(|_, w| w.r.round >= horizon);
-        before - self.waiting.len()
+        let gone: Vec<EventId> = self
+            .wanted
+            .iter()
+            .filter(|(_, w)| w.r.round < horizon)
+            .map(|(id, _)| *id)
+            .collect();
+        let mut ready = Vec::new();
+        for id in gone {
+            ready.extend(self.arrived(&id));
+        }
+        ready
     }
 }

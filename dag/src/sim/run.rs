@@ -80,8 +80,8 @@ pub struct SimConfig {
     pub stake: StakeDist,
     /// Probability that a message between two peers is lost.
     pub loss: f64,
-    /// Cut the honest peers in two halves from the time round A is reached,
-    /// for as long as B − A rounds take at the nominal pace.
+    /// Partition the network (as `partition_split` says) from the time round
+    /// A is reached, for as long as B − A rounds take at the nominal pace.
     pub partition: Option<(Round, Round)>,
     /// Which honest peers the partition cuts off (side 0) from the rest.
     pub partition_split: Split,
@@ -560,7 +560,7 @@ impl<'a> Sim<'a> {
                 let core = self.peers[to].core.as_ref().expect("checked");
                 let horizon = core.horizon();
                 let their_top = frontier.iter().map(|(_, r)| *r).max().unwrap_or(0);
-                if both_honest && their_top + 1 < horizon {
+                if both_honest && !frontier.is_empty() && their_top + 1 < horizon {
                     // Too far behind to fill the gap from events: hand over
                     // our committed state instead.
                     let state = core.export_state();
@@ -589,8 +589,7 @@ impl<'a> Sim<'a> {
         };
         // What only `p` knows: its own last event (so it never signs twice
         // in a round).
-        state.last_proposed = old.last_proposed();
-        state.own_last = old.own_last();
+        let own = old.own_progress();
         // Every other restart starts without the DAG tail (committed state
         // and the ordered ids only) and must fetch the window itself.
         if self.restarts % 2 == 1 {
@@ -603,7 +602,7 @@ impl<'a> Sim<'a> {
             spent: self.crypto.clone(),
         };
         let height = state.next_height;
-        match Core::from_state(self.core_cfg.clone(), state, Box::new(signer), now) {
+        match Core::from_state(self.core_cfg.clone(), state, own, Box::new(signer), now) {
             Ok(core) => {
                 let peer = &mut self.peers[p];
                 peer.core = Some(core);
@@ -736,9 +735,16 @@ impl<'a> Sim<'a> {
                 }
             }
             Some(Behavior::Withhold) => {
-                let k = n.div_ceil(3).max(1);
-                for _ in 0..k {
+                // A third of the other peers, distinct, chosen afresh each round.
+                let k = n.div_ceil(3).max(1).min(n - 1);
+                let mut chosen: Vec<usize> = Vec::with_capacity(k);
+                while chosen.len() < k {
                     let to = self.random_other(p);
+                    if !chosen.contains(&to) {
+                        chosen.push(to);
+                    }
+                }
+                for to in chosen {
                     self.send(
                         p,
                         to,
