@@ -820,15 +820,18 @@ impl<'a> Sim<'a> {
     }
 
     fn on_commit(&mut self, p: usize, c: crate::committer::CommittedSubDag, now: Millis) {
-        if !self.peers[p].honest {
+        let digest = commit_digest(&c);
+        // Byzantine peers run honest cores underneath and need the same
+        // stake tables, which derive from this running digest.
+        let peer = &mut self.peers[p];
+        peer.digest_acc = Hash::of(SIM_DOMAIN, &[peer.digest_acc.0, digest.0].concat());
+        if !peer.honest {
             return;
         }
-        let digest = commit_digest(&c);
         if let Some((_, seqs)) = self.recording.as_mut() {
             seqs[p].push(digest);
         }
         let peer = &mut self.peers[p];
-        peer.digest_acc = Hash::of(SIM_DOMAIN, &[peer.digest_acc.0, digest.0].concat());
         if c.height != peer.next_height {
             // A gap in one peer's own sequence is a violation too.
             self.divergence
