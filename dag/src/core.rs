@@ -205,31 +205,7 @@ impl Core {
         epochs.set_committee(0, Arc::new(genesis));
         epochs.set_seed(0, cfg.genesis_seed);
         let seed_acc = cfg.genesis_seed;
-        let me = signer.key();
-        let mut core = Core {
-            dag: DagState::new(0),
-            cfg,
-            signer,
-            me,
-            epochs,
-            pending: Pending::default(),
-            next_height: 0,
-            seed_acc,
-            imported_ordered: IdSet::default(),
-            imported_upto: 0,
-            highest_by_author: BTreeMap::new(),
-            last_proposed: None,
-            last_proposed_at: 0,
-            own_last: None,
-            own_last_event: None,
-            quorum_round: None,
-            last_progress: now,
-            payload: VecDeque::new(),
-            outputs: VecDeque::new(),
-            evidence: VecDeque::new(),
-            stats: Stats::default(),
-            now,
-        };
+        let mut core = Core::assemble(cfg, signer, epochs, DagState::new(0), seed_acc, now);
         core.maybe_propose();
         core
     }
@@ -255,22 +231,45 @@ impl Core {
         dag.next_round = state.next_round;
         dag.cursor = state.next_round_cursor;
         dag.round_leader_vrf = state.next_round_leader_vrf;
+        let mut core = Core::assemble(cfg, signer, epochs, dag, state.seed_acc, now);
+        core.next_height = state.next_height;
+        core.imported_ordered = state.ordered.into_iter().collect();
+        core.imported_upto = state.next_round;
+        core.last_proposed = own.last_proposed;
+        core.own_last = own.own_last;
+        for ev in state.recent {
+            match core.receive(now, ev, None) {
+                Ok(_) | Err(Refused::Duplicate) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(core)
+    }
+
+    fn assemble(
+        cfg: CoreConfig,
+        signer: Box<dyn EventSigner>,
+        epochs: Epochs,
+        dag: DagState,
+        seed_acc: Hash,
+        now: Millis,
+    ) -> Self {
         let me = signer.key();
-        let mut core = Core {
+        Core {
             dag,
             cfg,
             signer,
             me,
             epochs,
             pending: Pending::default(),
-            next_height: state.next_height,
-            seed_acc: state.seed_acc,
-            imported_ordered: state.ordered.into_iter().collect(),
-            imported_upto: state.next_round,
+            next_height: 0,
+            seed_acc,
+            imported_ordered: IdSet::default(),
+            imported_upto: 0,
             highest_by_author: BTreeMap::new(),
-            last_proposed: own.last_proposed,
+            last_proposed: None,
             last_proposed_at: 0,
-            own_last: own.own_last,
+            own_last: None,
             own_last_event: None,
             quorum_round: None,
             last_progress: now,
@@ -279,14 +278,7 @@ impl Core {
             evidence: VecDeque::new(),
             stats: Stats::default(),
             now,
-        };
-        for ev in state.recent {
-            match core.receive(now, ev, None) {
-                Ok(_) | Err(Refused::Duplicate) => {}
-                Err(e) => return Err(e),
-            }
         }
-        Ok(core)
     }
 
     /// Export what another core needs to continue from here.

@@ -702,36 +702,15 @@ impl<'a> Sim<'a> {
                 self.peers[p].twins.retain(|_, (e, _)| e.body.round >= h);
             }
         }
+        let all: Vec<usize> = (0..n).filter(|&to| to != p).collect();
         match byz {
             Some(Behavior::Equivocate) => {
-                let twin = self.make_twin(p, &ev);
-                for to in 0..n {
-                    if to == p {
-                        continue;
-                    }
-                    if to % 2 == 0 {
-                        self.send(
-                            p,
-                            to,
-                            Msg::Event {
-                                ev: ev.clone(),
-                                id,
-                                ticket,
-                            },
-                            now,
-                        );
-                    } else if let Some((tw, tid, tt)) = &twin {
-                        self.send(
-                            p,
-                            to,
-                            Msg::Event {
-                                ev: tw.clone(),
-                                id: *tid,
-                                ticket: *tt,
-                            },
-                            now,
-                        );
-                    }
+                // The original to even peers, the twin to odd ones.
+                let (even, odd): (Vec<usize>, Vec<usize>) =
+                    all.iter().partition(|&&to| to % 2 == 0);
+                self.send_to(p, &even, &ev, id, ticket, now);
+                if let Some((tw, tid, tt)) = self.make_twin(p, &ev) {
+                    self.send_to(p, &odd, &tw, tid, tt, now);
                 }
             }
             Some(Behavior::Withhold) => {
@@ -744,33 +723,28 @@ impl<'a> Sim<'a> {
                         chosen.push(to);
                     }
                 }
-                for to in chosen {
-                    self.send(
-                        p,
-                        to,
-                        Msg::Event {
-                            ev: ev.clone(),
-                            id,
-                            ticket,
-                        },
-                        now,
-                    );
-                }
+                self.send_to(p, &chosen, &ev, id, ticket, now);
             }
-            _ => {
-                for to in 0..n {
-                    self.send(
-                        p,
-                        to,
-                        Msg::Event {
-                            ev: ev.clone(),
-                            id,
-                            ticket,
-                        },
-                        now,
-                    );
-                }
-            }
+            _ => self.send_to(p, &all, &ev, id, ticket, now),
+        }
+    }
+
+    fn send_to(
+        &mut self,
+        from: usize,
+        to: &[usize],
+        ev: &Arc<Event>,
+        id: EventId,
+        ticket: u64,
+        now: Millis,
+    ) {
+        for &t in to {
+            let msg = Msg::Event {
+                ev: ev.clone(),
+                id,
+                ticket,
+            };
+            self.send(from, t, msg, now);
         }
     }
 
