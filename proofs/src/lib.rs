@@ -8,8 +8,10 @@
 
 pub mod codec;
 pub mod hash;
+pub mod mmr;
 pub mod store;
 
 pub use codec::{decode, encode, CodecError};
 pub use hash::{Domain, Hash, Hasher};
+pub use mmr::{ConsistencyProof, InclusionProof, Mmr, MmrError, ProofError, RangeProof};
 pub use store::{MemStore, NodeStore, StoreError};
