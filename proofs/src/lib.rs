@@ -3,15 +3,20 @@
 //! 32-byte domain-separated Blake2b hash and the canonical byte encoding.
 //!
 //! This is the lowest crate of the workspace: it depends on no other crate of
-//! the project, does no I/O, and never panics on hostile input. The Merkle
-//! structures themselves are still to come; today it holds the primitives.
+//! the project, does no I/O, and never panics on hostile input. Structures
+//! keep their nodes behind [`NodeStore`] (the peer maps it to LMDB):
+//! [`mmr`] is the append-only history with inclusion, consistency and range
+//! proofs; [`smt`] is the versioned sparse Merkle tree of the output set with
+//! membership and non-membership proofs. The key index is still to come.
 
 pub mod codec;
 pub mod hash;
 pub mod mmr;
+pub mod smt;
 pub mod store;
 
 pub use codec::{decode, encode, CodecError};
 pub use hash::{Domain, Hash, Hasher};
 pub use mmr::{ConsistencyProof, InclusionProof, Mmr, MmrError, ProofError, RangeProof};
+pub use smt::{SmtError, SparseMerkleTree, SparseProof};
 pub use store::{MemStore, NodeStore, StoreError};

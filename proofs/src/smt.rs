@@ -1,0 +1,626 @@
+//! The output set's authenticated structure: a versioned, path-compressed
+//! sparse Merkle tree over 256-bit keys.
+//!
+//! # Role
+//!
+//! The ledger keeps one entry per output ever created, keyed by output id,
+//! whose value is a 32-byte hash of the output's state (unspent, or spent by
+//! transaction T at height H). The root of this tree is one of the state
+//! roots peers sign, so a wallet holding a certified root and a short
+//! [`SparseProof`] can check "this output has exactly this state" or "this
+//! output never existed" alone.
+//!
+//! # Hashing
+//!
+//! Keys are read as 256-bit strings, most significant bit of byte 0 first;
+//! bit 0 selects the root's child (0 = left), bit `d` the child of a node at
+//! depth `d`. Sorting keys as byte strings is therefore sorting them in tree
+//! order.
+//!
+//! - leaf: `Blake2b-256("pos/proofs/smt-leaf/v1"; key ‖ value)` ([`leaf_hash`])
+//! - internal: `Blake2b-256("pos/proofs/smt-node/v1"; left ‖ right)` ([`node_hash`])
+//! - an empty subtree: the placeholder [`Hash::ZERO`]; the empty tree's root
+//!   is `Hash::ZERO`.
+//!
+//! The domains (length-prefixed tags, see [`crate::hash`]) keep a leaf from
+//! ever passing for an internal node and vice versa. A leaf's hash binds its
+//! key, so the leaf's position can be compressed (below) without letting a
+//! proof move it.
+//!
+//! # Path compression
+//!
+//! A subtree holding exactly one leaf *is* that leaf, placed at the top of the
+//! subtree: there is no chain of internal nodes with an empty sibling above a
+//! lone leaf. Subtrees with two or more leaves are ordinary internal nodes,
+//! even when one child is empty (keys sharing a long prefix produce such a
+//! chain down to where they diverge; two keys that differ only in the last
+//! bit sit at depth 256). With random keys a leaf sits at depth about
+//! `log2 N + 1.3`, so proofs carry about `log2 N` hashes, not 256.
+//!
+//! Equivalently, for a key set `S` at depth `d`:
+//! `root(∅) = 0`, `root({k↦v}) = leaf(k, v)`,
+//! `root(S) = node(root(S with bit d = 0), root(S with bit d = 1))`.
+//! The tree is a function of the key set alone, so two histories ending in
+//! the same set have the same root.
+//!
+//! # Storage: pages of four levels
+//!
+//! The logical tree is binary, but it is stored as in Jellyfish: in *pages*
+//! of four levels (16-ary nodes). Every internal node at a depth divisible by
+//! 4 roots a page, which holds the binary subtree below it down to four
+//! levels further. Inside a page a node is named by its heap position: the
+//! page root is 1 (implicit, never stored), the children of position `h` are
+//! `2h` (bit 0) and `2h + 1` (bit 1), so positions 2..=15 are the three inner
+//! levels and 16..=31 the exits four levels down. A [`Page`] lists its
+//! non-empty positions in order, each a [`Slot`]:
+//!
+//! - `Internal(hash)`: an internal node at an inner position;
+//! - `Leaf { key, value, hash }`: a leaf, at any position (stored inline:
+//!   leaves have no store entries of their own);
+//! - `Page(ChildRef)`: an internal node at an exit, i.e. the root of the next
+//!   page, named by the version that wrote it and its hash.
+//!
+//! Why pages: with random keys a batch's cost is set by the nodes only one
+//! update touches (the bottom ~log2(N/B) levels), and with one store entry
+//! per binary node each update did ~17 random store operations, plus ~8
+//! removals when pruning. Four levels per entry and inline leaves cut that to
+//! about two page reads and two page writes per update, which is what a
+//! memory- or disk-latency-bound store pays for. Inner hashes are stored, so
+//! proofs and updates never recompute an untouched node.
+//!
+//! # Versions and store layout
+//!
+//! Version 0 is the empty tree; each [`SparseMerkleTree::apply_batch`] makes
+//! the next version. Every version stays readable and provable until
+//! [`SparseMerkleTree::prune`] drops it. Pages are never modified in place:
+//! a batch writes each page it changes under the new version and leaves the
+//! old one for older versions (copy-on-write, Jellyfish-style). Everything
+//! lives in one [`NodeStore<StoreKey, StoreValue>`]:
+//!
+//! | key | value | meaning |
+//! |---|---|---|
+//! | `Page(NodeKey { version, depth, path })` | `Page(Page)` | the page written by batch `version` rooted at `path[..depth]` (`depth` divisible by 4, bits from `depth` on zero) |
+//! | `Root(v)` | `Root(Option<Box<Slot>>)` | version `v`'s root: none (empty), a lone `Leaf`, or a `Page` at depth 0 |
+//! | `Stale(v)` | `Stale(Vec<NodeKey>)` | pages of version `v - 1`'s tree that version `v` no longer uses |
+//! | `Meta` | `Meta(TreeMeta)` | oldest and latest kept version, page count |
+//!
+//! A child page's key is `(ref.version, parent path + 4 bits)`, so a page is
+//! found from its parent without any index. A page unchanged by a batch
+//! keeps its key and is shared by both versions.
+//!
+//! Why version-keyed instead of content-addressed: the same content can come
+//! back after being staled (a key set to A, then B, then A again gives the
+//! same pages), and a content-addressed store would then delete a page a
+//! newer version still uses when the older stale record is pruned. Here a
+//! page recreated by a later batch gets a new key, so pruning old keys never
+//! touches it, and no reference counts are needed.
+//!
+//! Pruning to keep the newest K versions moves the oldest kept version to
+//! `latest + 1 - K`; a page staled at version `s` is used only by versions
+//! `< s`, so the pages listed in `Stale(s)` for every `s` up to the new
+//! oldest version are deleted, with those lists and the dropped roots. A
+//! backend that needs atomicity wraps each `apply_batch`/`prune` in its own
+//! transaction (see [`crate::store`]); all keys and values are plain serde
+//! types for that mapping.
+//!
+//! # Batch updates
+//!
+//! A batch is sorted by key and deduplicated with **last write wins** (the
+//! last entry for a key in the slice is the one applied). The new tree is
+//! built in one post-order walk over the old one (an explicit stack, so key
+//! depth never meets the thread's stack), splitting the sorted batch by key
+//! bit at each level: subtrees no update reaches are reused by reference,
+//! every touched page is read once and written once, every touched internal
+//! node is hashed once, and a leaf is placed only once its final position
+//! (after lifting) is known. A page whose new hash equals its old one (the
+//! batch changed nothing under it) is kept, not rewritten.
+//!
+//! # Proof format
+//!
+//! [`SparseProof`] is the postcard encoding ([`crate::codec`]) of:
+//!
+//! | field | encoding | meaning |
+//! |---|---|---|
+//! | `depth` | varint u16, ≤ 256 | bits of the key the path descends |
+//! | `bitmap` | varint length = ⌈depth/8⌉, bytes | bit `i` (MSB of byte 0 first) set ⇔ the sibling at depth `i + 1` is non-empty; padding bits zero |
+//! | `siblings` | varint count = popcount(bitmap), 32 bytes each | the non-empty siblings, root side first |
+//! | `other_leaf` | `0x00`, or `0x01` key(32) value(32) | the leaf a non-membership path ends at, if any |
+//!
+//! Empty siblings cost one bit, so a membership proof among 10^6 random keys
+//! is about `32 · 20 + 5` bytes. [`SparseProof::decode`] rejects inputs over
+//! [`MAX_PROOF_BYTES`] and any non-canonical encoding.
+//!
+//! # What a proof proves
+//!
+//! [`SparseProof::verify`] recomputes the root from the bottom of the key's
+//! path and accepts only if it equals the given root:
+//! - membership (`value = Some(v)`): the path ends at the leaf `(key, v)`.
+//! - non-membership (`value = None`), either the path ends at an empty
+//!   subtree (no key with that prefix exists), or at the leaf of another key
+//!   that shares the first `depth` bits (a subtree holding one leaf holds
+//!   nothing else, so the key is absent).
+//!
+//! The proof must also be the tree's canonical one (bitmap consistent with
+//! depth and sibling count, no placeholder sent as a sibling, non-empty last
+//! sibling), so every (tree, key) has exactly one accepted proof.
+
+mod batch;
+mod proof;
+
+pub use proof::{ProofError, SparseProof, MAX_PROOF_BYTES};
+
+use crate::hash::{Domain, Hash, Hasher};
+use crate::store::{MemStore, NodeStore, StoreError};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// Domain of leaf hashes.
+pub const LEAF_DOMAIN: Domain = Domain::new("pos/proofs/smt-leaf/v1");
+/// Domain of internal-node hashes.
+pub const NODE_DOMAIN: Domain = Domain::new("pos/proofs/smt-node/v1");
+/// Key length in bits, and so the deepest position a node can have.
+pub const MAX_DEPTH: usize = 256;
+/// Levels per page.
+pub const PAGE_LEVELS: usize = 4;
+/// The deepest page root: internal nodes end at depth 255.
+const MAX_PAGE_DEPTH: usize = MAX_DEPTH - PAGE_LEVELS;
+
+/// The hash of the leaf mapping `key` to `value`.
+pub fn leaf_hash(key: &Hash, value: &Hash) -> Hash {
+    let mut h = Hasher::new(LEAF_DOMAIN);
+    h.update(&key.0).update(&value.0);
+    h.finalize()
+}
+
+/// The hash of an internal node; an empty child is [`Hash::ZERO`].
+pub fn node_hash(left: &Hash, right: &Hash) -> Hash {
+    let mut h = Hasher::new(NODE_DOMAIN);
+    h.update(&left.0).update(&right.0);
+    h.finalize()
+}
+
+/// Bit `i` of a key or path (MSB of byte 0 first); out of range reads as unset.
+#[inline]
+fn bit(bytes: &[u8; 32], i: usize) -> bool {
+    bytes
+        .get(i / 8)
+        .is_some_and(|b| b & (0x80u8 >> (i % 8)) != 0)
+}
+
+/// The number of leading bits two keys share (256 when equal).
+fn common_prefix_len(a: &Hash, b: &Hash) -> usize {
+    for (i, (x, y)) in a.0.iter().zip(b.0.iter()).enumerate() {
+        let diff = x ^ y;
+        if diff != 0 {
+            return i * 8 + diff.leading_zeros() as usize;
+        }
+    }
+    MAX_DEPTH
+}
+
+/// `path` with bit `i` set (a right child's path).
+fn with_bit(path: &[u8; 32], i: usize) -> [u8; 32] {
+    let mut p = *path;
+    if let Some(b) = p.get_mut(i / 8) {
+        *b |= 0x80u8 >> (i % 8);
+    }
+    p
+}
+
+/// The heap position, in the page rooted at depth `page_depth`, of the node
+/// at `depth` (at most four levels below) on `path`.
+#[inline]
+fn position(path: &[u8; 32], page_depth: usize, depth: usize) -> u8 {
+    (page_depth..depth).fold(1u8, |h, d| (h << 1) | u8::from(bit(path, d)))
+}
+
+/// Where a page sits in the store: the batch that wrote it and its position.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct NodeKey {
+    pub version: u64,
+    /// Number of path bits, 0..=256.
+    pub depth: u16,
+    /// The position's bits; bits from `depth` on are zero so each position
+    /// has one key.
+    pub path: [u8; 32],
+}
+
+impl NodeKey {
+    /// The key of the page written by `version` rooted at depth `depth` on
+    /// `key`'s path.
+    pub fn new(version: u64, depth: usize, key: &[u8; 32]) -> Self {
+        let depth = depth.min(MAX_DEPTH);
+        let mut path = [0u8; 32];
+        let full = depth / 8;
+        path[..full].copy_from_slice(&key[..full]);
+        if let (Some(p), Some(k)) = (path.get_mut(full), key.get(full)) {
+            *p = k & !(0xffu8 >> (depth % 8));
+        }
+        NodeKey {
+            version,
+            depth: depth as u16,
+            path,
+        }
+    }
+}
+
+/// A reference to a page: the version that wrote it and its root's hash
+/// (its position is the referrer's plus four bits).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChildRef {
+    pub version: u64,
+    pub hash: Hash,
+}
+
+/// A non-empty position in a page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Slot {
+    /// An internal node at an inner position (2..=15).
+    Internal(Hash),
+    /// A leaf, with its hash so an untouched sibling is never rehashed.
+    Leaf { key: Hash, value: Hash, hash: Hash },
+    /// The root of the next page, at an exit (16..=31).
+    Page(ChildRef),
+}
+
+impl Slot {
+    pub fn hash(&self) -> Hash {
+        match self {
+            Slot::Internal(h) => *h,
+            Slot::Leaf { hash, .. } => *hash,
+            Slot::Page(c) => c.hash,
+        }
+    }
+}
+
+/// Four levels of the binary tree below an internal node: its non-empty
+/// positions (heap numbering, see the module docs) in increasing order.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Page {
+    pub slots: Vec<(u8, Slot)>,
+}
+
+impl Page {
+    /// The slot at heap position `pos`, if non-empty.
+    pub fn slot(&self, pos: u8) -> Option<&Slot> {
+        self.slots
+            .binary_search_by_key(&pos, |(p, _)| *p)
+            .ok()
+            .and_then(|i| self.slots.get(i))
+            .map(|(_, s)| s)
+    }
+}
+
+/// Store keys; see the module docs for the layout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum StoreKey {
+    Page(NodeKey),
+    Root(u64),
+    Stale(u64),
+    Meta,
+}
+
+/// Store values; each [`StoreKey`] variant has the matching variant here.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StoreValue {
+    Page(Page),
+    /// Boxed so that the common variant (`Page`) sets the entry size.
+    Root(Option<Box<Slot>>),
+    Stale(Vec<NodeKey>),
+    Meta(TreeMeta),
+}
+
+/// The tree's bookkeeping, persisted under [`StoreKey::Meta`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TreeMeta {
+    /// The oldest version still readable.
+    pub oldest: u64,
+    /// The newest version.
+    pub latest: u64,
+    /// How many `Page` entries the store holds.
+    pub pages: u64,
+}
+
+/// Why a tree operation failed.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum SmtError {
+    #[error("version {version} was pruned; the oldest kept version is {oldest}")]
+    Pruned { version: u64, oldest: u64 },
+    #[error("version {version} does not exist; the latest is {latest}")]
+    FutureVersion { version: u64, latest: u64 },
+    #[error("the version counter is exhausted")]
+    VersionOverflow,
+    #[error("a tree already exists in this store")]
+    AlreadyExists,
+    #[error("corrupt tree storage: {0}")]
+    Corrupt(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The in-memory store the tree uses by default.
+pub type SmtMemStore = MemStore<StoreKey, StoreValue>;
+
+/// A versioned sparse Merkle tree over a [`NodeStore`].
+#[derive(Debug, Clone)]
+pub struct SparseMerkleTree<S = SmtMemStore> {
+    store: S,
+    meta: TreeMeta,
+    /// When set, every batch prunes down to this many versions.
+    retention: Option<u64>,
+}
+
+impl SparseMerkleTree<SmtMemStore> {
+    /// An empty in-memory tree at version 0.
+    pub fn new() -> Self {
+        match Self::create(MemStore::new()) {
+            Ok(t) => t,
+            // MemStore never fails and a fresh map holds no tree.
+            Err(e) => unreachable!("in-memory store failed: {e}"),
+        }
+    }
+}
+
+impl Default for SparseMerkleTree<SmtMemStore> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Where a key's path ends.
+enum PathEnd {
+    Empty,
+    Leaf(Hash, Hash),
+}
+
+impl<S: NodeStore<StoreKey, StoreValue>> SparseMerkleTree<S> {
+    /// Start a tree in an empty store: version 0, the empty tree.
+    pub fn create(mut store: S) -> Result<Self, SmtError> {
+        if store.get(&StoreKey::Meta)?.is_some() {
+            return Err(SmtError::AlreadyExists);
+        }
+        let meta = TreeMeta {
+            oldest: 0,
+            latest: 0,
+            pages: 0,
+        };
+        store.put(StoreKey::Root(0), StoreValue::Root(None))?;
+        store.put(StoreKey::Meta, StoreValue::Meta(meta))?;
+        Ok(SparseMerkleTree {
+            store,
+            meta,
+            retention: None,
+        })
+    }
+
+    /// Reopen a tree a previous [`SparseMerkleTree::create`] left in `store`.
+    pub fn open(store: S) -> Result<Self, SmtError> {
+        match store.get(&StoreKey::Meta)? {
+            Some(StoreValue::Meta(meta)) => Ok(SparseMerkleTree {
+                store,
+                meta,
+                retention: None,
+            }),
+            Some(_) => Err(SmtError::Corrupt("meta entry of the wrong kind".into())),
+            None => Err(StoreError::Missing("tree meta".into()).into()),
+        }
+    }
+
+    /// Prune automatically after every batch, keeping the newest `keep`
+    /// versions (`None`: keep everything until [`Self::prune`] is called).
+    pub fn set_retention(&mut self, keep: Option<u64>) {
+        self.retention = keep;
+    }
+
+    pub fn latest_version(&self) -> u64 {
+        self.meta.latest
+    }
+
+    /// The oldest version still readable.
+    pub fn oldest_version(&self) -> u64 {
+        self.meta.oldest
+    }
+
+    /// Pages currently stored, over all kept versions: the tree's store
+    /// entries besides one root per kept version, the stale lists and meta.
+    pub fn node_count(&self) -> u64 {
+        self.meta.pages
+    }
+
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    pub fn into_store(self) -> S {
+        self.store
+    }
+
+    /// The root hash of `version`.
+    pub fn root(&self, version: u64) -> Result<Hash, SmtError> {
+        Ok(self.root_slot(version)?.map_or(Hash::ZERO, |s| s.hash()))
+    }
+
+    /// The value of `key` at `version`.
+    pub fn get(&self, key: &Hash, version: u64) -> Result<Option<Hash>, SmtError> {
+        let (_, end) = self.descend(key, version, |_, _| {})?;
+        Ok(match end {
+            PathEnd::Leaf(k, v) if k == *key => Some(v),
+            _ => None,
+        })
+    }
+
+    /// The value of `key` at `version` with a proof of it against
+    /// `root(version)`.
+    pub fn get_with_proof(
+        &self,
+        key: &Hash,
+        version: u64,
+    ) -> Result<(Option<Hash>, SparseProof), SmtError> {
+        let mut bitmap = [0u8; 32];
+        let mut siblings = Vec::new();
+        let (depth, end) = self.descend(key, version, |depth, sibling| {
+            if let (Some(s), Some(b)) = (sibling, bitmap.get_mut(depth / 8)) {
+                *b |= 0x80u8 >> (depth % 8);
+                siblings.push(s);
+            }
+        })?;
+        let (value, other_leaf) = match end {
+            PathEnd::Leaf(k, v) if k == *key => (Some(v), None),
+            PathEnd::Leaf(k, v) => (None, Some((k, v))),
+            PathEnd::Empty => (None, None),
+        };
+        let bitmap = bitmap.get(..depth.div_ceil(8)).unwrap_or(&bitmap).to_vec();
+        let proof = SparseProof::from_parts(depth as u16, bitmap, siblings, other_leaf);
+        Ok((value, proof))
+    }
+
+    /// Walk `key`'s path in `version` to where it ends, reporting each
+    /// level's sibling (depth of the parent, hash if non-empty) on the way.
+    fn descend(
+        &self,
+        key: &Hash,
+        version: u64,
+        mut sibling: impl FnMut(usize, Option<Hash>),
+    ) -> Result<(usize, PathEnd), SmtError> {
+        let mut next = self.root_slot(version)?;
+        let mut depth = 0;
+        loop {
+            let page_ref = match next {
+                None => return Ok((depth, PathEnd::Empty)),
+                Some(Slot::Leaf { key: k, value, .. }) => {
+                    return Ok((depth, PathEnd::Leaf(k, value)))
+                }
+                Some(Slot::Page(c)) => c,
+                Some(Slot::Internal(_)) => {
+                    return Err(SmtError::Corrupt("internal slot at a page exit".into()))
+                }
+            };
+            if depth > MAX_PAGE_DEPTH {
+                return Err(SmtError::Corrupt("page below depth 252".into()));
+            }
+            let page = self.load_page(&NodeKey::new(page_ref.version, depth, &key.0))?;
+            let mut pos = 1u8;
+            for level in 0..PAGE_LEVELS {
+                let child = (pos << 1) | u8::from(bit(&key.0, depth));
+                sibling(depth, page.slot(child ^ 1).map(Slot::hash));
+                depth += 1;
+                match page.slot(child) {
+                    Some(Slot::Internal(_)) if level + 1 < PAGE_LEVELS => pos = child,
+                    Some(Slot::Page(_)) if level + 1 < PAGE_LEVELS => {
+                        return Err(SmtError::Corrupt("page reference inside a page".into()))
+                    }
+                    Some(Slot::Internal(_)) => {
+                        return Err(SmtError::Corrupt("internal slot at a page exit".into()))
+                    }
+                    other => {
+                        next = other.copied();
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Apply a batch as the next version and return it with its root.
+    ///
+    /// `None` deletes a key. When a key appears more than once, the last
+    /// entry wins. On a store error the in-memory state is unchanged but the
+    /// store may hold part of the batch; a backend wraps the call in a
+    /// transaction to make it atomic.
+    pub fn apply_batch(
+        &mut self,
+        updates: &[(Hash, Option<Hash>)],
+    ) -> Result<(u64, Hash), SmtError> {
+        let version = self
+            .meta
+            .latest
+            .checked_add(1)
+            .ok_or(SmtError::VersionOverflow)?;
+        let updates = batch::normalize(updates);
+        let old_root = self.root_slot(self.meta.latest)?;
+        let out = batch::apply(self, version, old_root, &updates)?;
+
+        let root = out.root.map(Box::new);
+        self.store
+            .put(StoreKey::Root(version), StoreValue::Root(root))?;
+        if !out.stale.is_empty() {
+            self.store
+                .put(StoreKey::Stale(version), StoreValue::Stale(out.stale))?;
+        }
+        let meta = TreeMeta {
+            latest: version,
+            pages: self.meta.pages + out.written,
+            ..self.meta
+        };
+        self.store.put(StoreKey::Meta, StoreValue::Meta(meta))?;
+        self.meta = meta;
+        if let Some(keep) = self.retention {
+            self.prune(keep)?;
+        }
+        Ok((version, out.root.map_or(Hash::ZERO, |s| s.hash())))
+    }
+
+    /// Keep the newest `keep_versions` versions (at least the latest one)
+    /// and delete every page only older versions use. Returns the number of
+    /// pages deleted. Pruned versions answer [`SmtError::Pruned`].
+    pub fn prune(&mut self, keep_versions: u64) -> Result<u64, SmtError> {
+        let keep = keep_versions.max(1);
+        let new_oldest = (self.meta.latest + 1).saturating_sub(keep);
+        if new_oldest <= self.meta.oldest {
+            return Ok(0);
+        }
+        let mut removed = 0u64;
+        for v in self.meta.oldest + 1..=new_oldest {
+            match self.store.get(&StoreKey::Stale(v))? {
+                Some(StoreValue::Stale(keys)) => {
+                    for k in &keys {
+                        self.store.remove(&StoreKey::Page(*k))?;
+                    }
+                    removed += keys.len() as u64;
+                    self.store.remove(&StoreKey::Stale(v))?;
+                }
+                Some(_) => return Err(SmtError::Corrupt(format!("stale entry {v} of wrong kind"))),
+                None => {}
+            }
+        }
+        for v in self.meta.oldest..new_oldest {
+            self.store.remove(&StoreKey::Root(v))?;
+        }
+        let meta = TreeMeta {
+            oldest: new_oldest,
+            pages: self.meta.pages.saturating_sub(removed),
+            ..self.meta
+        };
+        self.store.put(StoreKey::Meta, StoreValue::Meta(meta))?;
+        self.meta = meta;
+        Ok(removed)
+    }
+
+    fn root_slot(&self, version: u64) -> Result<Option<Slot>, SmtError> {
+        if version > self.meta.latest {
+            return Err(SmtError::FutureVersion {
+                version,
+                latest: self.meta.latest,
+            });
+        }
+        if version < self.meta.oldest {
+            return Err(SmtError::Pruned {
+                version,
+                oldest: self.meta.oldest,
+            });
+        }
+        match self.store.get(&StoreKey::Root(version))? {
+            Some(StoreValue::Root(r)) => Ok(r.map(|s| *s)),
+            Some(_) => Err(SmtError::Corrupt(format!("root {version} of wrong kind"))),
+            None => Err(StoreError::Missing(format!("root of version {version}")).into()),
+        }
+    }
+
+    fn load_page(&self, key: &NodeKey) -> Result<Page, SmtError> {
+        match self.store.get(&StoreKey::Page(*key))? {
+            Some(StoreValue::Page(p)) => Ok(p),
+            Some(_) => Err(SmtError::Corrupt(format!("{key:?} is not a page"))),
+            None => Err(StoreError::Missing(format!("{key:?}")).into()),
+        }
+    }
+}
