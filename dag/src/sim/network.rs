@@ -15,7 +15,11 @@ pub enum Msg {
         ticket: u64,
     },
     Fetch(Vec<EventRef>),
-    Sync(Vec<(PeerKey, crate::committee::Round)>),
+    /// The asker's frontier, and its horizon (its DAG's lowest round).
+    Sync(
+        Vec<(PeerKey, crate::committee::Round)>,
+        crate::committee::Round,
+    ),
 }
 
 pub enum Item {

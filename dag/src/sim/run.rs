@@ -496,8 +496,9 @@ impl<'a> Sim<'a> {
                 Item::SyncTick { peer } => {
                     if let Some(c) = self.peers[peer].core.as_ref() {
                         let frontier = c.frontier();
+                        let horizon = c.horizon();
                         let to = self.random_other(peer);
-                        self.send(peer, to, Msg::Sync(frontier), now);
+                        self.send(peer, to, Msg::Sync(frontier, horizon), now);
                         self.queue
                             .push(now + self.cfg.sync_interval_ms, Item::SyncTick { peer });
                     }
@@ -556,13 +557,20 @@ impl<'a> Sim<'a> {
                     self.send(to, from, Msg::Event { ev, id, ticket }, now);
                 }
             }
-            Msg::Sync(frontier) => {
+            Msg::Sync(frontier, their_horizon) => {
                 let core = self.peers[to].core.as_ref().expect("checked");
                 let horizon = core.horizon();
-                let their_top = frontier.iter().map(|(_, r)| *r).max().unwrap_or(0);
-                if both_honest && !frontier.is_empty() && their_top + 1 < horizon {
-                    // Too far behind to fill the gap from events: hand over
-                    // our committed state instead.
+                // The highest round the asker holds (an empty DAG holds
+                // nothing from its horizon on).
+                let their_top = frontier
+                    .iter()
+                    .map(|(_, r)| *r)
+                    .max()
+                    .unwrap_or(their_horizon.saturating_sub(1));
+                if both_honest && their_top + 1 < horizon {
+                    // What the asker still lacks is below our horizon: we
+                    // cannot fill the gap with events, so hand over our
+                    // committed state and window instead.
                     let state = core.export_state();
                     let acc = self.peers[to].digest_acc;
                     self.restart_from(from, state, acc, now);
