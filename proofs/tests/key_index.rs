@@ -1,0 +1,209 @@
+//! The key index against a naive model: every completeness proof, verified
+//! for any key, range and root, either fails or yields exactly the model's
+//! entries — so no proof can hide an output.
+
+use proofs::key_index::{CompletenessProof, Entry, IndexKey, IndexValue, KeyIndex, KeyIndexError};
+use proofs::smt::SmtMemStore;
+use proofs::{Domain, Hash, MemStore};
+use proptest::prelude::*;
+use std::collections::BTreeMap;
+
+type Index = KeyIndex<SmtMemStore, MemStore<IndexKey, IndexValue>>;
+
+const T: Domain = Domain::new("pos/test/key-index/v1");
+
+fn key(i: u8) -> Hash {
+    Hash::of(T, &[0, i])
+}
+
+fn output(i: u32) -> Hash {
+    Hash::of(T, &i.to_le_bytes())
+}
+
+/// Per version: key → entries.
+type Model = Vec<BTreeMap<Hash, Vec<Entry>>>;
+
+fn model_range(model: &Model, version: u64, k: &Hash, from: u64, to: u64) -> Vec<Entry> {
+    model[version as usize]
+        .get(k)
+        .map(|v| {
+            v.iter()
+                .filter(|e| e.height >= from && e.height <= to)
+                .copied()
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Steps: (height increment, created outputs as key numbers).
+fn build(steps: &[(u64, Vec<u8>)]) -> (Index, Model, Vec<Hash>) {
+    let mut idx = Index::create(SmtMemStore::new(), MemStore::new()).unwrap();
+    let mut model: Model = vec![BTreeMap::new()];
+    let mut roots = vec![idx.root(0).unwrap()];
+    let mut height = 0;
+    let mut next_out = 0u32;
+    for (dh, keys) in steps {
+        height += dh;
+        let created: Vec<(Hash, Hash)> = keys
+            .iter()
+            .map(|k| {
+                next_out += 1;
+                (key(*k), output(next_out))
+            })
+            .collect();
+        let (v, root) = idx.apply(height, &created).unwrap();
+        let mut m = model.last().unwrap().clone();
+        for (k, o) in &created {
+            m.entry(*k).or_default().push(Entry { height, output: *o });
+        }
+        model.push(m);
+        roots.push(root);
+        assert_eq!(v as usize, model.len() - 1);
+    }
+    (idx, model, roots)
+}
+
+fn steps() -> impl Strategy<Value = Vec<(u64, Vec<u8>)>> {
+    proptest::collection::vec((0u64..3, proptest::collection::vec(0u8..5, 0..6)), 1..12)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn honest_proofs_yield_exactly_the_model(
+        steps in steps(),
+        k in 0u8..6,
+        a in 0u64..30,
+        len in 0u64..30,
+        vpick in any::<u16>(),
+    ) {
+        let (idx, model, roots) = build(&steps);
+        let version = vpick as u64 % model.len() as u64;
+        let (from, to) = (a, a + len);
+        let p = idx.prove(&key(k), from, to, version).unwrap();
+        let bytes = p.encode();
+        let back = CompletenessProof::decode(&bytes).unwrap();
+        prop_assert_eq!(&back, &p);
+        let got = p.verify(&roots[version as usize], &key(k), from, to).unwrap();
+        prop_assert_eq!(got, model_range(&model, version, &key(k), from, to));
+    }
+
+    #[test]
+    fn no_proof_ever_yields_a_wrong_list(
+        steps in steps(),
+        k in 0u8..6,
+        k2 in 0u8..6,
+        a in 0u64..30,
+        len in 0u64..30,
+        a2 in 0u64..30,
+        len2 in 0u64..30,
+        vpick in any::<u16>(),
+        vpick2 in any::<u16>(),
+        tamper in 0usize..8,
+        salt in any::<u64>(),
+    ) {
+        // A proof made for one (key, range, version), possibly tampered,
+        // checked against another: it fails or tells the truth.
+        let (idx, model, roots) = build(&steps);
+        let version = vpick as u64 % model.len() as u64;
+        let version2 = vpick2 as u64 % model.len() as u64;
+        let mut p = idx.prove(&key(k), a, a + len, version).unwrap();
+        match tamper {
+            0 => {}
+            1 => if !p.entries.is_empty() { let i = salt as usize % p.entries.len(); p.entries.remove(i); },
+            2 => if !p.entries.is_empty() { let i = salt as usize % p.entries.len(); p.entries[i].height ^= 1 + salt % 3; },
+            3 => if !p.entries.is_empty() { let i = salt as usize % p.entries.len(); p.entries[i].output = output(salt as u32); },
+            4 => p.count = p.count.wrapping_add(1 + salt % 2),
+            5 => p.first = p.first.wrapping_add(1),
+            6 => p.count = 0,
+            _ => if let Some(last) = p.entries.last().copied() { p.entries.push(Entry { height: last.height, output: output(salt as u32) }); },
+        }
+        if let Ok(got) = p.verify(&roots[version2 as usize], &key(k2), a2, a2 + len2) {
+            prop_assert_eq!(got, model_range(&model, version2, &key(k2), a2, a2 + len2));
+        }
+    }
+
+    #[test]
+    fn a_proof_for_one_range_never_lies_about_another(
+        steps in steps(),
+        k in 0u8..6,
+        a in 0u64..30,
+        len in 0u64..30,
+        a2 in 0u64..30,
+        len2 in 0u64..30,
+    ) {
+        // The strongest forgery short of breaking hashes: an honest proof for
+        // a narrower or shifted range, presented for another range.
+        let (idx, model, roots) = build(&steps);
+        let v = idx.latest_version();
+        let p = idx.prove(&key(k), a, a + len, v).unwrap();
+        if let Ok(got) = p.verify(&roots[v as usize], &key(k), a2, a2 + len2) {
+            prop_assert_eq!(got, model_range(&model, v, &key(k), a2, a2 + len2));
+        }
+    }
+
+    #[test]
+    fn decoding_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+        if let Ok(p) = CompletenessProof::decode(&bytes) {
+            prop_assert_eq!(p.encode(), bytes);
+            let _ = p.verify(&Hash::ZERO, &key(0), 0, 10);
+        }
+    }
+}
+
+#[test]
+fn heights_never_go_back() {
+    let mut idx = Index::create(SmtMemStore::new(), MemStore::new()).unwrap();
+    idx.apply(5, &[(key(1), output(1))]).unwrap();
+    assert!(matches!(
+        idx.apply(4, &[(key(1), output(2))]),
+        Err(KeyIndexError::HeightWentBack { height: 4, last: 5 })
+    ));
+}
+
+#[test]
+fn hiding_the_middle_of_a_range_is_caught() {
+    let steps: Vec<(u64, Vec<u8>)> = (0..10).map(|_| (1, vec![1, 2])).collect();
+    let (idx, _, roots) = build(&steps);
+    let v = idx.latest_version();
+    let p = idx.prove(&key(1), 3, 7, v).unwrap();
+    assert_eq!(
+        p.verify(&roots[v as usize], &key(1), 3, 7).unwrap().len(),
+        5
+    );
+    // Drop an entry inside the range: the run is no longer contiguous.
+    let mut q = p.clone();
+    q.entries.remove(2);
+    assert!(q.verify(&roots[v as usize], &key(1), 3, 7).is_err());
+    // Cut the run short at the top: it no longer reaches past the range.
+    let mut q = p.clone();
+    q.entries.pop();
+    q.entries.pop();
+    assert!(q.verify(&roots[v as usize], &key(1), 3, 7).is_err());
+    // An absent key proves an empty list, and a present one cannot pass as absent.
+    let none = idx.prove(&key(9), 0, 100, v).unwrap();
+    assert!(none
+        .verify(&roots[v as usize], &key(9), 0, 100)
+        .unwrap()
+        .is_empty());
+    assert!(none.verify(&roots[v as usize], &key(1), 0, 100).is_err());
+}
+
+#[test]
+fn a_narrow_proof_cannot_answer_a_wider_range() {
+    let steps: Vec<(u64, Vec<u8>)> = (0..10).map(|_| (1, vec![1])).collect();
+    let (idx, _, roots) = build(&steps);
+    let v = idx.latest_version();
+    let root = &roots[v as usize];
+    let narrow = idx.prove(&key(1), 3, 4, v).unwrap();
+    assert_eq!(narrow.verify(root, &key(1), 3, 4).unwrap().len(), 2);
+    assert!(matches!(
+        narrow.verify(root, &key(1), 3, 8),
+        Err(proofs::key_index::ProofError::OpenAbove)
+    ));
+    assert!(matches!(
+        narrow.verify(root, &key(1), 1, 4),
+        Err(proofs::key_index::ProofError::OpenBelow)
+    ));
+}
