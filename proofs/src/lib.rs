@@ -7,8 +7,8 @@
 //! keep their nodes behind [`NodeStore`] (the peer maps it to LMDB):
 //! [`mmr`] is the append-only history with inclusion, consistency and range
 //! proofs; [`smt`] is the versioned sparse Merkle tree of the output set with
-//! membership and non-membership proofs. [`key_index`] proves, per owner key, that a list of outputs between
-//! two heights is complete.
+//! membership and non-membership proofs; [`key_index`] proves, per owner
+//! key, that a list of outputs between two heights is complete.
 
 pub mod codec;
 pub mod hash;
