@@ -1,0 +1,37 @@
+//! `ConsistencyProof::decode` on arbitrary bytes, then `verify` on inputs
+//! taken from the same bytes.
+//!
+//! Input: `old_size` (u64 LE, 8 bytes) ‖ `new_size` (u64 LE, 8) ‖ `old_root`
+//! (32) ‖ `new_root` (32) ‖ proof bytes (the rest).
+
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use proofs::mmr::ConsistencyProof;
+use proofs::Hash;
+
+fuzz_target!(|data: &[u8]| {
+    let Some((head, proof_bytes)) = data.split_first_chunk::<80>() else {
+        return;
+    };
+    let Ok(proof) = ConsistencyProof::decode(proof_bytes) else {
+        return;
+    };
+    // Canonical: an accepted proof re-encodes to exactly the input bytes.
+    assert_eq!(
+        proof.encode(),
+        proof_bytes,
+        "decode accepted a non-canonical proof"
+    );
+    assert_eq!(
+        ConsistencyProof::decode(&proof.encode()).as_ref(),
+        Ok(&proof)
+    );
+
+    let old_size = u64::from_le_bytes(head[0..8].try_into().unwrap());
+    let new_size = u64::from_le_bytes(head[8..16].try_into().unwrap());
+    let old_root = Hash(head[16..48].try_into().unwrap());
+    let new_root = Hash(head[48..80].try_into().unwrap());
+    // Any result is fine; a panic is the bug.
+    let _ = proof.verify(&old_root, old_size, &new_root, new_size);
+});
