@@ -77,6 +77,8 @@ pub enum IndexKey {
     Entry(Hash, u64),
     /// A key's list sizes by version.
     Sizes(Hash),
+    /// The height of the last `apply`.
+    LastHeight,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -85,6 +87,7 @@ pub enum IndexValue {
     Entry(Entry),
     /// (first version with this size, size), oldest first.
     Sizes(Vec<(u64, u64)>),
+    Height(u64),
 }
 
 #[derive(Debug, Error)]
@@ -127,6 +130,8 @@ pub enum ProofError {
     OpenBelow,
     #[error("the run of entries does not reach above the range end, nor the list's end")]
     OpenAbove,
+    #[error("the proof carries more than one entry on a side of the range, or fields an empty list does not have")]
+    NotMinimal,
 }
 
 /// Proof that the entries of one key with heights in `[from, to]` are
@@ -171,6 +176,10 @@ impl CompletenessProof {
             if !self.entries.is_empty() || self.range.is_some() {
                 return Err(ProofError::EmptyListWithEntries);
             }
+            // One proof per answer: the other fields are fixed.
+            if self.first != 0 || self.list_root != mmr::empty_root() {
+                return Err(ProofError::NotMinimal);
+            }
             self.head.verify(root, key, None)?;
             return Ok(Vec::new());
         }
@@ -195,6 +204,12 @@ impl CompletenessProof {
         }
         if last_index != self.count - 1 && last_entry.height <= to {
             return Err(ProofError::OpenAbove);
+        }
+        // Exactly what bounds the range, nothing more.
+        if self.entries.iter().filter(|e| e.height < from).count() > 1
+            || self.entries.iter().filter(|e| e.height > to).count() > 1
+        {
+            return Err(ProofError::NotMinimal);
         }
         Ok(self
             .entries
@@ -263,6 +278,29 @@ impl<T: NodeStore<StoreKey, StoreValue>, S: NodeStore<IndexKey, IndexValue>> Key
             store,
             last_height: None,
         })
+    }
+
+    /// Reopen an index from its stores.
+    pub fn open(tree_store: T, store: S) -> Result<Self, KeyIndexError> {
+        let last_height = match store.get(&IndexKey::LastHeight)? {
+            None => None,
+            Some(IndexValue::Height(h)) => Some(h),
+            Some(_) => {
+                return Err(KeyIndexError::Corrupt(
+                    "last height slot holds another kind of value",
+                ))
+            }
+        };
+        Ok(KeyIndex {
+            tree: SparseMerkleTree::open(tree_store)?,
+            store,
+            last_height,
+        })
+    }
+
+    /// Hand the stores back (to reopen, or to close the backend).
+    pub fn into_stores(self) -> (T, S) {
+        (self.tree.into_store(), self.store)
     }
 
     pub fn latest_version(&self) -> u64 {
@@ -357,6 +395,8 @@ impl<T: NodeStore<StoreKey, StoreValue>, S: NodeStore<IndexKey, IndexValue>> Key
                 .put(IndexKey::Sizes(key), IndexValue::Sizes(sizes))?;
             heads.push((key, Some(head_hash(new_count, &root))));
         }
+        self.store
+            .put(IndexKey::LastHeight, IndexValue::Height(height))?;
         let (v, root) = self.tree.apply_batch(&heads)?;
         debug_assert_eq!(v, version);
         self.last_height = Some(height);

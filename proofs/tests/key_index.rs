@@ -207,3 +207,29 @@ fn a_narrow_proof_cannot_answer_a_wider_range() {
         Err(proofs::key_index::ProofError::OpenBelow)
     ));
 }
+
+#[test]
+fn proofs_are_minimal_and_the_index_reopens() {
+    let steps: Vec<(u64, Vec<u8>)> = (0..10).map(|_| (1, vec![1])).collect();
+    let (idx, _, roots) = build(&steps);
+    let v = idx.latest_version();
+    let root = roots[v as usize];
+    // An absent key's proof has fixed fields.
+    let mut none = idx.prove(&key(7), 0, 5, v).unwrap();
+    none.first = 3;
+    assert!(none.verify(&root, &key(7), 0, 5).is_err());
+    // A proof for a narrow range, presented for a narrower one inside it,
+    // carries more than the bracketing entries: refused as not minimal.
+    let wide = idx.prove(&key(1), 2, 8, v).unwrap();
+    assert!(wide.verify(&root, &key(1), 5, 5).is_err());
+    assert_eq!(wide.verify(&root, &key(1), 2, 8).unwrap().len(), 7);
+    // Reopen from the stores: same root, and heights still cannot go back.
+    let (t, s) = idx.into_stores();
+    let mut again = Index::open(t, s).unwrap();
+    assert_eq!(again.root(v).unwrap(), root);
+    assert!(matches!(
+        again.apply(3, &[(key(1), output(99))]),
+        Err(KeyIndexError::HeightWentBack { .. })
+    ));
+    again.apply(10, &[(key(1), output(99))]).unwrap();
+}
