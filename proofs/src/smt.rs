@@ -51,14 +51,21 @@
 //! levels further. Inside a page a node is named by its heap position: the
 //! page root is 1 (implicit, never stored), the children of position `h` are
 //! `2h` (bit 0) and `2h + 1` (bit 1), so positions 2..=15 are the three inner
-//! levels and 16..=31 the exits four levels down. A [`Page`] lists its
-//! non-empty positions in order, each a [`Slot`]:
+//! levels and 16..=31 the exits four levels down. A [`Page`] holds its
+//! non-empty positions, each a [`Slot`]:
 //!
 //! - `Internal(hash)`: an internal node at an inner position;
 //! - `Leaf { key, value, hash }`: a leaf, at any position (stored inline:
 //!   leaves have no store entries of their own);
 //! - `Page(ChildRef)`: an internal node at an exit, i.e. the root of the next
 //!   page, named by the version that wrote it and its hash.
+//!
+//! The slots are packed ([`Slots`]): a bitmap of the non-empty positions, a
+//! bitmap of the leaves among them, and the slots' bytes in position order
+//! (32 for an internal node, 96 for a leaf, 40 for a page reference; the
+//! kind follows from the position and the leaf bit). Any slot is read in
+//! constant time from popcounts, and a page costs what its slots need, not
+//! 30 leaf-sized entries.
 //!
 //! Why pages: with random keys a batch's cost is set by the nodes only one
 //! update touches (the bottom ~log2(N/B) levels), and with one store entry
@@ -115,6 +122,17 @@
 //! (after lifting) is known. A page whose new hash equals its old one (the
 //! batch changed nothing under it) is kept, not rewritten.
 //!
+//! At 10^6 keys and more the store is far larger than the caches, and a
+//! batch's cost beyond hashing is memory latency: about two page reads, two
+//! page writes and two pruned pages per update, each a few cache misses.
+//! So the walk reads pages where they lie ([`NodeStore::get_with`]) into
+//! per-level buffers reused for the whole batch, builds each new page from
+//! the changed slots plus the old page's untouched subtrees in one pass,
+//! stores the new pages after the walk in one run (independent store
+//! lookups overlap), and writes them into the buffers of pruned pages
+//! ([`NodeStore::remove_recycling`]) rather than allocating: the allocator's
+//! work on cold memory cost more than the hashing.
+//!
 //! # Proof format
 //!
 //! [`SparseProof`] is the postcard encoding ([`crate::codec`]) of:
@@ -145,13 +163,16 @@
 //! sibling), so every (tree, key) has exactly one accepted proof.
 
 mod batch;
+mod page;
 mod proof;
 
+pub use page::Slots;
 pub use proof::{ProofError, SparseProof, MAX_PROOF_BYTES};
 
-use crate::hash::{Domain, Hash, Hasher};
+use crate::hash::{Domain, Hash, PairHasher};
 use crate::store::{MemStore, NodeStore, StoreError};
 use serde::{Deserialize, Serialize};
+use std::sync::LazyLock;
 use thiserror::Error;
 
 /// Domain of leaf hashes.
@@ -165,18 +186,19 @@ pub const PAGE_LEVELS: usize = 4;
 /// The deepest page root: internal nodes end at depth 255.
 const MAX_PAGE_DEPTH: usize = MAX_DEPTH - PAGE_LEVELS;
 
+/// Leaf and node hashing with the Blake2b state set up once (same output
+/// as [`Hasher`], see [`PairHasher`]).
+static LEAF_HASHER: LazyLock<PairHasher> = LazyLock::new(|| PairHasher::new(LEAF_DOMAIN));
+static NODE_HASHER: LazyLock<PairHasher> = LazyLock::new(|| PairHasher::new(NODE_DOMAIN));
+
 /// The hash of the leaf mapping `key` to `value`.
 pub fn leaf_hash(key: &Hash, value: &Hash) -> Hash {
-    let mut h = Hasher::new(LEAF_DOMAIN);
-    h.update(&key.0).update(&value.0);
-    h.finalize()
+    LEAF_HASHER.hash(&key.0, &value.0)
 }
 
 /// The hash of an internal node; an empty child is [`Hash::ZERO`].
 pub fn node_hash(left: &Hash, right: &Hash) -> Hash {
-    let mut h = Hasher::new(NODE_DOMAIN);
-    h.update(&left.0).update(&right.0);
-    h.finalize()
+    NODE_HASHER.hash(&left.0, &right.0)
 }
 
 /// Bit `i` of a key or path (MSB of byte 0 first); out of range reads as unset.
@@ -198,24 +220,8 @@ fn common_prefix_len(a: &Hash, b: &Hash) -> usize {
     MAX_DEPTH
 }
 
-/// `path` with bit `i` set (a right child's path).
-fn with_bit(path: &[u8; 32], i: usize) -> [u8; 32] {
-    let mut p = *path;
-    if let Some(b) = p.get_mut(i / 8) {
-        *b |= 0x80u8 >> (i % 8);
-    }
-    p
-}
-
-/// The heap position, in the page rooted at depth `page_depth`, of the node
-/// at `depth` (at most four levels below) on `path`.
-#[inline]
-fn position(path: &[u8; 32], page_depth: usize, depth: usize) -> u8 {
-    (page_depth..depth).fold(1u8, |h, d| (h << 1) | u8::from(bit(path, d)))
-}
-
 /// Where a page sits in the store: the batch that wrote it and its position.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct NodeKey {
     pub version: u64,
     /// Number of path bits, 0..=256.
@@ -274,30 +280,61 @@ impl Slot {
 }
 
 /// Four levels of the binary tree below an internal node: its non-empty
-/// positions (heap numbering, see the module docs) in increasing order.
+/// positions (heap numbering, see the module docs), packed (see [`Slots`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Page {
-    pub slots: Vec<(u8, Slot)>,
+    pub slots: Slots,
 }
 
 impl Page {
     /// The slot at heap position `pos`, if non-empty.
-    pub fn slot(&self, pos: u8) -> Option<&Slot> {
-        self.slots
-            .binary_search_by_key(&pos, |(p, _)| *p)
-            .ok()
-            .and_then(|i| self.slots.get(i))
-            .map(|(_, s)| s)
+    pub fn slot(&self, pos: u8) -> Option<Slot> {
+        self.slots.get(pos)
     }
 }
 
 /// Store keys; see the module docs for the layout.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum StoreKey {
     Page(NodeKey),
     Root(u64),
     Stale(u64),
     Meta,
+}
+
+/// Hashes what tells keys apart in as few words as possible: an in-memory
+/// store hashes a key on every access, and the derived impl fed the hasher
+/// seven pieces (tags, a length prefix, the 32 path bytes) where two words
+/// carry everything for all but the deepest pages.
+impl std::hash::Hash for NodeKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        let mut words = self.path.chunks_exact(8).map(|c| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            u64::from_le_bytes(w)
+        });
+        // Path bits from `depth` on are zero, so the first word holds the
+        // whole path of a page above depth 64, and the depth fits in the
+        // top bits of the version (folded, not appended: a collision only
+        // costs a comparison).
+        state.write_u64(words.next().unwrap_or(0));
+        state.write_u64(self.version ^ (u64::from(self.depth) << 48));
+        for w in words.take(usize::from(self.depth.saturating_sub(1)) / 64) {
+            state.write_u64(w);
+        }
+    }
+}
+
+impl std::hash::Hash for StoreKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        match self {
+            StoreKey::Page(k) => k.hash(state),
+            // The few other entries only need to differ from each other.
+            StoreKey::Root(v) => state.write_u64(v.rotate_left(2) ^ 1),
+            StoreKey::Stale(v) => state.write_u64(v.rotate_left(2) ^ 2),
+            StoreKey::Meta => state.write_u64(3),
+        }
+    }
 }
 
 /// Store values; each [`StoreKey`] variant has the matching variant here.
@@ -348,6 +385,8 @@ pub struct SparseMerkleTree<S = SmtMemStore> {
     meta: TreeMeta,
     /// When set, every batch prunes down to this many versions.
     retention: Option<u64>,
+    /// Buffers of pruned pages, reused for the pages of later batches.
+    pool: page::Pool,
 }
 
 impl SparseMerkleTree<SmtMemStore> {
@@ -390,6 +429,7 @@ impl<S: NodeStore<StoreKey, StoreValue>> SparseMerkleTree<S> {
             store,
             meta,
             retention: None,
+            pool: page::Pool::default(),
         })
     }
 
@@ -400,6 +440,7 @@ impl<S: NodeStore<StoreKey, StoreValue>> SparseMerkleTree<S> {
                 store,
                 meta,
                 retention: None,
+                pool: page::Pool::default(),
             }),
             Some(_) => Err(SmtError::Corrupt("meta entry of the wrong kind".into())),
             None => Err(StoreError::Missing("tree meta".into()).into()),
@@ -498,26 +539,32 @@ impl<S: NodeStore<StoreKey, StoreValue>> SparseMerkleTree<S> {
             if depth > MAX_PAGE_DEPTH {
                 return Err(SmtError::Corrupt("page below depth 252".into()));
             }
-            let page = self.load_page(&NodeKey::new(page_ref.version, depth, &key.0))?;
-            let mut pos = 1u8;
-            for level in 0..PAGE_LEVELS {
-                let child = (pos << 1) | u8::from(bit(&key.0, depth));
-                sibling(depth, page.slot(child ^ 1).map(Slot::hash));
-                depth += 1;
-                match page.slot(child) {
-                    Some(Slot::Internal(_)) if level + 1 < PAGE_LEVELS => pos = child,
-                    Some(Slot::Page(_)) if level + 1 < PAGE_LEVELS => {
-                        return Err(SmtError::Corrupt("page reference inside a page".into()))
-                    }
-                    Some(Slot::Internal(_)) => {
-                        return Err(SmtError::Corrupt("internal slot at a page exit".into()))
-                    }
-                    other => {
-                        next = other.copied();
-                        break;
+            let page_key = NodeKey::new(page_ref.version, depth, &key.0);
+            // Read the page where it lies (no copy of it), reporting the
+            // siblings on the way down to where the path leaves it.
+            let (below, end) = self.with_page(&page_key, |page| {
+                let slots = page.slots.view();
+                let mut pos = 1u8;
+                let mut d = depth;
+                for level in 0..PAGE_LEVELS {
+                    let child = (pos << 1) | u8::from(bit(&key.0, d));
+                    sibling(d, slots.get(child ^ 1).map(|s| s.hash()));
+                    d += 1;
+                    match slots.get(child) {
+                        Some(Slot::Internal(_)) if level + 1 < PAGE_LEVELS => pos = child,
+                        Some(Slot::Page(_)) if level + 1 < PAGE_LEVELS => {
+                            return Err(SmtError::Corrupt("page reference inside a page".into()))
+                        }
+                        Some(Slot::Internal(_)) => {
+                            return Err(SmtError::Corrupt("internal slot at a page exit".into()))
+                        }
+                        other => return Ok((d, other)),
                     }
                 }
-            }
+                Err(SmtError::Corrupt("path runs through a page".into()))
+            })??;
+            depth = below;
+            next = end;
         }
     }
 
@@ -571,13 +618,18 @@ impl<S: NodeStore<StoreKey, StoreValue>> SparseMerkleTree<S> {
         }
         let mut removed = 0u64;
         for v in self.meta.oldest + 1..=new_oldest {
-            match self.store.get(&StoreKey::Stale(v))? {
+            // Moved out of the store, not copied: the list is dropped here.
+            match self.store.take(&StoreKey::Stale(v))? {
                 Some(StoreValue::Stale(keys)) => {
+                    let pool = &mut self.pool;
                     for k in &keys {
-                        self.store.remove(&StoreKey::Page(*k))?;
+                        self.store.remove_recycling(&StoreKey::Page(*k), |v| {
+                            if let StoreValue::Page(p) = v {
+                                pool.recycle(p.slots);
+                            }
+                        })?;
                     }
                     removed += keys.len() as u64;
-                    self.store.remove(&StoreKey::Stale(v))?;
                 }
                 Some(_) => return Err(SmtError::Corrupt(format!("stale entry {v} of wrong kind"))),
                 None => {}
@@ -616,11 +668,12 @@ impl<S: NodeStore<StoreKey, StoreValue>> SparseMerkleTree<S> {
         }
     }
 
-    fn load_page(&self, key: &NodeKey) -> Result<Page, SmtError> {
-        match self.store.get(&StoreKey::Page(*key))? {
-            Some(StoreValue::Page(p)) => Ok(p),
+    /// Run `f` on the page stored under `key`, where it lies.
+    fn with_page<R>(&self, key: &NodeKey, f: impl FnOnce(&Page) -> R) -> Result<R, SmtError> {
+        self.store.get_with(&StoreKey::Page(*key), |v| match v {
+            Some(StoreValue::Page(p)) => Ok(f(p)),
             Some(_) => Err(SmtError::Corrupt(format!("{key:?} is not a page"))),
             None => Err(StoreError::Missing(format!("{key:?}")).into()),
-        }
+        })?
     }
 }

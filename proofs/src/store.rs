@@ -23,6 +23,44 @@ pub trait NodeStore<K, V> {
     fn get(&self, key: &K) -> Result<Option<V>, StoreError>;
     fn put(&mut self, key: K, value: V) -> Result<(), StoreError>;
     fn remove(&mut self, key: &K) -> Result<(), StoreError>;
+
+    /// Run `f` on the value under `key` and return what it returns.
+    ///
+    /// A store that can lend its values (an in-memory map) overrides this to
+    /// skip the copy [`NodeStore::get`] makes; a store that can only hand out
+    /// owned or decoded values keeps the default, which reads with `get`.
+    fn get_with<R>(&self, key: &K, f: impl FnOnce(Option<&V>) -> R) -> Result<R, StoreError>
+    where
+        Self: Sized,
+    {
+        let value = self.get(key)?;
+        Ok(f(value.as_ref()))
+    }
+
+    /// Remove the value under `key` and return it (`None` if there was none).
+    ///
+    /// The default reads with `get` and then removes; an in-memory map
+    /// overrides it to move the value out without copying it.
+    fn take(&mut self, key: &K) -> Result<Option<V>, StoreError> {
+        let value = self.get(key)?;
+        if value.is_some() {
+            self.remove(key)?;
+        }
+        Ok(value)
+    }
+
+    /// Remove the value under `key`, handing it to `recycle` if the store
+    /// holds it as a `V` it can give up for free, so the caller can reuse
+    /// its allocations. The default removes without calling `recycle`: a
+    /// store that would have to read and decode the value to hand it over
+    /// gains nothing from doing so.
+    fn remove_recycling(&mut self, key: &K, recycle: impl FnOnce(V)) -> Result<(), StoreError>
+    where
+        Self: Sized,
+    {
+        let _ = recycle;
+        self.remove(key)
+    }
 }
 
 /// The in-memory store.
@@ -65,6 +103,21 @@ impl<K: StdHash + Eq, V: Clone> NodeStore<K, V> for MemStore<K, V> {
 
     fn remove(&mut self, key: &K) -> Result<(), StoreError> {
         self.map.remove(key);
+        Ok(())
+    }
+
+    fn get_with<R>(&self, key: &K, f: impl FnOnce(Option<&V>) -> R) -> Result<R, StoreError> {
+        Ok(f(self.map.get(key)))
+    }
+
+    fn take(&mut self, key: &K) -> Result<Option<V>, StoreError> {
+        Ok(self.map.remove(key))
+    }
+
+    fn remove_recycling(&mut self, key: &K, recycle: impl FnOnce(V)) -> Result<(), StoreError> {
+        if let Some(value) = self.map.remove(key) {
+            recycle(value);
+        }
         Ok(())
     }
 }

@@ -5,11 +5,17 @@
 //! once, its changed nodes hashed once, and the page written once under the
 //! new version. The walk keeps, per page level (depth / 4), the old page it
 //! is reading and the slots of the new page it is building; since the walk is
-//! depth-first, at most one page per level is open at a time.
+//! depth-first, at most one page per level is open at a time. Those buffers
+//! live for the whole batch, so the walk allocates only the pages it writes.
+//!
+//! A node's path is never materialised: every node the walk splits has at
+//! least one update under it, and any key in its range spells its path.
+//! Its heap position in its page is carried down instead.
 
+use super::page::{Builder, PageBuf, SlotsRef};
 use super::{
-    bit, leaf_hash, node_hash, position, with_bit, ChildRef, NodeKey, Page, Slot, SmtError,
-    SparseMerkleTree, StoreKey, StoreValue, MAX_DEPTH, PAGE_LEVELS,
+    bit, leaf_hash, node_hash, ChildRef, NodeKey, Slot, SmtError, SparseMerkleTree, StoreKey,
+    StoreValue, MAX_DEPTH, PAGE_LEVELS,
 };
 use crate::hash::Hash;
 use crate::store::NodeStore;
@@ -57,24 +63,37 @@ pub(super) fn apply<S: NodeStore<StoreKey, StoreValue>>(
         Some(Slot::Page(c)) => Cur::Page(c),
         Some(Slot::Internal(_)) => return Err(corrupt("internal slot as the root")),
     };
+    tree.pool.sort();
     let mut walk = Walk {
         tree,
         version,
+        updates,
         stale: Vec::new(),
-        written: 0,
-        old: vec![Page::default(); LEVELS],
+        // A batch rewrites about two pages per update at 10^6 keys.
+        written: Vec::with_capacity(2 * updates.len()),
+        old: Vec::new(),
         new: Vec::new(),
     };
-    let root = match walk.run(cur, updates)? {
+    let root = match walk.run(cur)? {
         Sub::Empty => None,
         Sub::Leaf(l) => Some(l.slot()),
         Sub::Page(c) => Some(Slot::Page(c)),
         Sub::NewInner(_) | Sub::OldInner(_) => return Err(corrupt("root is not a page")),
     };
+    // The walk only reads old pages, so storing the new ones can wait.
+    // Stored here in one run, their store lookups do not depend on each
+    // other and overlap in the memory system; stored from the walk, each
+    // stalled it for a few memory latencies.
+    let written = walk.written.len() as u64;
+    for (key, slots) in walk.written {
+        walk.tree
+            .store
+            .put(StoreKey::Page(key), StoreValue::Page(super::Page { slots }))?;
+    }
     Ok(Output {
         root,
         stale: walk.stale,
-        written: walk.written,
+        written,
     })
 }
 
@@ -143,25 +162,23 @@ impl Sub {
     }
 }
 
-/// The old page a page-root combine replaces.
-struct OldPage {
-    key: NodeKey,
-    this: ChildRef,
-}
-
-/// Work items of the walk; `lo..hi` are the updates under `path[..depth]`.
+/// Work items of the walk. `lo..hi` are the updates under the node at
+/// `depth` (a combined node's range starts at `lo`); `pos` is its heap position in the page of level `depth / 4`
+/// (1 when it roots that page).
 enum Task {
     Visit {
         depth: usize,
-        path: [u8; 32],
-        cur: Cur,
+        pos: u8,
         lo: usize,
         hi: usize,
+        cur: Cur,
     },
     Combine {
         depth: usize,
-        path: [u8; 32],
-        old: Option<OldPage>,
+        pos: u8,
+        lo: usize,
+        /// At a page root: the old page it replaces.
+        old: Option<ChildRef>,
     },
 }
 
@@ -172,125 +189,95 @@ enum Step {
     Split {
         left: Cur,
         right: Cur,
-        old: Option<OldPage>,
+        old: Option<ChildRef>,
     },
 }
 
-struct Walk<'t, S> {
+struct Walk<'t, 'u, S> {
     tree: &'t mut SparseMerkleTree<S>,
     version: u64,
+    updates: &'u [Update],
     stale: Vec<NodeKey>,
-    written: u64,
-    /// The old page being read at each level.
-    old: Vec<Page>,
+    /// The new pages, stored once the walk is done (see [`apply`]).
+    written: Vec<(NodeKey, super::Slots)>,
+    /// The old page being read at each level (grown on first use).
+    old: Vec<PageBuf>,
     /// The new page being built at each level (grown on first use).
-    new: Vec<Building>,
+    new: Vec<Builder>,
 }
 
-/// A page under construction: slots by heap position, and which are set.
-/// A fixed array rather than a list, so pages come out in position order
-/// without sorting and each page is allocated once, at its exact size.
-struct Building {
-    slots: [Option<Slot>; 32],
-    set: u32,
-}
-
-impl Building {
-    fn new() -> Self {
-        Building {
-            slots: [None; 32],
-            set: 0,
-        }
-    }
-
-    fn put(&mut self, pos: u8, slot: Slot) {
-        if let Some(s) = self.slots.get_mut(usize::from(pos)) {
-            *s = Some(slot);
-            self.set |= 1 << pos;
-        }
-    }
-
-    /// The slots in position order; leaves the builder empty.
-    fn take(&mut self) -> Vec<(u8, Slot)> {
-        let mut out = Vec::with_capacity(self.set.count_ones() as usize);
-        while self.set != 0 {
-            let pos = self.set.trailing_zeros() as u8;
-            self.set &= self.set - 1;
-            if let Some(slot) = self.slots.get_mut(usize::from(pos)).and_then(Option::take) {
-                out.push((pos, slot));
-            }
-        }
-        out
-    }
-
-    fn clear(&mut self) {
-        while self.set != 0 {
-            let pos = self.set.trailing_zeros() as usize;
-            self.set &= self.set - 1;
-            if let Some(s) = self.slots.get_mut(pos) {
-                *s = None;
-            }
-        }
-    }
-}
-
-impl<S: NodeStore<StoreKey, StoreValue>> Walk<'_, S> {
+impl<S: NodeStore<StoreKey, StoreValue>> Walk<'_, '_, S> {
     /// The post-order walk, with an explicit stack rather than recursion:
     /// keys sharing long prefixes make paths up to 256 levels deep, and the
     /// stack of whatever thread calls this (a 2 MiB test or async worker
     /// thread) must not bound the depth.
-    fn run(&mut self, cur: Cur, updates: &[Update]) -> Result<Sub, SmtError> {
-        let mut tasks = vec![Task::Visit {
+    fn run(&mut self, cur: Cur) -> Result<Sub, SmtError> {
+        let mut tasks = Vec::with_capacity(2 * MAX_DEPTH + 2);
+        tasks.push(Task::Visit {
             depth: 0,
-            path: [0u8; 32],
-            cur,
+            pos: 1,
             lo: 0,
-            hi: updates.len(),
-        }];
-        let mut done: Vec<Sub> = Vec::new();
+            hi: self.updates.len(),
+            cur,
+        });
+        let mut done: Vec<Sub> = Vec::with_capacity(MAX_DEPTH + 2);
         while let Some(task) = tasks.pop() {
             match task {
                 Task::Visit {
                     depth,
-                    path,
-                    cur,
+                    pos,
                     lo,
                     hi,
-                } => {
-                    let range = updates.get(lo..hi).unwrap_or(&[]);
-                    match self.visit(depth, &path, cur, range)? {
-                        Step::Done(sub) => done.push(sub),
-                        Step::Split { left, right, old } => {
-                            if depth >= MAX_DEPTH {
-                                // Two distinct keys differ within 256 bits,
-                                // so this needs duplicate keys or a corrupt
-                                // store.
-                                return Err(corrupt("split below depth 256"));
-                            }
-                            let mid = lo + range.partition_point(|(k, _)| !bit(&k.0, depth));
-                            tasks.push(Task::Combine { depth, path, old });
-                            tasks.push(Task::Visit {
-                                depth: depth + 1,
-                                path: with_bit(&path, depth),
-                                cur: right,
-                                lo: mid,
-                                hi,
-                            });
-                            tasks.push(Task::Visit {
-                                depth: depth + 1,
-                                path,
-                                cur: left,
-                                lo,
-                                hi: mid,
-                            });
+                    cur,
+                } => match self.visit(depth, pos, cur, lo, hi)? {
+                    Step::Done(sub) => done.push(sub),
+                    Step::Split { left, right, old } => {
+                        if depth >= MAX_DEPTH {
+                            // Two distinct keys differ within 256 bits, so
+                            // this needs duplicate keys or a corrupt store.
+                            return Err(corrupt("split below depth 256"));
                         }
+                        let range = self.updates.get(lo..hi).unwrap_or(&[]);
+                        let mid = lo + range.partition_point(|(k, _)| !bit(&k.0, depth));
+                        // The children's positions: a child four levels
+                        // below a page root roots the next page.
+                        let child = if (depth + 1).is_multiple_of(PAGE_LEVELS) {
+                            [1, 1]
+                        } else {
+                            [pos << 1, (pos << 1) | 1]
+                        };
+                        tasks.push(Task::Combine {
+                            depth,
+                            pos,
+                            lo,
+                            old,
+                        });
+                        tasks.push(Task::Visit {
+                            depth: depth + 1,
+                            pos: child[1],
+                            lo: mid,
+                            hi,
+                            cur: right,
+                        });
+                        tasks.push(Task::Visit {
+                            depth: depth + 1,
+                            pos: child[0],
+                            lo,
+                            hi: mid,
+                            cur: left,
+                        });
                     }
-                }
-                Task::Combine { depth, path, old } => {
+                },
+                Task::Combine {
+                    depth,
+                    pos,
+                    lo,
+                    old,
+                } => {
                     let (Some(r), Some(l)) = (done.pop(), done.pop()) else {
                         return Err(corrupt("batch walk lost a subtree"));
                     };
-                    let sub = self.combine(depth, &path, l, r, old)?;
+                    let sub = self.combine(depth, pos, lo, l, r, old)?;
                     done.push(sub);
                 }
             }
@@ -301,15 +288,27 @@ impl<S: NodeStore<StoreKey, StoreValue>> Walk<'_, S> {
         }
     }
 
-    /// `updates` (all under `path[..depth]`) meet the old subtree `cur`:
-    /// either the result is known here, or both children come first.
+    /// A key under the node being visited or combined (its range is never
+    /// empty there), whose first `depth` bits are the node's path.
+    fn path_of(&self, lo: usize) -> Result<&[u8; 32], SmtError> {
+        self.updates
+            .get(lo)
+            .map(|(k, _)| &k.0)
+            .ok_or_else(|| corrupt("node without updates"))
+    }
+
+    /// The updates `lo..hi` (all under the node at `depth`, position `pos`)
+    /// meet the old subtree `cur`: either the result is known here, or both
+    /// children come first.
     fn visit(
         &mut self,
         depth: usize,
-        path: &[u8; 32],
+        pos: u8,
         cur: Cur,
-        updates: &[Update],
+        lo: usize,
+        hi: usize,
     ) -> Result<Step, SmtError> {
+        let updates = self.updates.get(lo..hi).unwrap_or(&[]);
         if updates.is_empty() {
             return Ok(Step::Done(match cur {
                 Cur::Empty => Sub::Empty,
@@ -339,33 +338,34 @@ impl<S: NodeStore<StoreKey, StoreValue>> Walk<'_, S> {
                 if !depth.is_multiple_of(PAGE_LEVELS) {
                     return Err(corrupt("page rooted between page levels"));
                 }
-                let key = NodeKey::new(this.version, depth, path);
-                let page = self.tree.load_page(&key)?;
-                let left = child(&page, 2, exit)?;
-                let right = child(&page, 3, exit)?;
+                let key = NodeKey::new(this.version, depth, self.path_of(lo)?);
+                while self.old.len() <= level {
+                    self.old.push(PageBuf::default());
+                }
                 let open = self
                     .old
                     .get_mut(level)
                     .ok_or_else(|| corrupt("page too deep"))?;
-                *open = page;
+                self.tree.with_page(&key, |page| open.load(&page.slots))?;
+                let page = open.view();
                 return Ok(Step::Split {
-                    left,
-                    right,
-                    old: Some(OldPage { key, this }),
+                    left: child(page.get(2), exit)?,
+                    right: child(page.get(3), exit)?,
+                    old: Some(this),
                 });
             }
             Cur::Inner(_) => {
                 if depth.is_multiple_of(PAGE_LEVELS) {
                     return Err(corrupt("inner node at a page root"));
                 }
-                let pos = position(path, level * PAGE_LEVELS, depth);
                 let page = self
                     .old
                     .get(level)
-                    .ok_or_else(|| corrupt("page too deep"))?;
+                    .ok_or_else(|| corrupt("page too deep"))?
+                    .view();
                 return Ok(Step::Split {
-                    left: child(page, pos << 1, exit)?,
-                    right: child(page, (pos << 1) | 1, exit)?,
+                    left: child(page.get(pos << 1), exit)?,
+                    right: child(page.get((pos << 1) | 1), exit)?,
                     old: None,
                 });
             }
@@ -397,16 +397,17 @@ impl<S: NodeStore<StoreKey, StoreValue>> Walk<'_, S> {
         })
     }
 
-    /// Join two updated children into the subtree at `path[..depth]`:
-    /// lift a lone leaf, otherwise hash the new internal node, and at a page
-    /// root write the page (unless its hash shows nothing changed).
+    /// Join two updated children into the subtree at `depth`, position
+    /// `pos`: lift a lone leaf, otherwise hash the new internal node, and at
+    /// a page root write the page (unless its hash shows nothing changed).
     fn combine(
         &mut self,
         depth: usize,
-        path: &[u8; 32],
+        pos: u8,
+        lo: usize,
         l: Sub,
         r: Sub,
-        old: Option<OldPage>,
+        old: Option<ChildRef>,
     ) -> Result<Sub, SmtError> {
         let lifted = match (&l, &r) {
             (Sub::Empty, Sub::Empty) => Some(Sub::Empty),
@@ -415,45 +416,48 @@ impl<S: NodeStore<StoreKey, StoreValue>> Walk<'_, S> {
         };
         if let Some(sub) = lifted {
             if let Some(o) = old {
-                self.stale.push(o.key);
+                let key = NodeKey::new(o.version, depth, self.path_of(lo)?);
+                self.stale.push(key);
             }
             return Ok(sub);
         }
         let hash = node_hash(&l.hash(), &r.hash());
-        self.place(depth + 1, path, l)?;
-        self.place(depth + 1, &with_bit(path, depth), r)?;
+        let level = depth / PAGE_LEVELS;
+        self.place(level, pos << 1, l)?;
+        self.place(level, (pos << 1) | 1, r)?;
         if !depth.is_multiple_of(PAGE_LEVELS) {
             return Ok(Sub::NewInner(hash));
         }
-        let level = depth / PAGE_LEVELS;
         if let Some(o) = old {
             // Same hash, same subtree: nothing below was rewritten either
             // (each page below made the same check), so keep the old page.
-            if o.this.hash == hash {
+            if o.hash == hash {
                 self.building(level)?.clear();
-                return Ok(Sub::Page(o.this));
+                return Ok(Sub::Page(o));
             }
-            self.stale.push(o.key);
+            let key = NodeKey::new(o.version, depth, self.path_of(lo)?);
+            self.stale.push(key);
         }
-        let slots = self.building(level)?.take();
-        let key = NodeKey::new(self.version, depth, path);
-        self.tree
-            .store
-            .put(StoreKey::Page(key), StoreValue::Page(Page { slots }))?;
-        self.written += 1;
+        let key = NodeKey::new(self.version, depth, self.path_of(lo)?);
+        let Some(builder) = self.new.get_mut(level) else {
+            return Err(corrupt("page too deep"));
+        };
+        // The old page of this level, if this page replaces one; a new
+        // page keeps nothing from it.
+        let old = self.old.get(level).map_or(SlotsRef::EMPTY, PageBuf::view);
+        let slots = builder.take(old, &mut self.tree.pool);
+        self.written.push((key, slots));
         Ok(Sub::Page(ChildRef {
             version: self.version,
             hash,
         }))
     }
 
-    /// Record the child `sub` at `depth` on `path` in the new page of its
-    /// parent's level.
-    fn place(&mut self, depth: usize, path: &[u8; 32], sub: Sub) -> Result<(), SmtError> {
-        let level = (depth - 1) / PAGE_LEVELS;
-        let pos = position(path, level * PAGE_LEVELS, depth);
+    /// Record the child `sub` at heap position `pos` in the new page of
+    /// `level`.
+    fn place(&mut self, level: usize, pos: u8, sub: Sub) -> Result<(), SmtError> {
         self.building(level)?;
-        let (Some(new), Some(old)) = (self.new.get_mut(level), self.old.get(level)) else {
+        let Some(new) = self.new.get_mut(level) else {
             return Err(corrupt("page too deep"));
         };
         match sub {
@@ -461,28 +465,21 @@ impl<S: NodeStore<StoreKey, StoreValue>> Walk<'_, S> {
             Sub::Leaf(l) => new.put(pos, l.slot()),
             Sub::NewInner(h) => new.put(pos, Slot::Internal(h)),
             Sub::Page(c) => new.put(pos, Slot::Page(c)),
-            Sub::OldInner(h) => {
-                new.put(pos, Slot::Internal(h));
-                // The page is rewritten as a whole, so the untouched subtree's
-                // slots are carried over (positions are unchanged: only
-                // leaves ever move).
-                for (p, slot) in &old.slots {
-                    if is_below(*p, pos) {
-                        new.put(*p, *slot);
-                    }
-                }
-            }
+            // The page is rewritten as a whole, so the untouched subtree's
+            // slots are carried over from the old page (positions are
+            // unchanged: only leaves ever move).
+            Sub::OldInner(_) => new.keep(pos),
         }
         Ok(())
     }
 
     /// The page under construction at `level`.
-    fn building(&mut self, level: usize) -> Result<&mut Building, SmtError> {
+    fn building(&mut self, level: usize) -> Result<&mut Builder, SmtError> {
         if level >= LEVELS {
             return Err(corrupt("page too deep"));
         }
         while self.new.len() <= level {
-            self.new.push(Building::new());
+            self.new.push(Builder::new());
         }
         self.new
             .get_mut(level)
@@ -490,20 +487,14 @@ impl<S: NodeStore<StoreKey, StoreValue>> Walk<'_, S> {
     }
 }
 
-/// The slot at heap position `pos` of an old page as a subtree to update;
-/// `exit` says whether `pos` is four levels below the page root.
-fn child(page: &Page, pos: u8, exit: bool) -> Result<Cur, SmtError> {
-    Ok(match page.slot(pos) {
+/// The slot at a position of an old page as a subtree to update; `exit`
+/// says whether the position is four levels below the page root.
+fn child(slot: Option<Slot>, exit: bool) -> Result<Cur, SmtError> {
+    Ok(match slot {
         None => Cur::Empty,
-        Some(&Slot::Leaf { key, value, hash }) => Cur::Leaf(LeafSub { key, value, hash }),
-        Some(&Slot::Internal(h)) if !exit => Cur::Inner(h),
-        Some(&Slot::Page(c)) if exit => Cur::Page(c),
+        Some(Slot::Leaf { key, value, hash }) => Cur::Leaf(LeafSub { key, value, hash }),
+        Some(Slot::Internal(h)) if !exit => Cur::Inner(h),
+        Some(Slot::Page(c)) if exit => Cur::Page(c),
         Some(_) => return Err(corrupt("slot kind does not fit its position")),
     })
-}
-
-/// Whether heap position `p` lies strictly below position `h`.
-fn is_below(p: u8, h: u8) -> bool {
-    let shift = h.leading_zeros().saturating_sub(p.leading_zeros());
-    shift > 0 && p >> shift == h
 }
