@@ -40,13 +40,7 @@ fn main() -> std::process::ExitCode {
     let mut jobs = Vec::new();
     for &n in &a.peers {
         let f = (n - 1) / 3;
-        for b in [
-            Behavior::Equivocate,
-            Behavior::Withhold,
-            Behavior::Crash,
-            Behavior::Delay,
-            Behavior::Mixed,
-        ] {
+        for b in Behavior::ALL {
             for stake in [StakeDist::Uniform, StakeDist::Skewed] {
                 for net in [
                     Net::Clean,

@@ -20,13 +20,7 @@ fn sim(cfg: SimConfig) -> SimReport {
 #[test]
 fn every_behaviour_keeps_safety_with_a_third_of_stake_byzantine() {
     for (n, f) in [(4, 1), (10, 3)] {
-        for b in [
-            Behavior::Equivocate,
-            Behavior::Withhold,
-            Behavior::Crash,
-            Behavior::Delay,
-            Behavior::Mixed,
-        ] {
+        for b in Behavior::ALL {
             for stake in [StakeDist::Uniform, StakeDist::Skewed] {
                 let mut cfg = SimConfig::new(n, f, 120, 3);
                 cfg.behavior = b;

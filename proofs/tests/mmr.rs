@@ -785,7 +785,7 @@ fn positions_are_postorder() {
 /// and last). Consistency to the full size from every old size at 10^3 and
 /// from every 1009th old size at 10^6.
 #[test]
-#[ignore]
+#[ignore = "a measurement at 10^6 leaves, not a check: cargo test -p proofs --release --test mmr -- --ignored --nocapture measure_proof_sizes"]
 fn measure_proof_sizes() {
     let n = 1_000_000u64;
     let all = leaves(7, n as usize);

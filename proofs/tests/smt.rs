@@ -712,7 +712,7 @@ impl proofs::NodeStore<StoreKey, StoreValue> for Counting {
 /// Throughput and proof sizes at 10^6 keys. Run with
 /// `cargo test -p proofs --release --test smt -- --ignored --nocapture bench`.
 #[test]
-#[ignore]
+#[ignore = "a measurement at 10^6 keys, not a check: cargo test -p proofs --release --test smt -- --ignored --nocapture bench"]
 fn bench_million_keys() {
     let n: u64 = std::env::var("SMT_BENCH_N")
         .ok()
@@ -855,7 +855,7 @@ fn bench_million_keys() {
 /// and what the tree occupies.
 /// `cargo test -p proofs --release --test smt -- --ignored --nocapture store_ops`
 #[test]
-#[ignore]
+#[ignore = "a measurement of store traffic, not a check: cargo test -p proofs --release --test smt -- --ignored --nocapture store_ops"]
 fn bench_store_ops() {
     let n: u64 = std::env::var("SMT_BENCH_N")
         .ok()

@@ -18,15 +18,19 @@ pub enum Behavior {
 }
 
 impl Behavior {
+    /// Every behaviour, for sweeps.
+    pub const ALL: [Behavior; 5] = [
+        Behavior::Equivocate,
+        Behavior::Withhold,
+        Behavior::Crash,
+        Behavior::Delay,
+        Behavior::Mixed,
+    ];
+
     /// The concrete behaviour of the `i`-th Byzantine peer.
     pub fn of(self, i: usize) -> Behavior {
         match self {
-            Behavior::Mixed => [
-                Behavior::Equivocate,
-                Behavior::Withhold,
-                Behavior::Crash,
-                Behavior::Delay,
-            ][i % 4],
+            Behavior::Mixed => Behavior::ALL[i % 4],
             b => b,
         }
     }
