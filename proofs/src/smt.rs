@@ -133,6 +133,16 @@
 //! ([`NodeStore::remove_recycling`]) rather than allocating: the allocator's
 //! work on cold memory cost more than the hashing.
 //!
+//! The sixteen subtrees below the root page (one per first nibble of the
+//! key) share nothing but the root page, and the walk only reads the store,
+//! so with [`SparseMerkleTree::set_parallelism`] (a store that is `Sync`)
+//! a batch builds them as independent jobs, each with its share of the
+//! updates and of the recycled buffers, run by the caller's
+//! [`Executor`] (the crate itself starts no threads); the walk over the root page then
+//! splices their pages and stale keys in where the sequential walk produces
+//! them, so roots, pages and stale lists are the same. Storing the new pages
+//! and pruning stay in the calling thread (they need the store mutably).
+//!
 //! # Proof format
 //!
 //! [`SparseProof`] is the postcard encoding ([`crate::codec`]) of:
@@ -170,9 +180,9 @@ pub use page::Slots;
 pub use proof::{ProofError, SparseProof, MAX_PROOF_BYTES};
 
 use crate::hash::{Domain, Hash, PairHasher};
-use crate::store::{MemStore, NodeStore, StoreError};
+use crate::store::{Executor, MemStore, NodeStore, StoreError};
 use serde::{Deserialize, Serialize};
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 use thiserror::Error;
 
 /// Domain of leaf hashes.
@@ -387,6 +397,9 @@ pub struct SparseMerkleTree<S = SmtMemStore> {
     retention: Option<u64>,
     /// Buffers of pruned pages, reused for the pages of later batches.
     pool: page::Pool,
+    /// Threads a batch may use, and how it runs them (see
+    /// [`SparseMerkleTree::set_parallelism`]).
+    parallel: Option<(usize, batch::Spawner<S>, Arc<dyn Executor>)>,
 }
 
 impl SparseMerkleTree<SmtMemStore> {
@@ -403,6 +416,19 @@ impl SparseMerkleTree<SmtMemStore> {
 impl Default for SparseMerkleTree<SmtMemStore> {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+impl<S: NodeStore<StoreKey, StoreValue> + Sync> SparseMerkleTree<S> {
+    /// Split each batch into `jobs` independent jobs run by `exec` (1, the
+    /// default, or 0: one walk in the calling thread). The subtrees below
+    /// the root page are then built as about equal shares of the updates
+    /// while the store is only read; the pages are stored and pruned in the
+    /// calling thread as before. Roots, pages and stale lists are identical
+    /// to the sequential path's. Small batches (under about a thousand
+    /// updates) stay in the calling thread.
+    pub fn set_parallelism(&mut self, jobs: usize, exec: Arc<dyn Executor>) {
+        self.parallel = (jobs > 1).then_some((jobs, batch::run_jobs::<S> as _, exec));
     }
 }
 
@@ -430,6 +456,7 @@ impl<S: NodeStore<StoreKey, StoreValue>> SparseMerkleTree<S> {
             meta,
             retention: None,
             pool: page::Pool::default(),
+            parallel: None,
         })
     }
 
@@ -441,6 +468,7 @@ impl<S: NodeStore<StoreKey, StoreValue>> SparseMerkleTree<S> {
                 meta,
                 retention: None,
                 pool: page::Pool::default(),
+                parallel: None,
             }),
             Some(_) => Err(SmtError::Corrupt("meta entry of the wrong kind".into())),
             None => Err(StoreError::Missing("tree meta".into()).into()),
@@ -585,7 +613,21 @@ impl<S: NodeStore<StoreKey, StoreValue>> SparseMerkleTree<S> {
             .ok_or(SmtError::VersionOverflow)?;
         let updates = batch::normalize(updates);
         let old_root = self.root_slot(self.meta.latest)?;
-        let out = batch::apply(self, version, old_root, &updates)?;
+        let out = batch::apply(
+            &self.store,
+            &mut self.pool,
+            version,
+            old_root,
+            &updates,
+            self.parallel
+                .as_ref()
+                .map(|(n, spawn, exec)| (*n, *spawn, &**exec as &dyn Executor)),
+        )?;
+        let written = out.written.len() as u64;
+        for (key, slots) in out.written {
+            self.store
+                .put(StoreKey::Page(key), StoreValue::Page(Page { slots }))?;
+        }
 
         let root = out.root.map(Box::new);
         self.store
@@ -596,7 +638,7 @@ impl<S: NodeStore<StoreKey, StoreValue>> SparseMerkleTree<S> {
         }
         let meta = TreeMeta {
             latest: version,
-            pages: self.meta.pages + out.written,
+            pages: self.meta.pages + written,
             ..self.meta
         };
         self.store.put(StoreKey::Meta, StoreValue::Meta(meta))?;
@@ -670,10 +712,19 @@ impl<S: NodeStore<StoreKey, StoreValue>> SparseMerkleTree<S> {
 
     /// Run `f` on the page stored under `key`, where it lies.
     fn with_page<R>(&self, key: &NodeKey, f: impl FnOnce(&Page) -> R) -> Result<R, SmtError> {
-        self.store.get_with(&StoreKey::Page(*key), |v| match v {
-            Some(StoreValue::Page(p)) => Ok(f(p)),
-            Some(_) => Err(SmtError::Corrupt(format!("{key:?} is not a page"))),
-            None => Err(StoreError::Missing(format!("{key:?}")).into()),
-        })?
+        with_page(&self.store, key, f)
     }
+}
+
+/// Run `f` on the page stored in `store` under `key`, where it lies.
+fn with_page<S: NodeStore<StoreKey, StoreValue>, R>(
+    store: &S,
+    key: &NodeKey,
+    f: impl FnOnce(&Page) -> R,
+) -> Result<R, SmtError> {
+    store.get_with(&StoreKey::Page(*key), |v| match v {
+        Some(StoreValue::Page(p)) => Ok(f(p)),
+        Some(_) => Err(SmtError::Corrupt(format!("{key:?} is not a page"))),
+        None => Err(StoreError::Missing(format!("{key:?}")).into()),
+    })?
 }

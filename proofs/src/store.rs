@@ -89,6 +89,11 @@ impl<K: StdHash + Eq, V> MemStore<K, V> {
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
     }
+
+    /// Every entry, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
+        self.map.iter()
+    }
 }
 
 impl<K: StdHash + Eq, V: Clone> NodeStore<K, V> for MemStore<K, V> {
@@ -119,5 +124,19 @@ impl<K: StdHash + Eq, V: Clone> NodeStore<K, V> for MemStore<K, V> {
             recycle(value);
         }
         Ok(())
+    }
+}
+
+/// Runs independent jobs, perhaps at the same time, and returns when all
+/// are done. This crate never starts threads: a driver that wants a batch
+/// spread over its cores passes an executor (scoped threads, a pool), and
+/// the results are the same whichever way the jobs run.
+pub trait Executor: Send + Sync {
+    fn run_all<'a>(&self, jobs: Vec<Box<dyn FnOnce() + Send + 'a>>);
+}
+
+impl std::fmt::Debug for dyn Executor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Executor")
     }
 }

@@ -924,3 +924,115 @@ fn bench_store_ops() {
             / u,
     );
 }
+
+/// Every store entry, encoded and sorted: two trees with equal dumps hold
+/// byte-identical pages, roots, stale lists and meta.
+fn dump(tree: &SparseMerkleTree) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut out: Vec<_> = tree
+        .store()
+        .iter()
+        .map(|(k, v)| (proofs::encode(k), proofs::encode(v)))
+        .collect();
+    out.sort();
+    out
+}
+
+/// Batches of random keys mixed with updates and deletes of keys already
+/// inserted, so every kind of change lands all over the tree.
+fn random_batches(seed: u64, batches: usize, size: usize) -> Vec<Batch> {
+    let mut rng = seed | 1;
+    let mut step = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let mut live: Vec<Hash> = Vec::new();
+    (0..batches)
+        .map(|b| {
+            (0..size)
+                .map(|j| {
+                    let r = step();
+                    let value = Some(Hash::of(TEST, &[r.to_le_bytes(), [b as u8; 8]].concat()));
+                    match (r % 10, live.is_empty()) {
+                        (0..=5, _) | (_, true) => {
+                            let k = Hash::of(TEST, &[step().to_le_bytes(), [j as u8; 8]].concat());
+                            live.push(k);
+                            (k, value)
+                        }
+                        (6..=8, false) => (live[(step() % live.len() as u64) as usize], value),
+                        _ => (live[(step() % live.len() as u64) as usize], None),
+                    }
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Applies the same batches to a sequential tree and to trees split over 2
+/// and 3 threads, checking after each batch (and each prune) that roots and
+/// every store entry are identical, and the root matches the model.
+fn check_parallel_matches_sequential(batches: &[Batch], keep: u64) {
+    let mut seq = SparseMerkleTree::new();
+    let mut par: Vec<SparseMerkleTree> = [2, 3]
+        .into_iter()
+        .map(|t| {
+            let mut tree = SparseMerkleTree::new();
+            tree.set_parallelism(t, std::sync::Arc::new(ScopedThreads));
+            tree
+        })
+        .collect();
+    let mut model = Model::new();
+    for batch in batches {
+        apply_model(&mut model, batch);
+        let expect = seq.apply_batch(batch).unwrap();
+        assert_eq!(expect.1, model_root(&entries(&model), 0));
+        seq.prune(keep).unwrap();
+        let want = dump(&seq);
+        for tree in &mut par {
+            assert_eq!(tree.apply_batch(batch).unwrap(), expect);
+            tree.prune(keep).unwrap();
+            assert_eq!(tree.node_count(), seq.node_count());
+            assert!(dump(tree) == want, "stores differ");
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(cases(32))]
+
+    /// The split by subtree gives the sequential walk's output, whatever
+    /// the root page holds (shallow leaves, long shared prefixes, deletes
+    /// that empty a subtree or lift a leaf into the root page).
+    #[test]
+    fn parallel_matches_sequential(
+        batches in proptest::collection::vec(batch_strategy(), 1..10),
+        seed: u64,
+        keep in 1u64..4,
+    ) {
+        // Pool batches, then random ones on top of them.
+        let mut all = batches;
+        all.extend(random_batches(seed, 3, 40));
+        check_parallel_matches_sequential(&all, keep);
+    }
+}
+
+/// Batches large enough to run on threads (not only split in the calling
+/// thread) give byte-identical stores.
+#[test]
+fn parallel_threads_match_sequential() {
+    check_parallel_matches_sequential(&random_batches(7, 6, 3000), 2);
+}
+
+/// Runs each job on its own scoped thread.
+struct ScopedThreads;
+
+impl proofs::Executor for ScopedThreads {
+    fn run_all<'a>(&self, jobs: Vec<Box<dyn FnOnce() + Send + 'a>>) {
+        std::thread::scope(|s| {
+            for job in jobs {
+                s.spawn(job);
+            }
+        });
+    }
+}

@@ -497,6 +497,40 @@ impl Pool {
         self.unsorted = 0;
     }
 
+    /// Move about `share / total` of the buffers of each size class, the
+    /// highest addressed, into a new pool (for a thread building part of a
+    /// batch).
+    pub(super) fn split_off(&mut self, share: usize, total: usize) -> Pool {
+        let mut out = Pool::default();
+        if share == 0 || total == 0 {
+            return out;
+        }
+        out.free.resize_with(self.free.len(), Vec::new);
+        for (list, to) in self.free.iter_mut().zip(out.free.iter_mut()) {
+            // Sorted by decreasing address, handed out from the end.
+            let n = (list.len() * share.min(total)).div_ceil(total);
+            to.extend(list.drain(..n));
+            let bytes: usize = to.iter().map(|b| b.len()).sum();
+            self.bytes -= bytes;
+            out.bytes += bytes;
+        }
+        out
+    }
+
+    /// Take back the buffers of a pool made by [`Pool::split_off`].
+    pub(super) fn absorb(&mut self, other: Pool) {
+        if self.free.len() < other.free.len() {
+            self.free.resize_with(other.free.len(), Vec::new);
+        }
+        for (c, (list, from)) in self.free.iter_mut().zip(other.free).enumerate() {
+            if !from.is_empty() {
+                list.extend(from);
+                self.unsorted |= 1 << c;
+            }
+        }
+        self.bytes += other.bytes;
+    }
+
     /// A buffer of at least `len` bytes (contents unspecified).
     fn alloc(&mut self, len: usize) -> Box<[u8]> {
         let class = len.div_ceil(CLASS_BYTES);
@@ -614,6 +648,32 @@ mod tests {
         assert!(reused.data.len() > data_len(reused.present, reused.leaves));
         assert_eq!(reused, packed);
         assert_eq!(crate::codec::encode(&reused), bytes);
+    }
+
+    #[test]
+    fn pool_split_and_absorb_keep_every_buffer() {
+        let mut pool = Pool::default();
+        for len in [2usize, 2, 2, 5, 5, 14, 14, 14, 14] {
+            let slots =
+                Slots::from_slots((2..2 + len as u8).map(|p| (p, Slot::Internal(h(p))))).unwrap();
+            pool.recycle(slots);
+        }
+        pool.sort();
+        let (bytes, count) = (pool.bytes, pool.free.iter().map(Vec::len).sum::<usize>());
+        let first = pool.split_off(1, 2);
+        let second = pool.split_off(1, 1);
+        assert_eq!(pool.bytes, 0);
+        assert_eq!(first.bytes + second.bytes, bytes);
+        assert!(first.free.iter().map(Vec::len).sum::<usize>() >= count / 2);
+        pool.absorb(first);
+        pool.absorb(second);
+        pool.sort();
+        assert_eq!(pool.bytes, bytes);
+        assert_eq!(pool.free.iter().map(Vec::len).sum::<usize>(), count);
+        // Handed out lowest address first within a class.
+        for list in &pool.free {
+            assert!(list.windows(2).all(|w| w[0].as_ptr() >= w[1].as_ptr()));
+        }
     }
 
     #[test]
