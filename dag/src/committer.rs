@@ -18,7 +18,8 @@ use std::collections::HashSet;
 /// One committed leader and the events it orders.
 #[derive(Clone, Debug)]
 pub struct CommittedSubDag {
-    /// Position in the final sequence of leaders, from 0.
+    /// Position in the final sequence of leaders, from 1 (height 0 is the
+    /// genesis state).
     pub height: u64,
     pub leader: EventRef,
     /// Ordered by (round, id); the leader is last.

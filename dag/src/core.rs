@@ -262,7 +262,7 @@ impl Core {
             me,
             epochs,
             pending: Pending::default(),
-            next_height: 0,
+            next_height: 1,
             seed_acc,
             imported_ordered: IdSet::default(),
             imported_upto: 0,

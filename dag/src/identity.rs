@@ -35,9 +35,39 @@ pub enum CryptoError {
     BadVrfProof,
 }
 
-/// A schnorrkel public key, as its 32 canonical bytes.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+/// A schnorrkel public key, as its 32 canonical bytes (64 hex digits in
+/// human-readable formats such as JSON).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PeerKey(pub [u8; 32]);
+
+impl Serialize for PeerKey {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            s.serialize_str(&crate::hex::encode(&self.0))
+        } else {
+            self.0.serialize(s)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for PeerKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        if d.is_human_readable() {
+            let s = String::deserialize(d)?;
+            crate::hex::decode_array(&s)
+                .map(PeerKey)
+                .map_err(serde::de::Error::custom)
+        } else {
+            <[u8; 32]>::deserialize(d).map(PeerKey)
+        }
+    }
+}
+
+impl fmt::Display for PeerKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&crate::hex::encode(&self.0))
+    }
+}
 
 impl fmt::Debug for PeerKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -258,6 +288,16 @@ mod tests {
         );
         let other = Signer::from_seed([9; 32], [2; 32]);
         assert!(t1.verify(other.public(), &seed, 5).is_err());
+    }
+
+    #[test]
+    fn keys_are_hex_in_json_and_raw_in_postcard() {
+        let k = PeerKey([0xab; 32]);
+        assert_eq!(proofs::encode(&k), vec![0xab; 32]);
+        let json = serde_json::to_string(&k).unwrap();
+        assert_eq!(json, format!("\"{}\"", "ab".repeat(32)));
+        assert_eq!(serde_json::from_str::<PeerKey>(&json).unwrap(), k);
+        assert!(serde_json::from_str::<PeerKey>("\"abab\"").is_err());
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The consensus core of Proof of Share: events of a stake-weighted
 //! blockdag, the after-the-fact leader election and commit rule, and (later)
-//! the ledger rules and the wire messages peers and wallets share.
+//! the ledger rules ([`ledger`]) and the wire messages peers and wallets share.
 //!
 //! Everything here is sans-IO: state machines that take inputs (received
 //! events, the time, stake tables) and return outputs (events to send,
@@ -15,8 +15,10 @@ pub mod core;
 pub mod dag_state;
 pub mod epochs;
 pub mod event;
+pub mod hex;
 pub mod id_map;
 pub mod identity;
+pub mod ledger;
 pub mod pending;
 pub mod ticket;
 

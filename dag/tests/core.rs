@@ -211,7 +211,7 @@ fn a_lone_member_commits_by_itself() {
     // Paced: twenty 100 ms steps make at most about twenty rounds.
     assert!(committed.len() <= 25, "committed {}", committed.len());
     for (h, sd) in committed.iter().enumerate() {
-        assert_eq!(sd.height, h as u64);
+        assert_eq!(sd.height, h as u64 + 1, "heights count from 1");
     }
     let carried: Vec<Arc<Event>> = committed
         .iter()

@@ -369,7 +369,7 @@ impl<'a> Sim<'a> {
                 twins: IdMap::default(),
                 own_tickets: IdMap::default(),
                 timer: None,
-                next_height: 0,
+                next_height: 1,
                 digest_acc: chain,
                 honest: byz.is_none(),
                 side: u8::from(i >= cfg.partition_split.cut_off(honest_count) || byz.is_some()),

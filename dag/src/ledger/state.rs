@@ -1,0 +1,254 @@
+//! The ledger state: outputs, assets, items and peers, with the authenticated
+//! structures that commit them.
+//!
+//! Plain maps answer the rules quickly; the trees commit the same facts:
+//! - the output set (sparse Merkle tree): output id → [`OutputState`] hash;
+//! - the registry (sparse Merkle tree): assets, items and peers, each under
+//!   its own domain-separated key;
+//! - the key index: per owner key, the outputs created for it by height;
+//! - the history (Merkle mountain range): every ordered event and every
+//!   transaction's outcome, append-only.
+//!
+//! Tree version `h + 1` is the state after height `h` (version 1 is
+//! genesis), so "as of height h" is one lookup.
+
+use crate::committee::Round;
+use crate::id_map::IdMap;
+use crate::identity::PeerKey;
+use crate::ledger::asset::{AssetId, AssetState};
+use crate::ledger::checkpoint::StateRoots;
+use crate::ledger::output::{OutputId, OutputState};
+use crate::ledger::peers::{name_key, PeerRecord};
+use proofs::key_index::{IndexKey, IndexValue, KeyIndex, KeyIndexError};
+use proofs::smt::SmtMemStore;
+use proofs::{Domain, Hash, Hasher, MemStore, Mmr, MmrError, SmtError, SparseMerkleTree, StoreError};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+
+/// Registry key of an asset.
+pub const REG_ASSET_DOMAIN: Domain = Domain::new("pos/ledger/reg-asset/v1");
+/// Registry key of a unique item.
+pub const REG_ITEM_DOMAIN: Domain = Domain::new("pos/ledger/reg-item/v1");
+/// Registry value of an asset's state.
+pub const ASSET_STATE_DOMAIN: Domain = Domain::new("pos/ledger/asset-state/v1");
+/// Registry value of an item's state.
+pub const ITEM_STATE_DOMAIN: Domain = Domain::new("pos/ledger/item-state/v1");
+/// Registry value of a peer record.
+pub const PEER_RECORD_DOMAIN: Domain = Domain::new("pos/ledger/peer-record/v1");
+
+/// Chain parameters, fixed at genesis. Fields missing from a genesis file
+/// take their defaults.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Params {
+    /// A peer hosting less than this share of the native stake, in parts
+    /// per million, is left out of the committee.
+    pub min_share_ppm: u32,
+    /// The smallest fee a transaction pays, in native base units.
+    pub min_fee: u128,
+    /// The longest encoded transaction accepted.
+    pub max_tx_bytes: u32,
+    /// How many past heights stay provable ("as of root R").
+    pub state_versions_kept: u64,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params {
+            min_share_ppm: 10_000,
+            min_fee: 0,
+            max_tx_bytes: 64 * 1024,
+            state_versions_kept: 64,
+        }
+    }
+}
+
+/// What the registry says about a unique item.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ItemState {
+    /// In an output; minted at this height.
+    Live { minted_at: u64 },
+    /// Burned at this height; the id is never minted again.
+    Burned { minted_at: u64, burned_at: u64 },
+}
+
+pub fn asset_key(id: &AssetId) -> Hash {
+    Hash::of(REG_ASSET_DOMAIN, &id.0 .0)
+}
+
+pub fn item_key(asset: &AssetId, item: &Hash) -> Hash {
+    let mut h = Hasher::new(REG_ITEM_DOMAIN);
+    h.update(&asset.0 .0).update(&item.0);
+    h.finalize()
+}
+
+pub fn asset_value(s: &AssetState) -> Hash {
+    Hash::of(ASSET_STATE_DOMAIN, &proofs::encode(s))
+}
+
+pub fn item_value(s: &ItemState) -> Hash {
+    Hash::of(ITEM_STATE_DOMAIN, &proofs::encode(s))
+}
+
+pub fn peer_value(p: &PeerRecord) -> Hash {
+    Hash::of(PEER_RECORD_DOMAIN, &proofs::encode(p))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("height {got} applied but {expected} is next")]
+    WrongHeight { got: u64, expected: u64 },
+    #[error(transparent)]
+    Tree(#[from] SmtError),
+    #[error(transparent)]
+    Index(#[from] KeyIndexError),
+    #[error(transparent)]
+    History(#[from] MmrError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub type IndexStore = MemStore<IndexKey, IndexValue>;
+
+/// The whole ledger state of one chain.
+pub struct Ledger {
+    pub(crate) chain: Hash,
+    pub(crate) params: Params,
+    /// The last applied height (0 = genesis) and its leader round.
+    pub(crate) height: u64,
+    pub(crate) round: Round,
+    pub(crate) outputs: IdMap<OutputId, OutputState>,
+    pub(crate) assets: IdMap<AssetId, AssetState>,
+    pub(crate) items: HashMap<(AssetId, Hash), ItemState>,
+    pub(crate) peers: BTreeMap<PeerKey, PeerRecord>,
+    pub(crate) names: HashMap<String, PeerKey>,
+    /// Unspent native base units hosted with each peer key.
+    pub(crate) hosted: BTreeMap<PeerKey, u128>,
+    pub(crate) output_tree: SparseMerkleTree<SmtMemStore>,
+    pub(crate) registry: SparseMerkleTree<SmtMemStore>,
+    pub(crate) key_index: KeyIndex<SmtMemStore, IndexStore>,
+    pub(crate) history: Mmr<MemStore<u64, Hash>>,
+    pub(crate) roots: StateRoots,
+}
+
+impl std::fmt::Debug for Ledger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ledger")
+            .field("chain", &self.chain)
+            .field("height", &self.height)
+            .field("outputs", &self.outputs.len())
+            .field("roots", &self.roots)
+            .finish()
+    }
+}
+
+impl Ledger {
+    /// An empty state for `chain` (genesis fills it, see
+    /// [`crate::ledger::genesis`]).
+    pub(crate) fn empty(chain: Hash, params: Params) -> Result<Self, LedgerError> {
+        let mut output_tree = SparseMerkleTree::new();
+        output_tree.set_retention(Some(params.state_versions_kept));
+        let mut registry = SparseMerkleTree::new();
+        registry.set_retention(Some(params.state_versions_kept));
+        let mut key_index = KeyIndex::create(SmtMemStore::default(), IndexStore::default())?;
+        key_index.set_retention(Some(params.state_versions_kept));
+        Ok(Ledger {
+            chain,
+            params,
+            height: 0,
+            round: 0,
+            outputs: IdMap::default(),
+            assets: IdMap::default(),
+            items: HashMap::new(),
+            peers: BTreeMap::new(),
+            names: HashMap::new(),
+            hosted: BTreeMap::new(),
+            output_tree,
+            registry,
+            key_index,
+            history: Mmr::new(MemStore::default()),
+            roots: StateRoots::default(),
+        })
+    }
+
+    pub fn chain(&self) -> Hash {
+        self.chain
+    }
+
+    pub fn params(&self) -> &Params {
+        &self.params
+    }
+
+    /// The last applied height (0 = genesis).
+    pub fn height(&self) -> u64 {
+        self.height
+    }
+
+    /// The leader round of the last applied height.
+    pub fn round(&self) -> Round {
+        self.round
+    }
+
+    pub fn roots(&self) -> &StateRoots {
+        &self.roots
+    }
+
+    pub fn output(&self, id: &OutputId) -> Option<&OutputState> {
+        self.outputs.get(id)
+    }
+
+    pub fn output_count(&self) -> usize {
+        self.outputs.len()
+    }
+
+    pub fn asset(&self, id: &AssetId) -> Option<&AssetState> {
+        self.assets.get(id)
+    }
+
+    pub fn item(&self, asset: &AssetId, item: &Hash) -> Option<ItemState> {
+        self.items.get(&(*asset, *item)).copied()
+    }
+
+    pub fn peer(&self, key: &PeerKey) -> Option<&PeerRecord> {
+        self.peers.get(key)
+    }
+
+    pub fn peer_by_name(&self, name: &str) -> Option<&PeerRecord> {
+        self.names.get(name).and_then(|k| self.peers.get(k))
+    }
+
+    pub fn peers(&self) -> impl Iterator<Item = &PeerRecord> {
+        self.peers.values()
+    }
+
+    /// Unspent native base units hosted with `peer`.
+    pub fn hosted(&self, peer: &PeerKey) -> u128 {
+        self.hosted.get(peer).copied().unwrap_or(0)
+    }
+
+    pub fn output_tree(&self) -> &SparseMerkleTree<SmtMemStore> {
+        &self.output_tree
+    }
+
+    pub fn registry(&self) -> &SparseMerkleTree<SmtMemStore> {
+        &self.registry
+    }
+
+    pub fn key_index(&self) -> &KeyIndex<SmtMemStore, IndexStore> {
+        &self.key_index
+    }
+
+    pub fn history(&self) -> &Mmr<MemStore<u64, Hash>> {
+        &self.history
+    }
+
+    /// The tree version holding the state after `height`.
+    pub fn version_of(height: u64) -> u64 {
+        height + 1
+    }
+
+    /// The registry key of peer `name`.
+    pub fn peer_registry_key(name: &str) -> Hash {
+        name_key(name)
+    }
+}
