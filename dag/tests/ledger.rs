@@ -610,3 +610,86 @@ fn committee_hand_overs_walk_from_genesis() {
     // The same hand-over again is out of order.
     assert!(matches!(chain.extend(&cert), Err(CertError::OutOfOrder { .. })));
 }
+
+#[test]
+fn three_party_swap_is_one_transaction_with_one_signature() {
+    let mut w = World::new(1, 3);
+    let parties = [keypair(0), keypair(1), keypair(2)];
+    // Each party issues its own asset from its genesis output.
+    let mut holdings = Vec::new();
+    for (i, p) in parties.iter().enumerate() {
+        let g = w.genesis_output(i as u32);
+        let asset = AssetId::issued(&g, 0);
+        let t = w.sign(
+            w.body(
+                vec![g],
+                vec![
+                    w.native(p, GENESIS_AMOUNT, 0),
+                    Output {
+                        owner: pk(p),
+                        asset,
+                        value: Value::Amount(100 * (i as u128 + 1)),
+                        host: None,
+                    },
+                ],
+                vec![
+                    Action::Issue(def(&format!("A{i}"), AssetClass::Fungible { precision: 0 }, p, false)),
+                    Action::Mint {
+                        asset,
+                        amount: 100 * (i as u128 + 1),
+                    },
+                ],
+            ),
+            &[p],
+        );
+        assert_eq!(single(&w.apply(&[t.clone()])), &Outcome::Applied);
+        holdings.push((asset, output_id(&t.id(), 1), 100 * (i as u128 + 1)));
+    }
+    // Party i's asset goes to party i+1.
+    let outputs: Vec<Output> = holdings
+        .iter()
+        .enumerate()
+        .map(|(i, (asset, _, v))| Output {
+            owner: pk(&parties[(i + 1) % 3]),
+            asset: *asset,
+            value: Value::Amount(*v),
+            host: None,
+        })
+        .collect();
+    let inputs: Vec<Hash> = holdings.iter().map(|(_, o, _)| *o).collect();
+    let body = w.body(inputs.clone(), outputs.clone(), vec![]);
+    let swap = w.sign(body.clone(), &[&parties[0], &parties[1], &parties[2]]);
+    assert_eq!(swap.body.signers.len(), 3);
+    assert!(dag::ledger::multisig::verify_claim(&dag::ledger::multisig::SignatureClaim {
+        signers: swap.body.signers.clone(),
+        aggregate: swap.body.aggregate,
+        digest: swap.id(),
+        signature: swap.signature,
+    })
+    .is_ok());
+
+    // Tampering with any input, output or the signature fails.
+    let mut t = swap.clone();
+    t.body.inputs.swap(0, 1);
+    let mut t2 = swap.clone();
+    t2.body.outputs[2].value = Value::Amount(301);
+    let mut t3 = swap.clone();
+    t3.body.outputs[0].owner = pk(&parties[2]);
+    let mut t4 = swap.clone();
+    t4.signature.0[40] ^= 0x10;
+    let mut t5 = swap.clone();
+    t5.body.aggregate = pk(&parties[0]);
+    for bad in [t, t2, t3, t4, t5] {
+        assert_eq!(rejected(single(&w.apply(&[bad]))), &Rejection::BadSignature);
+    }
+    // Two of the three cannot sign for all three inputs.
+    let partial = w.sign(body, &[&parties[0], &parties[1]]);
+    assert_eq!(rejected(single(&w.apply(&[partial]))), &Rejection::SignersMismatch);
+
+    assert_eq!(single(&w.apply(&[swap.clone()])), &Outcome::Applied);
+    for (i, (asset, _, v)) in holdings.iter().enumerate() {
+        let o = w.ledger.output(&output_id(&swap.id(), i as u32)).unwrap();
+        assert_eq!(o.output.owner, pk(&parties[(i + 1) % 3]));
+        assert_eq!((o.output.asset, o.output.value), (*asset, Value::Amount(*v)));
+    }
+}

@@ -197,6 +197,11 @@ impl Ledger {
         self.outputs.get(id)
     }
 
+    /// Every output ever created, spent or not, in no particular order.
+    pub fn outputs(&self) -> impl Iterator<Item = (&OutputId, &OutputState)> {
+        self.outputs.iter()
+    }
+
     pub fn output_count(&self) -> usize {
         self.outputs.len()
     }

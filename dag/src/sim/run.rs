@@ -820,8 +820,11 @@ impl<'a> Sim<'a> {
                 .get_or_insert(c.height.min(peer.next_height));
         }
         peer.next_height = c.height + 1;
-        let hgt = c.height as usize;
-        if hgt < self.reference.len() {
+        // Heights count from 1; the reference is indexed from 0.
+        let hgt = c.height.saturating_sub(1) as usize;
+        if c.height == 0 {
+            self.divergence.get_or_insert(0);
+        } else if hgt < self.reference.len() {
             if self.reference[hgt] != digest {
                 self.divergence.get_or_insert(c.height);
             }

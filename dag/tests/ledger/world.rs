@@ -1,3 +1,4 @@
+#![allow(dead_code)] // shared by several test crates, each using a part
 //! A small chain to drive the ledger by hand: a genesis with peers and
 //! wallet keys, transactions built and signed as a wallet would, and heights
 //! applied the way the daemon will (payload bytes → admission → apply).

@@ -1,0 +1,259 @@
+//! Ledger throughput: a stream of 2-input, 2-output transfers (each signed
+//! by the MuSig aggregate of two different owner keys) applied to a state
+//! that already holds `--outputs` outputs, with signatures checked in
+//! batches on every core while heights are applied in order on one.
+//!
+//! Prints progress on stderr and, as the last stdout line, one JSON object:
+//! `{"txs","inputs_per_tx","applied_per_sec","verify_ceiling_per_sec",
+//!   "cores","state_root_ms_per_height",...}` where `verify_ceiling_per_sec`
+//! is single-signature schnorrkel verification per second on one core,
+//! measured in the same run, and `state_root_ms_per_height` is the mean
+//! time of `apply_height` (rules, output set, registry, key index and
+//! history, roots included).
+
+use clap::Parser;
+use dag::identity::{PeerKey, Signer};
+use dag::ledger::admission::{authorize_batch, decode_payload, encode_payload_item, Admitted};
+use dag::ledger::apply::{HeightInput, Outcome};
+use dag::ledger::genesis::{Genesis, GenesisOutput, GenesisPeer, NativeAsset};
+use dag::ledger::multisig::{sign_local, TX_CONTEXT};
+use dag::ledger::output::{output_id, Output, Value};
+use dag::ledger::state::Params;
+use dag::ledger::transaction::{Transaction, TxBody};
+use dag::ledger::AssetId;
+use proofs::Hash;
+use rand_chacha::ChaCha20Rng;
+use rand_core::{OsRng, RngCore, SeedableRng};
+use schnorrkel::{signing_context, ExpansionMode, Keypair, MiniSecretKey};
+use std::sync::mpsc::sync_channel;
+use std::time::{Duration, Instant};
+
+#[derive(Parser, Debug)]
+#[command(about = "Ledger throughput: MuSig transfers checked on all cores, applied in order")]
+struct Args {
+    /// Transactions in the stream.
+    #[arg(long, default_value_t = 200_000)]
+    txs: usize,
+    /// Outputs in the state before the stream (the stream spends 2 per
+    /// transaction from them, so at least 2 × txs).
+    #[arg(long, default_value_t = 1_000_000)]
+    outputs: usize,
+    /// Transactions per height.
+    #[arg(long, default_value_t = 2_000)]
+    per_height: usize,
+    /// Distinct owner keys.
+    #[arg(long, default_value_t = 4096)]
+    keys: usize,
+    /// Threads checking signatures (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+fn keypair(i: u64) -> Keypair {
+    let mut b = [0u8; 32];
+    b[..8].copy_from_slice(&i.to_le_bytes());
+    b[8] = 0xb1;
+    MiniSecretKey::from_bytes(&b)
+        .expect("32 bytes")
+        .expand_to_keypair(ExpansionMode::Ed25519)
+}
+
+fn verify_ceiling() -> f64 {
+    let k = keypair(u64::MAX);
+    let msg = [7u8; 32];
+    let sig = k.sign(signing_context(TX_CONTEXT).bytes(&msg));
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed() < Duration::from_secs(2) {
+        for _ in 0..100 {
+            let ok = k
+                .public
+                .verify(signing_context(TX_CONTEXT).bytes(&msg), &sig)
+                .is_ok();
+            assert!(ok);
+        }
+        n += 100;
+    }
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+fn main() {
+    let args = Args::parse();
+    assert!(args.outputs >= 2 * args.txs, "--outputs must be at least 2 × --txs");
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = args.threads.unwrap_or(cores).max(1);
+
+    eprintln!("measuring the single-core verification ceiling…");
+    let ceiling = verify_ceiling();
+
+    eprintln!("deriving {} owner keys…", args.keys);
+    let keys: Vec<Keypair> = (0..args.keys as u64).map(keypair).collect();
+    let owner = |i: usize| PeerKey(keys[i % keys.len()].public.to_bytes());
+
+    let peers: Vec<Signer> = (0..4).map(|i| Signer::from_seed([i + 1; 32], [0; 32])).collect();
+    let genesis = Genesis {
+        chain_name: "bench".into(),
+        time_ms: 0,
+        native: NativeAsset {
+            name: "SHARE".into(),
+            precision: 6,
+        },
+        params: Params::default(),
+        peers: peers
+            .iter()
+            .enumerate()
+            .map(|(i, p)| GenesisPeer {
+                name: format!("peer{i}"),
+                key: p.key(),
+                addr: format!("127.0.0.1:{}", 7000 + i).parse().expect("address"),
+            })
+            .collect(),
+        // Output i is owned by key i mod K, so a transaction spending outputs
+        // 2t and 2t+1 has two different owners (K is even).
+        outputs: (0..args.outputs)
+            .map(|i| GenesisOutput {
+                owner: owner(i),
+                amount: 1_000 + i as u128,
+                host: format!("peer{}", i % 4),
+            })
+            .collect(),
+    };
+    let chain = genesis.chain_id();
+    eprintln!("building the genesis state of {} outputs…", args.outputs);
+    let t = Instant::now();
+    let mut ledger = genesis.ledger().expect("valid genesis");
+    eprintln!("  {:.1} s", t.elapsed().as_secs_f64());
+
+    eprintln!("signing {} transactions on {threads} threads…", args.txs);
+    let t = Instant::now();
+    let make = |t: usize| -> Vec<u8> {
+        let (i0, i1) = (2 * t, 2 * t + 1);
+        let total = 2_000 + (i0 + i1) as u128;
+        let mut body = TxBody {
+            chain,
+            inputs: vec![output_id(&chain, i0 as u32), output_id(&chain, i1 as u32)],
+            outputs: vec![
+                Output {
+                    owner: owner(i0 + 7),
+                    asset: AssetId::NATIVE,
+                    value: Value::Amount(total / 2),
+                    host: Some(peers[t % 4].key()),
+                },
+                Output {
+                    owner: owner(i1 + 7),
+                    asset: AssetId::NATIVE,
+                    value: Value::Amount(total - total / 2),
+                    host: Some(peers[(t + 1) % 4].key()),
+                },
+            ],
+            actions: vec![],
+            fee: 0,
+            memo: None,
+            signers: vec![],
+            aggregate: PeerKey([0; 32]),
+        };
+        let pair = [&keys[i0 % keys.len()], &keys[i1 % keys.len()]];
+        body.set_signers(pair.iter().map(|k| PeerKey(k.public.to_bytes())))
+            .expect("two distinct keys");
+        let (_, _, signature) = sign_local(&pair, &body.id()).expect("signing");
+        encode_payload_item(&Transaction { body, signature })
+    };
+    let mut items: Vec<Vec<u8>> = vec![Vec::new(); args.txs];
+    std::thread::scope(|s| {
+        let chunk = args.txs.div_ceil(threads);
+        for (c, slots) in items.chunks_mut(chunk).enumerate() {
+            let make = &make;
+            s.spawn(move || {
+                for (j, slot) in slots.iter_mut().enumerate() {
+                    *slot = make(c * chunk + j);
+                }
+            });
+        }
+    });
+    eprintln!("  {:.1} s", t.elapsed().as_secs_f64());
+    // One payload per height (one event each, for simplicity).
+    let payloads: Vec<Vec<u8>> = items
+        .chunks(args.per_height)
+        .map(|c| c.concat())
+        .collect();
+    drop(items);
+
+    eprintln!("applying {} heights…", payloads.len());
+    let max_tx = ledger.params().max_tx_bytes as usize;
+    let start = Instant::now();
+    let mut apply_time = Duration::ZERO;
+    let mut applied = 0usize;
+    let heights = payloads.len();
+    std::thread::scope(|s| {
+        // Admission runs ahead on `threads` threads, height by height; the
+        // channel bound keeps at most two heights checked but not applied.
+        let (tx, rx) = sync_channel::<Vec<Admitted>>(2);
+        let payloads = &payloads;
+        s.spawn(move || {
+            let mut seed = [0u8; 32];
+            OsRng.fill_bytes(&mut seed);
+            let mut rngs: Vec<ChaCha20Rng> = (0..threads)
+                .map(|i| {
+                    seed[0] = i as u8;
+                    ChaCha20Rng::from_seed(seed)
+                })
+                .collect();
+            for p in payloads {
+                let decoded = decode_payload(p, max_tx);
+                let chunk = decoded.len().div_ceil(threads).max(1);
+                let parts: Vec<Vec<Admitted>> = std::thread::scope(|s2| {
+                    let handles: Vec<_> = decoded
+                        .chunks(chunk)
+                        .zip(rngs.iter_mut())
+                        .map(|(c, rng)| s2.spawn(move || authorize_batch(c, &chain, rng)))
+                        .collect();
+                    handles
+                        .into_iter()
+                        .map(|h| h.join().expect("admission thread"))
+                        .collect()
+                });
+                if tx.send(parts.concat()).is_err() {
+                    return;
+                }
+            }
+        });
+        for h in 0..heights {
+            let admitted = rx.recv().expect("admission runs ahead");
+            let input = HeightInput {
+                height: h as u64 + 1,
+                round: 2 * h as u64 + 2,
+                leader: Hash([h as u8; 32]),
+                events: vec![(Hash([h as u8; 32]), admitted)],
+            };
+            let t = Instant::now();
+            let out = ledger.apply_height(&input).expect("in-memory store");
+            apply_time += t.elapsed();
+            applied += out.applied;
+            if let Some((_, Outcome::Rejected(r))) =
+                out.outcomes.iter().find(|(_, o)| *o != Outcome::Applied)
+            {
+                panic!("height {}: a transaction was rejected: {r}", h + 1);
+            }
+        }
+    });
+    let elapsed = start.elapsed().as_secs_f64();
+    let applied_per_sec = applied as f64 / elapsed;
+    eprintln!(
+        "applied {applied} in {elapsed:.2} s: {applied_per_sec:.0}/s, {:.0}% of ceiling × cores",
+        100.0 * applied_per_sec / (ceiling * cores as f64)
+    );
+    println!(
+        "{}",
+        serde_json::json!({
+            "txs": args.txs,
+            "inputs_per_tx": 2,
+            "applied_per_sec": applied_per_sec.round(),
+            "verify_ceiling_per_sec": ceiling.round(),
+            "cores": cores,
+            "state_root_ms_per_height": (apply_time.as_secs_f64() * 1000.0 / heights as f64 * 100.0).round() / 100.0,
+            "outputs_before": args.outputs,
+            "txs_per_height": args.per_height,
+            "ratio_to_ceiling_times_cores": (applied_per_sec / (ceiling * cores as f64) * 1000.0).round() / 1000.0,
+        })
+    );
+}
