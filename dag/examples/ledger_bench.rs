@@ -47,6 +47,10 @@ struct Args {
     /// Threads checking signatures (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
+    /// Check every height's signatures first, then apply them all, and
+    /// report the two phases apart (to see what bounds the pipeline).
+    #[arg(long)]
+    phased: bool,
 }
 
 fn keypair(i: u64) -> Keypair {
@@ -79,7 +83,10 @@ fn verify_ceiling() -> f64 {
 
 fn main() {
     let args = Args::parse();
-    assert!(args.outputs >= 2 * args.txs, "--outputs must be at least 2 × --txs");
+    assert!(
+        args.outputs >= 2 * args.txs,
+        "--outputs must be at least 2 × --txs"
+    );
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let threads = args.threads.unwrap_or(cores).max(1);
 
@@ -90,7 +97,9 @@ fn main() {
     let keys: Vec<Keypair> = (0..args.keys as u64).map(keypair).collect();
     let owner = |i: usize| PeerKey(keys[i % keys.len()].public.to_bytes());
 
-    let peers: Vec<Signer> = (0..4).map(|i| Signer::from_seed([i + 1; 32], [0; 32])).collect();
+    let peers: Vec<Signer> = (0..4)
+        .map(|i| Signer::from_seed([i + 1; 32], [0; 32]))
+        .collect();
     let genesis = Genesis {
         chain_name: "bench".into(),
         time_ms: 0,
@@ -172,70 +181,83 @@ fn main() {
     });
     eprintln!("  {:.1} s", t.elapsed().as_secs_f64());
     // One payload per height (one event each, for simplicity).
-    let payloads: Vec<Vec<u8>> = items
-        .chunks(args.per_height)
-        .map(|c| c.concat())
-        .collect();
+    let payloads: Vec<Vec<u8>> = items.chunks(args.per_height).map(|c| c.concat()).collect();
     drop(items);
 
     eprintln!("applying {} heights…", payloads.len());
     let max_tx = ledger.params().max_tx_bytes as usize;
-    let start = Instant::now();
+    let heights = payloads.len();
+    let mut seed = [0u8; 32];
+    OsRng.fill_bytes(&mut seed);
+    let mut rngs: Vec<ChaCha20Rng> = (0..threads)
+        .map(|i| {
+            seed[0] = i as u8;
+            ChaCha20Rng::from_seed(seed)
+        })
+        .collect();
+    // Admission of one height on `threads` threads.
+    let admit = |p: &[u8], rngs: &mut Vec<ChaCha20Rng>| -> Vec<Admitted> {
+        let decoded = decode_payload(p, max_tx);
+        let chunk = decoded.len().div_ceil(threads).max(1);
+        std::thread::scope(|s2| {
+            let handles: Vec<_> = decoded
+                .chunks(chunk)
+                .zip(rngs.iter_mut())
+                .map(|(c, rng)| s2.spawn(move || authorize_batch(c, &chain, rng)))
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().expect("admission thread"))
+                .collect()
+        })
+    };
     let mut apply_time = Duration::ZERO;
     let mut applied = 0usize;
-    let heights = payloads.len();
-    std::thread::scope(|s| {
-        // Admission runs ahead on `threads` threads, height by height; the
-        // channel bound keeps at most two heights checked but not applied.
-        let (tx, rx) = sync_channel::<Vec<Admitted>>(2);
-        let payloads = &payloads;
-        s.spawn(move || {
-            let mut seed = [0u8; 32];
-            OsRng.fill_bytes(&mut seed);
-            let mut rngs: Vec<ChaCha20Rng> = (0..threads)
-                .map(|i| {
-                    seed[0] = i as u8;
-                    ChaCha20Rng::from_seed(seed)
-                })
-                .collect();
-            for p in payloads {
-                let decoded = decode_payload(p, max_tx);
-                let chunk = decoded.len().div_ceil(threads).max(1);
-                let parts: Vec<Vec<Admitted>> = std::thread::scope(|s2| {
-                    let handles: Vec<_> = decoded
-                        .chunks(chunk)
-                        .zip(rngs.iter_mut())
-                        .map(|(c, rng)| s2.spawn(move || authorize_batch(c, &chain, rng)))
-                        .collect();
-                    handles
-                        .into_iter()
-                        .map(|h| h.join().expect("admission thread"))
-                        .collect()
-                });
-                if tx.send(parts.concat()).is_err() {
-                    return;
+    let mut apply = |h: usize, admitted: Vec<Admitted>| {
+        let input = HeightInput {
+            height: h as u64 + 1,
+            round: 2 * h as u64 + 2,
+            leader: Hash([h as u8; 32]),
+            events: vec![(Hash([h as u8; 32]), admitted)],
+        };
+        let t = Instant::now();
+        let out = ledger.apply_height(&input).expect("in-memory store");
+        apply_time += t.elapsed();
+        applied += out.applied;
+        if let Some((_, Outcome::Rejected(r))) =
+            out.outcomes.iter().find(|(_, o)| *o != Outcome::Applied)
+        {
+            panic!("height {}: a transaction was rejected: {r}", h + 1);
+        }
+    };
+    let start = Instant::now();
+    let mut admit_secs = None;
+    if args.phased {
+        let all: Vec<Vec<Admitted>> = payloads.iter().map(|p| admit(p, &mut rngs)).collect();
+        admit_secs = Some(start.elapsed().as_secs_f64());
+        for (h, admitted) in all.into_iter().enumerate() {
+            apply(h, admitted);
+        }
+    } else {
+        std::thread::scope(|s| {
+            // Admission runs ahead, height by height; the channel bound
+            // keeps at most two heights checked but not applied.
+            let (tx, rx) = sync_channel::<Vec<Admitted>>(2);
+            let payloads = &payloads;
+            let admit = &admit;
+            let mut rngs = std::mem::take(&mut rngs);
+            s.spawn(move || {
+                for p in payloads {
+                    if tx.send(admit(p, &mut rngs)).is_err() {
+                        return;
+                    }
                 }
+            });
+            for h in 0..heights {
+                apply(h, rx.recv().expect("admission runs ahead"));
             }
         });
-        for h in 0..heights {
-            let admitted = rx.recv().expect("admission runs ahead");
-            let input = HeightInput {
-                height: h as u64 + 1,
-                round: 2 * h as u64 + 2,
-                leader: Hash([h as u8; 32]),
-                events: vec![(Hash([h as u8; 32]), admitted)],
-            };
-            let t = Instant::now();
-            let out = ledger.apply_height(&input).expect("in-memory store");
-            apply_time += t.elapsed();
-            applied += out.applied;
-            if let Some((_, Outcome::Rejected(r))) =
-                out.outcomes.iter().find(|(_, o)| *o != Outcome::Applied)
-            {
-                panic!("height {}: a transaction was rejected: {r}", h + 1);
-            }
-        }
-    });
+    }
     let elapsed = start.elapsed().as_secs_f64();
     let applied_per_sec = applied as f64 / elapsed;
     eprintln!(
@@ -254,6 +276,9 @@ fn main() {
             "outputs_before": args.outputs,
             "txs_per_height": args.per_height,
             "ratio_to_ceiling_times_cores": (applied_per_sec / (ceiling * cores as f64) * 1000.0).round() / 1000.0,
+            "mode": if args.phased { "phased" } else { "pipelined" },
+            "admission_us_per_tx": admit_secs.map(|s| (s * 1e6 / applied as f64 * 10.0).round() / 10.0),
+            "apply_us_per_tx": (apply_time.as_secs_f64() * 1e6 / applied as f64 * 10.0).round() / 10.0,
         })
     );
 }

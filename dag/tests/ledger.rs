@@ -8,7 +8,9 @@ use dag::committee::{Committee, Member, SNAPSHOT_INTERVAL};
 use dag::identity::Signer;
 use dag::ledger::apply::{Outcome, Rejection};
 use dag::ledger::asset::{AssetClass, AssetDef};
-use dag::ledger::checkpoint::{CertError, Certified, Checkpoint, CommitteeChain, Handover, Statement};
+use dag::ledger::checkpoint::{
+    CertError, Certified, Checkpoint, CommitteeChain, Handover, Statement,
+};
 use dag::ledger::genesis::Genesis;
 use dag::ledger::output::{output_id, Output, Value};
 use dag::ledger::peers::PeerStatus;
@@ -26,7 +28,9 @@ fn genesis_is_checked_and_its_hash_is_the_chain_id() {
     assert_eq!(back.chain_id(), w.chain);
     let reformatted = serde_json::to_string(&back).unwrap();
     assert_eq!(
-        Genesis::from_json(reformatted.as_bytes()).unwrap().chain_id(),
+        Genesis::from_json(reformatted.as_bytes())
+            .unwrap()
+            .chain_id(),
         w.chain,
         "whitespace does not change the chain id"
     );
@@ -45,7 +49,10 @@ fn genesis_is_checked_and_its_hash_is_the_chain_id() {
 
     assert_eq!(w.ledger.height(), 0);
     assert_eq!(w.ledger.output_count(), 6);
-    assert_eq!(w.ledger.asset(&AssetId::NATIVE).unwrap().supply, 6 * GENESIS_AMOUNT);
+    assert_eq!(
+        w.ledger.asset(&AssetId::NATIVE).unwrap().supply,
+        6 * GENESIS_AMOUNT
+    );
     let c = w.ledger.stake_table().unwrap();
     assert_eq!(c.len(), 3);
     assert!(c.members().iter().all(|m| m.stake == c.members()[0].stake));
@@ -98,7 +105,9 @@ fn transfer_then_double_spend_and_duplicate_are_rejected() {
         .get_with_proof(&input, version)
         .unwrap();
     assert_eq!(value, Some(spent.leaf_value()));
-    assert!(proof.verify(&w.ledger.roots().outputs, &input, value.as_ref()).is_ok());
+    assert!(proof
+        .verify(&w.ledger.roots().outputs, &input, value.as_ref())
+        .is_ok());
 
     // The later output is spendable by its owner only.
     let o1_id = output_id(&t1.id(), 1);
@@ -156,7 +165,10 @@ fn value_signature_and_form_rules() {
         w.body(vec![Hash([7; 32])], vec![w.native(&a, 1, 0)], vec![]),
         &[&a],
     );
-    assert_eq!(rejected(single(&w.apply(&[t]))), &Rejection::UnknownInput(0));
+    assert_eq!(
+        rejected(single(&w.apply(&[t]))),
+        &Rejection::UnknownInput(0)
+    );
     let mut o = w.native(&a, GENESIS_AMOUNT - 10, 0);
     o.host = Some(dag::identity::PeerKey([3; 32]));
     let mut body = w.body(vec![input], vec![o], vec![]);
@@ -165,7 +177,11 @@ fn value_signature_and_form_rules() {
     assert_eq!(rejected(single(&w.apply(&[t]))), &Rejection::UnknownHost(0));
 
     // A tampered signature, and a transaction of another chain.
-    let mut body = w.body(vec![input], vec![w.native(&a, GENESIS_AMOUNT - 10, 0)], vec![]);
+    let mut body = w.body(
+        vec![input],
+        vec![w.native(&a, GENESIS_AMOUNT - 10, 0)],
+        vec![],
+    );
     body.fee = 10;
     let mut t = w.sign(body.clone(), &[&a]);
     t.signature.0[5] ^= 1;
@@ -221,7 +237,12 @@ fn fungible_assets_issue_mint_transfer_burn() {
             vec![g],
             vec![w.native(&a, GENESIS_AMOUNT, 0), coin(fixed, &b, 500)],
             vec![
-                Action::Issue(def("USD", AssetClass::Fungible { precision: 2 }, &issuer, false)),
+                Action::Issue(def(
+                    "USD",
+                    AssetClass::Fungible { precision: 2 },
+                    &issuer,
+                    false,
+                )),
                 Action::Mint {
                     asset: fixed,
                     amount: 500,
@@ -230,7 +251,10 @@ fn fungible_assets_issue_mint_transfer_burn() {
         ),
         &[&a, &issuer],
     );
-    assert_eq!(single(&w.apply(&[t.clone()])), &Outcome::Applied);
+    assert_eq!(
+        single(&w.apply(std::slice::from_ref(&t))),
+        &Outcome::Applied
+    );
     let st = w.ledger.asset(&fixed).unwrap();
     assert_eq!((st.supply, st.def.name.as_str()), (500, "USD"));
 
@@ -273,7 +297,12 @@ fn fungible_assets_issue_mint_transfer_burn() {
         w.body(
             vec![native_out],
             vec![w.native(&a, GENESIS_AMOUNT, 0)],
-            vec![Action::Issue(def("PTS", AssetClass::Fungible { precision: 0 }, &issuer, true))],
+            vec![Action::Issue(def(
+                "PTS",
+                AssetClass::Fungible { precision: 0 },
+                &issuer,
+                true,
+            ))],
         ),
         &[&a, &issuer],
     );
@@ -283,16 +312,25 @@ fn fungible_assets_issue_mint_transfer_burn() {
         w.body(
             vec![g1],
             vec![w.native(&b, GENESIS_AMOUNT, 0), coin(m, &b, 9)],
-            vec![Action::Mint { asset: m, amount: 9 }],
+            vec![Action::Mint {
+                asset: m,
+                amount: 9,
+            }],
         ),
         &[&keypair(1)],
     );
-    assert_eq!(rejected(single(&w.apply(&[without]))), &Rejection::SignersMismatch);
+    assert_eq!(
+        rejected(single(&w.apply(&[without]))),
+        &Rejection::SignersMismatch
+    );
     let with = w.sign(
         w.body(
             vec![native2],
             vec![w.native(&a, GENESIS_AMOUNT, 0), coin(m, &b, 9)],
-            vec![Action::Mint { asset: m, amount: 9 }],
+            vec![Action::Mint {
+                asset: m,
+                amount: 9,
+            }],
         ),
         &[&a, &issuer],
     );
@@ -330,7 +368,10 @@ fn unique_items_exist_once() {
         ),
         &[&a, &issuer],
     );
-    assert_eq!(single(&w.apply(&[t.clone()])), &Outcome::Applied);
+    assert_eq!(
+        single(&w.apply(std::slice::from_ref(&t))),
+        &Outcome::Applied
+    );
     let (n, i1, i2) = (
         output_id(&t.id(), 0),
         output_id(&t.id(), 1),
@@ -350,8 +391,14 @@ fn unique_items_exist_once() {
         ),
         &[&a, &issuer],
     );
-    assert_eq!(rejected(single(&w.apply(&[again]))), &Rejection::ItemExists(0));
-    let dup = w.sign(w.body(vec![i1], vec![item(&a, 1), item(&a, 1)], vec![]), &[&a]);
+    assert_eq!(
+        rejected(single(&w.apply(&[again]))),
+        &Rejection::ItemExists(0)
+    );
+    let dup = w.sign(
+        w.body(vec![i1], vec![item(&a, 1), item(&a, 1)], vec![]),
+        &[&a],
+    );
     assert_eq!(
         rejected(single(&w.apply(&[dup]))),
         &Rejection::ValueMismatch(tickets)
@@ -391,7 +438,10 @@ fn unique_items_exist_once() {
         ),
         &[&a, &issuer],
     );
-    assert_eq!(rejected(single(&w.apply(&[remint]))), &Rejection::ItemExists(0));
+    assert_eq!(
+        rejected(single(&w.apply(&[remint]))),
+        &Rejection::ItemExists(0)
+    );
 }
 
 #[test]
@@ -411,14 +461,27 @@ fn peers_register_host_stake_and_retire() {
     };
     // Name taken; then a valid registration that also hosts stake with it.
     let taken = w.sign(
-        w.body(vec![g], vec![w.native(&a, GENESIS_AMOUNT, 0)], vec![register("peer1")]),
+        w.body(
+            vec![g],
+            vec![w.native(&a, GENESIS_AMOUNT, 0)],
+            vec![register("peer1")],
+        ),
         &[&a, &nk],
     );
-    assert_eq!(rejected(single(&w.apply(&[taken]))), &Rejection::NameTaken(0));
+    assert_eq!(
+        rejected(single(&w.apply(&[taken]))),
+        &Rejection::NameTaken(0)
+    );
     let mut stake = w.native(&a, GENESIS_AMOUNT, 0);
     stake.host = Some(newkey);
-    let t = w.sign(w.body(vec![g], vec![stake], vec![register("gamma")]), &[&a, &nk]);
-    assert_eq!(single(&w.apply(&[t.clone()])), &Outcome::Applied);
+    let t = w.sign(
+        w.body(vec![g], vec![stake], vec![register("gamma")]),
+        &[&a, &nk],
+    );
+    assert_eq!(
+        single(&w.apply(std::slice::from_ref(&t))),
+        &Outcome::Applied
+    );
     assert_eq!(w.ledger.peer_by_name("gamma").unwrap().key, newkey);
     assert_eq!(w.ledger.hosted(&newkey), GENESIS_AMOUNT);
     let table = w.ledger.stake_table().unwrap();
@@ -439,7 +502,10 @@ fn peers_register_host_stake_and_retire() {
         ),
         &[&keypair(1), &nk],
     );
-    assert_eq!(rejected(single(&w.apply(&[twice]))), &Rejection::KeyRegistered(0));
+    assert_eq!(
+        rejected(single(&w.apply(&[twice]))),
+        &Rejection::KeyRegistered(0)
+    );
 
     // Move the address, then retire: out of the committee, name kept.
     let out = output_id(&t.id(), 0);
@@ -454,13 +520,20 @@ fn peers_register_host_stake_and_retire() {
         ),
         &[&a, &nk],
     );
-    assert_eq!(single(&w.apply(&[mv.clone()])), &Outcome::Applied);
+    assert_eq!(
+        single(&w.apply(std::slice::from_ref(&mv))),
+        &Outcome::Applied
+    );
     assert_eq!(w.ledger.peer(&newkey).unwrap().addr.port(), 7200);
     let out = output_id(&mv.id(), 0);
     let mut restake = w.native(&a, GENESIS_AMOUNT, 1);
     restake.host = Some(w.peers[1].key());
     let retire = w.sign(
-        w.body(vec![out], vec![restake], vec![Action::RetirePeer { key: newkey }]),
+        w.body(
+            vec![out],
+            vec![restake],
+            vec![Action::RetirePeer { key: newkey }],
+        ),
         &[&a, &nk],
     );
     assert_eq!(single(&w.apply(&[retire])), &Outcome::Applied);
@@ -469,7 +542,10 @@ fn peers_register_host_stake_and_retire() {
         PeerStatus::Retired(_)
     ));
     assert_eq!(w.ledger.stake_table().unwrap().len(), 2);
-    assert!(w.ledger.peer_by_name("gamma").is_some(), "the name stays taken");
+    assert!(
+        w.ledger.peer_by_name("gamma").is_some(),
+        "the name stays taken"
+    );
 }
 
 #[test]
@@ -497,15 +573,22 @@ fn two_appliers_agree_on_roots_and_roots_move() {
     let a = keypair(0);
     let before = w1.ledger.roots().clone();
     let t = w1.sign(
-        w1.body(vec![w1.genesis_output(0)], vec![w1.native(&a, GENESIS_AMOUNT, 1)], vec![]),
+        w1.body(
+            vec![w1.genesis_output(0)],
+            vec![w1.native(&a, GENESIS_AMOUNT, 1)],
+            vec![],
+        ),
         &[&a],
     );
-    let o1 = w1.apply(&[t.clone()]);
+    let o1 = w1.apply(std::slice::from_ref(&t));
     let o2 = w2.apply(&[t]);
     assert_eq!(o1.roots, o2.roots);
     assert_ne!(o1.roots.outputs, before.outputs);
     assert_ne!(o1.roots.history, before.history);
-    assert_eq!(o1.roots.registry, before.registry, "no asset or peer changed");
+    assert_eq!(
+        o1.roots.registry, before.registry,
+        "no asset or peer changed"
+    );
     // The history proves the earlier root is a prefix of the later one.
     let proof = w1
         .ledger
@@ -543,7 +626,10 @@ fn checkpoints_need_a_quorum_of_valid_signatures() {
     let chain = CommitteeChain::new(w.chain, committee.clone());
     assert!(matches!(
         chain.verify_checkpoint(&cert),
-        Err(CertError::NoQuorum { signed: _, total: _ })
+        Err(CertError::NoQuorum {
+            signed: _,
+            total: _
+        })
     ));
     let i = committee.index_of(&peers[2].key()).unwrap();
     cert.add(i, cp.sign(&mut peers[2]));
@@ -560,7 +646,10 @@ fn checkpoints_need_a_quorum_of_valid_signatures() {
     assert_eq!(chain.verify_checkpoint(&junk), Err(CertError::BadSigners));
     let mut foreign = cert.clone();
     foreign.statement.chain = Hash([5; 32]);
-    assert_eq!(chain.verify_checkpoint(&foreign), Err(CertError::WrongChain));
+    assert_eq!(
+        chain.verify_checkpoint(&foreign),
+        Err(CertError::WrongChain)
+    );
 }
 
 #[test]
@@ -608,7 +697,10 @@ fn committee_hand_overs_walk_from_genesis() {
     assert_eq!(chain.committee_for(5096).unwrap(), &next);
     assert_eq!(chain.committee_for(5095).unwrap(), &genesis);
     // The same hand-over again is out of order.
-    assert!(matches!(chain.extend(&cert), Err(CertError::OutOfOrder { .. })));
+    assert!(matches!(
+        chain.extend(&cert),
+        Err(CertError::OutOfOrder { .. })
+    ));
 }
 
 #[test]
@@ -633,7 +725,12 @@ fn three_party_swap_is_one_transaction_with_one_signature() {
                     },
                 ],
                 vec![
-                    Action::Issue(def(&format!("A{i}"), AssetClass::Fungible { precision: 0 }, p, false)),
+                    Action::Issue(def(
+                        &format!("A{i}"),
+                        AssetClass::Fungible { precision: 0 },
+                        p,
+                        false,
+                    )),
                     Action::Mint {
                         asset,
                         amount: 100 * (i as u128 + 1),
@@ -642,7 +739,10 @@ fn three_party_swap_is_one_transaction_with_one_signature() {
             ),
             &[p],
         );
-        assert_eq!(single(&w.apply(&[t.clone()])), &Outcome::Applied);
+        assert_eq!(
+            single(&w.apply(std::slice::from_ref(&t))),
+            &Outcome::Applied
+        );
         holdings.push((asset, output_id(&t.id(), 1), 100 * (i as u128 + 1)));
     }
     // Party i's asset goes to party i+1.
@@ -660,13 +760,15 @@ fn three_party_swap_is_one_transaction_with_one_signature() {
     let body = w.body(inputs.clone(), outputs.clone(), vec![]);
     let swap = w.sign(body.clone(), &[&parties[0], &parties[1], &parties[2]]);
     assert_eq!(swap.body.signers.len(), 3);
-    assert!(dag::ledger::multisig::verify_claim(&dag::ledger::multisig::SignatureClaim {
-        signers: swap.body.signers.clone(),
-        aggregate: swap.body.aggregate,
-        digest: swap.id(),
-        signature: swap.signature,
-    })
-    .is_ok());
+    assert!(
+        dag::ledger::multisig::verify_claim(&dag::ledger::multisig::SignatureClaim {
+            signers: swap.body.signers.clone(),
+            aggregate: swap.body.aggregate,
+            digest: swap.id(),
+            signature: swap.signature,
+        })
+        .is_ok()
+    );
 
     // Tampering with any input, output or the signature fails.
     let mut t = swap.clone();
@@ -684,12 +786,21 @@ fn three_party_swap_is_one_transaction_with_one_signature() {
     }
     // Two of the three cannot sign for all three inputs.
     let partial = w.sign(body, &[&parties[0], &parties[1]]);
-    assert_eq!(rejected(single(&w.apply(&[partial]))), &Rejection::SignersMismatch);
+    assert_eq!(
+        rejected(single(&w.apply(&[partial]))),
+        &Rejection::SignersMismatch
+    );
 
-    assert_eq!(single(&w.apply(&[swap.clone()])), &Outcome::Applied);
+    assert_eq!(
+        single(&w.apply(std::slice::from_ref(&swap))),
+        &Outcome::Applied
+    );
     for (i, (asset, _, v)) in holdings.iter().enumerate() {
         let o = w.ledger.output(&output_id(&swap.id(), i as u32)).unwrap();
         assert_eq!(o.output.owner, pk(&parties[(i + 1) % 3]));
-        assert_eq!((o.output.asset, o.output.value), (*asset, Value::Amount(*v)));
+        assert_eq!(
+            (o.output.asset, o.output.value),
+            (*asset, Value::Amount(*v))
+        );
     }
 }

@@ -45,7 +45,9 @@ struct Model {
 
 impl Model {
     fn unspent(&self) -> Vec<usize> {
-        (0..self.outs.len()).filter(|&i| !self.outs[i].spent).collect()
+        (0..self.outs.len())
+            .filter(|&i| !self.outs[i].spent)
+            .collect()
     }
     fn balances(&self) -> BTreeMap<(usize, AssetId), u128> {
         let mut b = BTreeMap::new();
@@ -70,10 +72,23 @@ enum Step {
         huge: bool,
     },
     /// Two transactions spending one output, in one height.
-    Conflict { pick: usize, to: (usize, usize) },
-    Issue { issuer: usize, mintable: bool, amount: u64 },
-    Mint { asset: usize, amount: u64 },
-    Burn { pick: usize, amount: u64 },
+    Conflict {
+        pick: usize,
+        to: (usize, usize),
+    },
+    Issue {
+        issuer: usize,
+        mintable: bool,
+        amount: u64,
+    },
+    Mint {
+        asset: usize,
+        amount: u64,
+    },
+    Burn {
+        pick: usize,
+        amount: u64,
+    },
     EndHeight,
 }
 
@@ -179,13 +194,19 @@ impl Run {
         // The model's reading of the rules.
         let mut ok = inputs.iter().all(|&i| !self.model.outs[i].spent);
         let mut sums: BTreeMap<AssetId, (Option<u128>, Option<u128>)> = BTreeMap::new();
-        let add = |s: &mut BTreeMap<AssetId, (Option<u128>, Option<u128>)>, a, v: u128, into: bool| {
-            let e = s.entry(a).or_insert((Some(0), Some(0)));
-            let slot = if into { &mut e.0 } else { &mut e.1 };
-            *slot = slot.and_then(|x| x.checked_add(v));
-        };
+        let add =
+            |s: &mut BTreeMap<AssetId, (Option<u128>, Option<u128>)>, a, v: u128, into: bool| {
+                let e = s.entry(a).or_insert((Some(0), Some(0)));
+                let slot = if into { &mut e.0 } else { &mut e.1 };
+                *slot = slot.and_then(|x| x.checked_add(v));
+            };
         for &i in &inputs {
-            add(&mut sums, self.model.outs[i].asset, self.model.outs[i].amount, true);
+            add(
+                &mut sums,
+                self.model.outs[i].asset,
+                self.model.outs[i].amount,
+                true,
+            );
         }
         let first = self.model.outs[inputs[0]].id;
         let mut issued = Vec::new();
@@ -306,7 +327,9 @@ impl Run {
                 mintable,
                 amount,
             } => {
-                let Some(&i) = unspent.iter().find(|&&i| self.model.outs[i].asset.is_native())
+                let Some(&i) = unspent
+                    .iter()
+                    .find(|&&i| self.model.outs[i].asset.is_native())
                 else {
                     return;
                 };
@@ -321,7 +344,10 @@ impl Run {
                 };
                 self.submit(
                     vec![i],
-                    vec![(owner, AssetId::NATIVE, v), (*issuer, asset, *amount as u128)],
+                    vec![
+                        (owner, AssetId::NATIVE, v),
+                        (*issuer, asset, *amount as u128),
+                    ],
                     vec![
                         Action::Issue(def),
                         Action::Mint {
@@ -333,10 +359,16 @@ impl Run {
                 );
             }
             Step::Mint { asset, amount } => {
-                let mut assets: Vec<(AssetId, usize)> =
-                    self.model.assets.iter().map(|(a, (i, _))| (*a, *i)).collect();
+                let mut assets: Vec<(AssetId, usize)> = self
+                    .model
+                    .assets
+                    .iter()
+                    .map(|(a, (i, _))| (*a, *i))
+                    .collect();
                 assets.sort();
-                let Some(&i) = unspent.iter().find(|&&i| self.model.outs[i].asset.is_native())
+                let Some(&i) = unspent
+                    .iter()
+                    .find(|&&i| self.model.outs[i].asset.is_native())
                 else {
                     return;
                 };
@@ -390,7 +422,11 @@ impl Run {
         let half = pending.len() / 2;
         let payloads: Vec<Vec<u8>> = [&pending[..half], &pending[half..]]
             .iter()
-            .map(|part| part.iter().flat_map(|(t, _)| encode_payload_item(t)).collect())
+            .map(|part| {
+                part.iter()
+                    .flat_map(|(t, _)| encode_payload_item(t))
+                    .collect()
+            })
             .collect();
         let out = self.w.apply_payloads(&payloads);
         let twin = self.twin.apply_payloads(&payloads);
@@ -433,13 +469,21 @@ impl Run {
             assert_eq!(supply, *sum, "supply of {asset:?} is its unspent outputs");
             let start = self.supply_at_start.get(asset).copied().unwrap_or(0) as i128;
             let delta = self.supply_delta.get(asset).copied().unwrap_or(0);
-            assert_eq!(supply as i128, start + delta, "supply moved only by mint and burn");
+            assert_eq!(
+                supply as i128,
+                start + delta,
+                "supply moved only by mint and burn"
+            );
         }
     }
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+    // 24 cases in CI; PROPTEST_CASES=N for a longer sweep.
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(24),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn ledger_matches_the_model(steps in prop::collection::vec(step(), 1..60)) {

@@ -24,9 +24,14 @@ pub const MALFORMED_DOMAIN: Domain = Domain::new("pos/ledger/malformed-item/v1")
 /// One payload item.
 #[derive(Clone, Debug)]
 pub enum PayloadItem {
-    Tx { tx: Arc<Transaction>, id: TxId },
+    Tx {
+        tx: Arc<Transaction>,
+        id: TxId,
+    },
     /// Bytes that are not a transaction; `id` hashes them.
-    Malformed { id: Hash },
+    Malformed {
+        id: Hash,
+    },
 }
 
 impl PayloadItem {

@@ -234,12 +234,17 @@ impl Ledger {
         let plan = self.check_tx(a)?;
         let (tx, id) = (a.tx(), a.id());
         for input in &tx.body.inputs {
-            let st = self.outputs.get_mut(input).expect("checked: the input exists");
+            let st = self
+                .outputs
+                .get_mut(input)
+                .expect("checked: the input exists");
             st.spent = Some(Spend { tx: id, height });
             changes.outputs.push((*input, Some(st.leaf_value())));
             if let (Some(host), Value::Amount(v)) = (st.output.host, st.output.value) {
                 let hosted = self.hosted.entry(host).or_default();
-                *hosted = hosted.checked_sub(v).expect("hosted sums hold every unspent output");
+                *hosted = hosted
+                    .checked_sub(v)
+                    .expect("hosted sums hold every unspent output");
             }
         }
         for (def_id, def) in plan.new_assets {
@@ -253,11 +258,16 @@ impl Ledger {
             );
         }
         for (asset, minted, burned) in plan.supply {
-            let s = self.assets.get_mut(&asset).expect("checked: the asset exists");
+            let s = self
+                .assets
+                .get_mut(&asset)
+                .expect("checked: the asset exists");
             // Checked in `check_tx`: minting cannot overflow and a burn takes
             // units from the inputs, which the supply counts.
             s.supply = s.supply + minted - burned;
-            changes.registry.push((asset_key(&asset), Some(asset_value(s))));
+            changes
+                .registry
+                .push((asset_key(&asset), Some(asset_value(s))));
         }
         for (asset, item) in plan.minted_items {
             let st = ItemState::Live { minted_at: height };
@@ -267,7 +277,10 @@ impl Ledger {
                 .push((item_key(&asset, &item), Some(item_value(&st))));
         }
         for (asset, item) in plan.burned_items {
-            let slot = self.items.get_mut(&(asset, item)).expect("checked: live item");
+            let slot = self
+                .items
+                .get_mut(&(asset, item))
+                .expect("checked: live item");
             let ItemState::Live { minted_at } = *slot else {
                 unreachable!("checked: a burned item is live")
             };
@@ -287,26 +300,34 @@ impl Ledger {
                 registered_at: height,
                 status: PeerStatus::Active,
             };
-            changes.registry.push((name_key(&name), Some(peer_value(&rec))));
+            changes
+                .registry
+                .push((name_key(&name), Some(peer_value(&rec))));
             self.names.insert(name, key);
             self.peers.insert(key, rec);
         }
         for (key, addr) in plan.updated {
             let rec = self.peers.get_mut(&key).expect("checked: active peer");
             rec.addr = addr;
-            changes.registry.push((name_key(&rec.name), Some(peer_value(rec))));
+            changes
+                .registry
+                .push((name_key(&rec.name), Some(peer_value(rec))));
         }
         for key in plan.retired {
             let rec = self.peers.get_mut(&key).expect("checked: active peer");
             rec.status = PeerStatus::Retired(height);
-            changes.registry.push((name_key(&rec.name), Some(peer_value(rec))));
+            changes
+                .registry
+                .push((name_key(&rec.name), Some(peer_value(rec))));
         }
         for (i, output) in tx.body.outputs.iter().enumerate() {
             let oid = output_id(&id, i as u32);
             if let (Some(host), Value::Amount(v)) = (output.host, output.value) {
                 let hosted = self.hosted.entry(host).or_default();
                 // Bounded by the native supply, which is a u128.
-                *hosted = hosted.checked_add(v).expect("hosted stake is within the supply");
+                *hosted = hosted
+                    .checked_add(v)
+                    .expect("hosted stake is within the supply");
             }
             let st = OutputState {
                 output: output.clone(),
@@ -369,14 +390,15 @@ impl Ledger {
             updated: Vec::new(),
             retired: Vec::new(),
         };
-        let class_of = |plan: &Plan, asset: &AssetId| -> Option<(AssetClass, PeerKey, bool, bool)> {
-            if let Some((_, def)) = plan.new_assets.iter().find(|(a, _)| a == asset) {
-                return Some((def.class, def.issuer, true, true));
-            }
-            self.assets
-                .get(asset)
-                .map(|s| (s.def.class, s.def.issuer, s.def.mintable, false))
-        };
+        let class_of =
+            |plan: &Plan, asset: &AssetId| -> Option<(AssetClass, PeerKey, bool, bool)> {
+                if let Some((_, def)) = plan.new_assets.iter().find(|(a, _)| a == asset) {
+                    return Some((def.class, def.issuer, true, true));
+                }
+                self.assets
+                    .get(asset)
+                    .map(|s| (s.def.class, s.def.issuer, s.def.mintable, false))
+            };
         let add_supply = |plan: &mut Plan, asset: AssetId, minted: u128, burned: u128| {
             match plan.supply.iter_mut().find(|(a, _, _)| *a == asset) {
                 Some(s) => {

@@ -209,7 +209,11 @@ impl CommitteeChain {
 
     /// The latest snapshot known.
     pub fn latest(&self) -> Round {
-        *self.committees.keys().next_back().expect("genesis is always there")
+        *self
+            .committees
+            .keys()
+            .next_back()
+            .expect("genesis is always there")
     }
 
     pub fn committee_at(&self, snapshot: Round) -> Option<&Committee> {
@@ -239,7 +243,9 @@ impl CommitteeChain {
         let next = Committee::new(h.statement.members.clone())
             .map_err(|e| CertError::BadCommittee(e.to_string()))?;
         if next.members() != h.statement.members.as_slice() {
-            return Err(CertError::BadCommittee("members are not sorted by key".into()));
+            return Err(CertError::BadCommittee(
+                "members are not sorted by key".into(),
+            ));
         }
         self.committees.insert(expected, next);
         Ok(())

@@ -34,7 +34,9 @@ pub mod stake;
 pub mod state;
 pub mod transaction;
 
-pub use admission::{authorize_batch, decode_payload, encode_payload_item, Authorized, PayloadItem};
+pub use admission::{
+    authorize_batch, decode_payload, encode_payload_item, Authorized, PayloadItem,
+};
 pub use apply::{HeightInput, HeightOutcome, Outcome, Rejection};
 pub use asset::{AssetClass, AssetDef, AssetId};
 pub use checkpoint::{Certified, Checkpoint, Handover, StateRoots};

@@ -21,7 +21,9 @@ use crate::ledger::output::{OutputId, OutputState};
 use crate::ledger::peers::{name_key, PeerRecord};
 use proofs::key_index::{IndexKey, IndexValue, KeyIndex, KeyIndexError};
 use proofs::smt::SmtMemStore;
-use proofs::{Domain, Hash, Hasher, MemStore, Mmr, MmrError, SmtError, SparseMerkleTree, StoreError};
+use proofs::{
+    Domain, Hash, Hasher, MemStore, Mmr, MmrError, SmtError, SparseMerkleTree, StoreError,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 

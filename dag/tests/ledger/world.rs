@@ -100,7 +100,12 @@ impl World {
         }
     }
 
-    pub fn body(&self, inputs: Vec<OutputId>, outputs: Vec<Output>, actions: Vec<Action>) -> TxBody {
+    pub fn body(
+        &self,
+        inputs: Vec<OutputId>,
+        outputs: Vec<Output>,
+        actions: Vec<Action>,
+    ) -> TxBody {
         TxBody {
             chain: self.chain,
             inputs,
@@ -115,7 +120,8 @@ impl World {
 
     /// Sign `body` with `keys` (signers set from them).
     pub fn sign(&self, mut body: TxBody, keys: &[&Keypair]) -> Transaction {
-        body.set_signers(keys.iter().map(|k| pk(k))).expect("valid signers");
+        body.set_signers(keys.iter().map(|k| pk(k)))
+            .expect("valid signers");
         let (signers, aggregate, signature) = sign_local(keys, &body.id()).expect("signing");
         assert_eq!(signers, body.signers);
         assert_eq!(aggregate, body.aggregate);
@@ -137,7 +143,10 @@ impl World {
             .map(|(i, p)| {
                 let items = decode_payload(p, max);
                 let admitted = authorize_batch(&items, &self.chain, &mut self.rng);
-                (Hash::of(proofs::Domain::new("test/event"), &[height as u8, i as u8]), admitted)
+                (
+                    Hash::of(proofs::Domain::new("test/event"), &[height as u8, i as u8]),
+                    admitted,
+                )
             })
             .collect();
         let input = HeightInput {
@@ -146,7 +155,9 @@ impl World {
             leader: Hash([height as u8; 32]),
             events,
         };
-        self.ledger.apply_height(&input).expect("store never fails in memory")
+        self.ledger
+            .apply_height(&input)
+            .expect("store never fails in memory")
     }
 }
 
