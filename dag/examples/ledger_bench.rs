@@ -47,6 +47,10 @@ struct Args {
     /// Threads checking signatures (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
+    /// Update the trees of a height as parallel jobs (and split the output
+    /// set's batch into this many subtree jobs); 0 = sequential.
+    #[arg(long, default_value_t = 2)]
+    tree_jobs: usize,
     /// Check every height's signatures first, then apply them all, and
     /// report the two phases apart (to see what bounds the pipeline).
     #[arg(long)]
@@ -132,6 +136,9 @@ fn main() {
     let t = Instant::now();
     let mut ledger = genesis.ledger().expect("valid genesis");
     eprintln!("  {:.1} s", t.elapsed().as_secs_f64());
+    if args.tree_jobs > 0 {
+        ledger.set_executor(std::sync::Arc::new(ScopedThreads), args.tree_jobs);
+    }
 
     eprintln!("signing {} transactions on {threads} threads…", args.txs);
     let t = Instant::now();
@@ -281,4 +288,17 @@ fn main() {
             "apply_us_per_tx": (apply_time.as_secs_f64() * 1e6 / applied as f64 * 10.0).round() / 10.0,
         })
     );
+}
+
+/// Runs each job on its own scoped thread.
+struct ScopedThreads;
+
+impl proofs::Executor for ScopedThreads {
+    fn run_all<'a>(&self, jobs: Vec<Box<dyn FnOnce() + Send + 'a>>) {
+        std::thread::scope(|s| {
+            for job in jobs {
+                s.spawn(job);
+            }
+        });
+    }
 }

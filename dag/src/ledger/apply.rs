@@ -209,10 +209,42 @@ impl Ledger {
         changes: Changes,
         leaves: Vec<Hash>,
     ) -> Result<(), LedgerError> {
-        let (_, outputs) = self.output_tree.apply_batch(&changes.outputs)?;
-        let (_, registry) = self.registry.apply_batch(&changes.registry)?;
-        let (_, keys) = self.key_index.apply(height, &changes.created)?;
-        self.history.append_batch(leaves)?;
+        let (outputs, registry, keys) = match self.executor.clone() {
+            None => {
+                let (_, outputs) = self.output_tree.apply_batch(&changes.outputs)?;
+                let (_, registry) = self.registry.apply_batch(&changes.registry)?;
+                let (_, keys) = self.key_index.apply(height, &changes.created)?;
+                self.history.append_batch(leaves)?;
+                (outputs, registry, keys)
+            }
+            Some(exec) => {
+                // The four structures share nothing: update them as
+                // independent jobs (the same results, in less time when the
+                // executor has cores to spare).
+                let (mut r_out, mut r_reg, mut r_keys, mut r_hist) = (None, None, None, None);
+                let (out_tree, reg_tree, index, history) = (
+                    &mut self.output_tree,
+                    &mut self.registry,
+                    &mut self.key_index,
+                    &mut self.history,
+                );
+                let changes = &changes;
+                exec.run_all(vec![
+                    Box::new(|| r_out = Some(out_tree.apply_batch(&changes.outputs))),
+                    Box::new(|| {
+                        r_keys = Some(index.apply(height, &changes.created));
+                        r_reg = Some(reg_tree.apply_batch(&changes.registry));
+                        r_hist = Some(history.append_batch(leaves));
+                    }),
+                ]);
+                let missed = || LedgerError::Executor;
+                let (_, outputs) = r_out.ok_or_else(missed)??;
+                let (_, registry) = r_reg.ok_or_else(missed)??;
+                let (_, keys) = r_keys.ok_or_else(missed)??;
+                r_hist.ok_or_else(missed)??;
+                (outputs, registry, keys)
+            }
+        };
         self.height = height;
         self.round = round;
         self.roots = StateRoots {

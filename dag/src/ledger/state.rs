@@ -22,10 +22,11 @@ use crate::ledger::peers::{name_key, PeerRecord};
 use proofs::key_index::{IndexKey, IndexValue, KeyIndex, KeyIndexError};
 use proofs::smt::SmtMemStore;
 use proofs::{
-    Domain, Hash, Hasher, MemStore, Mmr, MmrError, SmtError, SparseMerkleTree, StoreError,
+    Domain, Executor, Hash, Hasher, MemStore, Mmr, MmrError, SmtError, SparseMerkleTree, StoreError,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 /// Registry key of an asset.
 pub const REG_ASSET_DOMAIN: Domain = Domain::new("pos/ledger/reg-asset/v1");
@@ -108,6 +109,8 @@ pub enum LedgerError {
     History(#[from] MmrError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("the executor returned without running every job")]
+    Executor,
 }
 
 pub type IndexStore = MemStore<IndexKey, IndexValue>;
@@ -131,6 +134,8 @@ pub struct Ledger {
     pub(crate) key_index: KeyIndex<SmtMemStore, IndexStore>,
     pub(crate) history: Mmr<MemStore<u64, Hash>>,
     pub(crate) roots: StateRoots,
+    /// Runs the trees' updates of a height as parallel jobs, if set.
+    pub(crate) executor: Option<Arc<dyn Executor>>,
 }
 
 impl std::fmt::Debug for Ledger {
@@ -170,7 +175,16 @@ impl Ledger {
             key_index,
             history: Mmr::new(MemStore::default()),
             roots: StateRoots::default(),
+            executor: None,
         })
+    }
+
+    /// Let each height's tree updates run as parallel jobs on `exec` (the
+    /// output set, the largest, also split into `jobs` subtree jobs). The
+    /// ledger starts no threads; results are identical either way.
+    pub fn set_executor(&mut self, exec: Arc<dyn Executor>, jobs: usize) {
+        self.output_tree.set_parallelism(jobs, exec.clone());
+        self.executor = Some(exec);
     }
 
     pub fn chain(&self) -> Hash {
