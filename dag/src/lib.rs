@@ -1,6 +1,6 @@
 //! The consensus core of Proof of Share: events of a stake-weighted
-//! blockdag, the after-the-fact leader election and commit rule, and (later)
-//! the ledger rules ([`ledger`]) and the wire messages peers and wallets share.
+//! blockdag, the after-the-fact leader election and commit rule, the ledger
+//! rules ([`ledger`]), and the messages peers send each other ([`wire`]).
 //!
 //! Everything here is sans-IO: state machines that take inputs (received
 //! events, the time, stake tables) and return outputs (events to send,
@@ -21,6 +21,7 @@ pub mod identity;
 pub mod ledger;
 pub mod pending;
 pub mod ticket;
+pub mod wire;
 
 pub use crate::core::{Accepted, Core, CoreConfig, CoreState, Output, OwnProgress, Refused, Stats};
 pub use committee::{snapshot_of, Committee, Member, Round, Stake};

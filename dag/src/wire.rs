@@ -1,0 +1,136 @@
+//! The messages peers send each other over their authenticated links.
+//!
+//! They live here, not in the daemon, so that anything speaking the
+//! protocol (the peer, test harnesses, later the wallet for its own
+//! messages) shares one definition and one decoder. Every message is one
+//! canonical postcard value in one frame of the transport; the decoder
+//! bounds the frame and every list inside it before anything else looks at
+//! it, so a hostile frame costs at most its own size.
+
+use crate::committee::{Round, MAX_COMMITTEE};
+use crate::event::{Event, EventRef};
+use crate::identity::{Bytes64, PeerKey};
+use crate::ledger::checkpoint::Checkpoint;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// The largest frame a peer accepts (a batch of events or transactions).
+pub const MAX_PEER_MESSAGE: usize = 4 << 20;
+/// Most events in one `Events` message.
+pub const MAX_EVENTS_PER_MESSAGE: usize = 1024;
+/// Most references in one `Fetch`.
+pub const MAX_FETCH: usize = 1024;
+/// Most transactions in one `Transactions` message.
+pub const MAX_TXS_PER_MESSAGE: usize = 4096;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PeerMessage {
+    /// The highest round the sender holds per creator. The receiver answers
+    /// with the events the sender lacks (the core's `events_missing_from`).
+    Frontier(Vec<(PeerKey, Round)>),
+    /// Events, oldest round first: new ones, or answers to a frontier or a
+    /// fetch.
+    Events(Vec<Event>),
+    /// Events the sender lacks (parents of something it received).
+    Fetch(Vec<EventRef>),
+    /// Encoded transactions for the receiver's mempool: a transaction
+    /// submitted to one peer reaches every proposer.
+    Transactions(Vec<Vec<u8>>),
+    /// The sender's signature on the checkpoint after a height.
+    CheckpointVote {
+        checkpoint: Checkpoint,
+        signature: Bytes64,
+    },
+}
+
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum WireError {
+    #[error("message of {0} bytes exceeds {MAX_PEER_MESSAGE}")]
+    TooLarge(usize),
+    #[error("malformed message: {0}")]
+    Malformed(String),
+    #[error("a list of {len} exceeds its limit of {max}")]
+    ListTooLong { len: usize, max: usize },
+}
+
+impl PeerMessage {
+    pub fn encode(&self) -> Vec<u8> {
+        proofs::encode(self)
+    }
+
+    /// Decode one frame, canonical only, with every list bounded.
+    pub fn decode(bytes: &[u8]) -> Result<PeerMessage, WireError> {
+        if bytes.len() > MAX_PEER_MESSAGE {
+            return Err(WireError::TooLarge(bytes.len()));
+        }
+        let msg: PeerMessage = proofs::decode(bytes, MAX_PEER_MESSAGE)
+            .map_err(|e| WireError::Malformed(e.to_string()))?;
+        let (len, max) = match &msg {
+            PeerMessage::Frontier(f) => (f.len(), MAX_COMMITTEE),
+            PeerMessage::Events(e) => (e.len(), MAX_EVENTS_PER_MESSAGE),
+            PeerMessage::Fetch(f) => (f.len(), MAX_FETCH),
+            PeerMessage::Transactions(t) => (t.len(), MAX_TXS_PER_MESSAGE),
+            PeerMessage::CheckpointVote { .. } => (0, 0),
+        };
+        if len > max {
+            return Err(WireError::ListTooLong { len, max });
+        }
+        Ok(msg)
+    }
+
+    /// A short name for logs and per-kind counters.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PeerMessage::Frontier(_) => "frontier",
+            PeerMessage::Events(_) => "events",
+            PeerMessage::Fetch(_) => "fetch",
+            PeerMessage::Transactions(_) => "transactions",
+            PeerMessage::CheckpointVote { .. } => "checkpoint_vote",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proofs::Hash;
+
+    #[test]
+    fn round_trip_and_limits() {
+        let m = PeerMessage::Fetch(vec![EventRef {
+            round: 3,
+            author: 1,
+            id: Hash([4; 32]),
+        }]);
+        assert_eq!(PeerMessage::decode(&m.encode()), Ok(m));
+        let big = PeerMessage::Fetch(vec![
+            EventRef {
+                round: 0,
+                author: 0,
+                id: Hash::ZERO
+            };
+            MAX_FETCH + 1
+        ]);
+        assert_eq!(
+            PeerMessage::decode(&big.encode()),
+            Err(WireError::ListTooLong {
+                len: MAX_FETCH + 1,
+                max: MAX_FETCH
+            })
+        );
+        let mut bytes = PeerMessage::Transactions(vec![vec![1, 2]]).encode();
+        bytes.push(0);
+        assert!(matches!(
+            PeerMessage::decode(&bytes),
+            Err(WireError::Malformed(_))
+        ));
+        assert!(matches!(
+            PeerMessage::decode(&[9, 9, 9]),
+            Err(WireError::Malformed(_))
+        ));
+        assert_eq!(
+            PeerMessage::decode(&vec![0; MAX_PEER_MESSAGE + 1]),
+            Err(WireError::TooLarge(MAX_PEER_MESSAGE + 1))
+        );
+    }
+}

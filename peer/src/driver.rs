@@ -1,0 +1,439 @@
+//! The peer's protocol logic without I/O: the consensus core, the ledger and
+//! the mempool, driven by messages from other peers, transactions and the
+//! clock, answering with messages to send and records to persist.
+//!
+//! The daemon's event loop (sockets, LMDB, timers) is a thin layer around
+//! this, and tests run several drivers in one process by passing messages
+//! between them. Rules the loop must keep are stated on [`Effect`]: above
+//! all, our own event is persisted durably before it is sent. The core
+//! holds its signer as a plain trait object, so a driver lives on one
+//! thread and the loop talks to it through channels.
+
+use dag::committee::Round;
+use dag::core::{Accepted, Core, CoreConfig, Output, OwnProgress, Refused};
+use dag::event::{Event, EventId};
+use dag::identity::{EventSigner, PeerKey};
+use dag::ledger::admission::{authorize_batch, decode_payload, encode_payload_item, Admitted};
+use dag::ledger::apply::{HeightInput, HeightOutcome};
+use dag::ledger::checkpoint::{Certified, Checkpoint, Statement};
+use dag::ledger::genesis::Genesis;
+use dag::ledger::{Ledger, StateRoots, Transaction};
+use dag::wire::{PeerMessage, MAX_EVENTS_PER_MESSAGE};
+use dag::CommittedSubDag;
+use proofs::Hash;
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+pub type Millis = u64;
+
+/// What one committed height was, as stored: enough to apply it again
+/// (replay after a restart) and to check the replay.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeightRecord {
+    pub height: u64,
+    pub round: Round,
+    pub leader: EventId,
+    /// Each ordered event's id and payload.
+    pub events: Vec<(EventId, Vec<u8>)>,
+    /// The roots after applying it.
+    pub roots: StateRoots,
+}
+
+/// What the event loop must do, in order.
+#[derive(Clone, Debug)]
+pub enum Effect {
+    /// Persist our own event durably, THEN send it to every peer (never the
+    /// other way round: after a crash we must not sign this round again).
+    PersistOwnThenBroadcast { round: Round, event: Arc<Event> },
+    /// Send to one peer.
+    Send { to: PeerKey, msg: PeerMessage },
+    /// Send to every connected peer.
+    Broadcast(PeerMessage),
+    /// A height is final and applied: persist its record (append-only).
+    Committed(Box<HeightRecord>),
+}
+
+/// Counters the status command and metrics report.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct DriverStats {
+    pub messages_in: u64,
+    pub events_refused: u64,
+    pub txs_refused: u64,
+    pub mempool_full: u64,
+    pub heights: u64,
+    pub txs_applied: u64,
+    pub txs_rejected: u64,
+    pub checkpoints_certified: u64,
+}
+
+/// Mempool bounds: transactions waiting to be proposed.
+pub const MAX_MEMPOOL_TXS: usize = 100_000;
+
+pub struct Driver {
+    chain: Hash,
+    key: PeerKey,
+    core: Core,
+    ledger: Ledger,
+    /// Ids of transactions queued for our events, to drop repeats.
+    queued: HashSet<Hash>,
+    queued_order: VecDeque<Hash>,
+    /// Checkpoint votes by height, until certified.
+    votes: BTreeMap<u64, Certified<Checkpoint>>,
+    last_certified: Option<Certified<Checkpoint>>,
+    sign_checkpoint: Box<dyn FnMut(&Checkpoint) -> dag::identity::Bytes64>,
+    rng: ChaCha20Rng,
+    effects: VecDeque<Effect>,
+    stats: DriverStats,
+    now: Millis,
+}
+
+impl Driver {
+    /// A driver at genesis (or, with `own`, restarted: it will not sign
+    /// rounds at or below `own.last_proposed` again).
+    pub fn new(
+        genesis: &Genesis,
+        signer: Box<dyn EventSigner>,
+        sign_checkpoint: Box<dyn FnMut(&Checkpoint) -> dag::identity::Bytes64>,
+        own: OwnProgress,
+        rng_seed: [u8; 32],
+        now: Millis,
+    ) -> anyhow::Result<Driver> {
+        let ledger = genesis.ledger()?;
+        let committee = ledger.stake_table()?;
+        let chain = genesis.chain_id();
+        let mut cfg = CoreConfig::new(chain);
+        cfg.genesis_seed = genesis.epoch_seed();
+        let key = signer.key();
+        let core = if own == OwnProgress::default() {
+            Core::new(cfg, committee, signer, now)
+        } else {
+            let state = dag::core::CoreState {
+                next_round: 0,
+                next_round_cursor: 0,
+                next_round_leader_vrf: None,
+                next_height: 1,
+                seed_acc: genesis.epoch_seed(),
+                epochs: vec![(0, committee, Some(genesis.epoch_seed()))],
+                recent: Vec::new(),
+                ordered: Vec::new(),
+            };
+            Core::from_state(cfg, state, own, signer, now)
+                .map_err(|e| anyhow::anyhow!("restoring the core: {e}"))?
+        };
+        let mut d = Driver {
+            chain,
+            key,
+            core,
+            ledger,
+            queued: HashSet::new(),
+            queued_order: VecDeque::new(),
+            votes: BTreeMap::new(),
+            last_certified: None,
+            sign_checkpoint,
+            rng: ChaCha20Rng::from_seed(rng_seed),
+            effects: VecDeque::new(),
+            stats: DriverStats::default(),
+            now,
+        };
+        d.drain_core();
+        Ok(d)
+    }
+
+    pub fn key(&self) -> PeerKey {
+        self.key
+    }
+    pub fn chain(&self) -> Hash {
+        self.chain
+    }
+    pub fn core(&self) -> &Core {
+        &self.core
+    }
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+    pub fn stats(&self) -> &DriverStats {
+        &self.stats
+    }
+    pub fn last_certified(&self) -> Option<&Certified<Checkpoint>> {
+        self.last_certified.as_ref()
+    }
+    pub fn mempool_len(&self) -> usize {
+        self.core.queued_payload_items()
+    }
+
+    pub fn poll_effect(&mut self) -> Option<Effect> {
+        self.effects.pop_front()
+    }
+
+    /// When [`Driver::handle_timeout`] wants to run next.
+    pub fn poll_timeout(&self) -> Option<Millis> {
+        self.core.poll_timeout()
+    }
+
+    pub fn handle_timeout(&mut self, now: Millis) {
+        self.now = self.now.max(now);
+        self.core.handle_timeout(self.now);
+        self.drain_core();
+    }
+
+    /// What we hold, for a newly connected peer or the periodic sync.
+    pub fn frontier_message(&self) -> PeerMessage {
+        PeerMessage::Frontier(self.core.frontier())
+    }
+
+    /// A transaction from a wallet or another peer. Checked (form and
+    /// signature) before it takes mempool space. Returns whether it was
+    /// queued.
+    pub fn submit(&mut self, tx: Transaction, forward: bool) -> Result<bool, String> {
+        let id = tx.id();
+        if self.queued.contains(&id) {
+            return Ok(false);
+        }
+        if self.queued.len() >= MAX_MEMPOOL_TXS {
+            self.stats.mempool_full += 1;
+            return Err("mempool full".into());
+        }
+        let item = encode_payload_item(&tx);
+        let items = decode_payload(&item, self.ledger.params().max_tx_bytes as usize);
+        match authorize_batch(&items, &self.chain, &mut self.rng).pop() {
+            Some(Admitted::Ok(_)) => {}
+            Some(Admitted::Rejected { reason, .. }) => {
+                self.stats.txs_refused += 1;
+                return Err(reason.to_string());
+            }
+            None => return Err("empty".into()),
+        }
+        self.core
+            .queue_payload(item)
+            .map_err(|e| format!("payload: {e}"))?;
+        self.queued.insert(id);
+        self.queued_order.push_back(id);
+        // Forget old ids so the set stays bounded (a repeat after that is
+        // caught by the ledger as a duplicate).
+        while self.queued_order.len() > MAX_MEMPOOL_TXS {
+            if let Some(old) = self.queued_order.pop_front() {
+                self.queued.remove(&old);
+            }
+        }
+        if forward {
+            self.effects
+                .push_back(Effect::Broadcast(PeerMessage::Transactions(vec![
+                    tx.encode()
+                ])));
+        }
+        self.drain_core();
+        Ok(true)
+    }
+
+    /// Events from our own store after a restart (own and received, in
+    /// round order): the core re-derives the committed heights from them.
+    pub fn replay(&mut self, events: impl IntoIterator<Item = Event>) {
+        for ev in events {
+            match self.core.receive(self.now, ev, None) {
+                Ok(_) | Err(Refused::Duplicate) => {}
+                Err(e) => tracing::warn!("stored event refused on replay: {e}"),
+            }
+            self.drain_core();
+        }
+    }
+
+    /// A message from an authenticated peer.
+    pub fn handle_message(&mut self, from: PeerKey, msg: PeerMessage, now: Millis) {
+        self.now = self.now.max(now);
+        self.stats.messages_in += 1;
+        match msg {
+            PeerMessage::Frontier(f) => {
+                let missing = self.core.events_missing_from(&f, MAX_EVENTS_PER_MESSAGE);
+                if !missing.is_empty() {
+                    let events = missing.iter().map(|v| (*v.event).clone()).collect();
+                    self.effects.push_back(Effect::Send {
+                        to: from,
+                        msg: PeerMessage::Events(events),
+                    });
+                }
+            }
+            PeerMessage::Events(events) => {
+                for ev in events {
+                    match self.core.receive(self.now, ev, Some(from)) {
+                        Ok(Accepted::Inserted | Accepted::Parked) | Err(Refused::Duplicate) => {}
+                        Err(_) => self.stats.events_refused += 1,
+                    }
+                }
+            }
+            PeerMessage::Fetch(refs) => {
+                let events: Vec<Event> = refs
+                    .iter()
+                    .filter_map(|r| self.core.get_event(&r.id))
+                    .map(|e| (*e).clone())
+                    .collect();
+                if !events.is_empty() {
+                    self.effects.push_back(Effect::Send {
+                        to: from,
+                        msg: PeerMessage::Events(events),
+                    });
+                }
+            }
+            PeerMessage::Transactions(txs) => {
+                for bytes in txs {
+                    match proofs::decode::<Transaction>(
+                        &bytes,
+                        self.ledger.params().max_tx_bytes as usize,
+                    ) {
+                        Ok(tx) => {
+                            let _ = self.submit(tx, false);
+                        }
+                        Err(_) => self.stats.txs_refused += 1,
+                    }
+                }
+            }
+            PeerMessage::CheckpointVote {
+                checkpoint,
+                signature,
+            } => self.take_vote(from, checkpoint, signature),
+        }
+        self.drain_core();
+    }
+
+    fn take_vote(&mut self, from: PeerKey, cp: Checkpoint, sig: dag::identity::Bytes64) {
+        // Only votes on heights we have applied, matching our own roots,
+        // are kept: a vote on other roots is a fork we would not certify.
+        if cp.chain != self.chain || cp.height > self.ledger.height() {
+            return;
+        }
+        let Some(entry) = self.votes.get_mut(&cp.height) else {
+            return;
+        };
+        if entry.statement != cp {
+            return;
+        }
+        let Some(committee) = self.core.committee(cp.round) else {
+            return;
+        };
+        let Some(index) = committee.index_of(&from) else {
+            return;
+        };
+        let key = match from.to_public() {
+            Ok(k) => k,
+            Err(_) => return,
+        };
+        if dag::identity::verify_digest(
+            &key,
+            dag::ledger::checkpoint::CHECKPOINT_CONTEXT,
+            &cp.digest(),
+            &sig,
+        )
+        .is_err()
+        {
+            return;
+        }
+        entry.add(index, sig);
+        let signed: u64 = entry
+            .signatures
+            .iter()
+            .map(|(i, _)| committee.stake(*i))
+            .sum();
+        if committee.is_quorum(signed) {
+            let done = self.votes.remove(&cp.height).expect("present");
+            self.stats.checkpoints_certified += 1;
+            self.last_certified = Some(done);
+            // Older pending heights will never matter more than this one.
+            self.votes = self.votes.split_off(&(cp.height + 1));
+        }
+    }
+
+    fn drain_core(&mut self) {
+        while let Some(out) = self.core.poll_output() {
+            match out {
+                Output::Broadcast(ev) => {
+                    let round = ev.body.round;
+                    self.effects
+                        .push_back(Effect::PersistOwnThenBroadcast { round, event: ev });
+                }
+                Output::Rebroadcast(ev) => self
+                    .effects
+                    .push_back(Effect::Broadcast(PeerMessage::Events(vec![(*ev).clone()]))),
+                Output::Fetch { refs, hint } => {
+                    let msg = PeerMessage::Fetch(refs);
+                    self.effects.push_back(match hint {
+                        Some(to) if to != self.key => Effect::Send { to, msg },
+                        _ => Effect::Broadcast(msg),
+                    });
+                }
+                Output::Committed(sub) => self.apply(sub),
+                Output::SnapshotReached { snapshot } => {
+                    // Every leader up to the snapshot is applied (heights
+                    // apply as they commit), so this is the table at S.
+                    match self.ledger.stake_table() {
+                        Ok(c) => self.core.set_committee(snapshot, c, self.now),
+                        Err(e) => tracing::error!(snapshot, "no stake table: {e}"),
+                    }
+                }
+                Output::RoundSequenced { .. } | Output::Equivocation(_) => {}
+            }
+        }
+    }
+
+    fn apply(&mut self, sub: CommittedSubDag) {
+        let max = self.ledger.params().max_tx_bytes as usize;
+        let mut events = Vec::with_capacity(sub.events.len());
+        let mut record_events = Vec::with_capacity(sub.events.len());
+        for ve in &sub.events {
+            let items = decode_payload(&ve.event.body.payload, max);
+            let admitted = authorize_batch(&items, &self.chain, &mut self.rng);
+            for a in &admitted {
+                // Stale ids left in `queued_order` are harmless.
+                self.queued.remove(&a.id());
+            }
+            events.push((ve.id, admitted));
+            record_events.push((ve.id, ve.event.body.payload.clone()));
+        }
+        let input = HeightInput {
+            height: sub.height,
+            round: sub.leader.round,
+            leader: sub.leader.id,
+            events,
+        };
+        let out: HeightOutcome = match self.ledger.apply_height(&input) {
+            Ok(o) => o,
+            Err(e) => {
+                // The in-memory ledger cannot fail short of a bug; stop
+                // applying rather than diverge.
+                tracing::error!(height = sub.height, "applying failed: {e}");
+                return;
+            }
+        };
+        self.stats.heights += 1;
+        self.stats.txs_applied += out.applied as u64;
+        self.stats.txs_rejected += out.rejected as u64;
+        self.effects
+            .push_back(Effect::Committed(Box::new(HeightRecord {
+                height: sub.height,
+                round: sub.leader.round,
+                leader: sub.leader.id,
+                events: record_events,
+                roots: out.roots.clone(),
+            })));
+        // Vote for this height's checkpoint.
+        let cp = Checkpoint {
+            chain: self.chain,
+            height: sub.height,
+            round: sub.leader.round,
+            roots: out.roots,
+        };
+        let sig = (self.sign_checkpoint)(&cp);
+        self.votes.insert(sub.height, Certified::new(cp.clone()));
+        self.take_vote(self.key, cp.clone(), sig);
+        self.effects
+            .push_back(Effect::Broadcast(PeerMessage::CheckpointVote {
+                checkpoint: cp,
+                signature: sig,
+            }));
+        // Votes for heights far behind are abandoned (bounded memory).
+        while self.votes.len() > 64 {
+            self.votes.pop_first();
+        }
+    }
+}
