@@ -38,7 +38,7 @@ pub enum PeerMessage {
     Transactions(Vec<Vec<u8>>),
     /// The sender's signature on the checkpoint after a height.
     CheckpointVote {
-        checkpoint: Checkpoint,
+        checkpoint: Box<Checkpoint>,
         signature: Bytes64,
     },
 }

@@ -292,7 +292,7 @@ impl Driver {
             PeerMessage::CheckpointVote {
                 checkpoint,
                 signature,
-            } => self.take_vote(from, checkpoint, signature),
+            } => self.take_vote(from, *checkpoint, signature),
         }
         self.drain_core();
     }
