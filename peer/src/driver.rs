@@ -428,7 +428,7 @@ impl Driver {
         self.take_vote(self.key, cp.clone(), sig);
         self.effects
             .push_back(Effect::Broadcast(PeerMessage::CheckpointVote {
-                checkpoint: cp,
+                checkpoint: Box::new(cp),
                 signature: sig,
             }));
         // Votes for heights far behind are abandoned (bounded memory).
