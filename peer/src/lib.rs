@@ -6,4 +6,6 @@
 //! protocol logic without I/O (consensus core, ledger, mempool); the event
 //! loop around it owns the sockets, the disk and the clock.
 
+pub mod config;
 pub mod driver;
+pub mod keys;

@@ -1,3 +1,159 @@
-//! System tests that start real `peer` and `wallet` processes (on loopback,
-//! or inside network namespaces the test creates). None exist yet: the
-//! consensus core is tested by simulation inside `dag`.
+//! System tests that start real `peer` (and later `wallet`) processes on
+//! loopback, or inside network namespaces the test creates. This library
+//! holds what the tests share: finding the built binaries, a free port
+//! range, and a local network of peer processes the test controls one by
+//! one (start, `kill -9`, restart).
+
+use std::net::{IpAddr, Ipv4Addr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A binary of this workspace, built by `cargo test --workspace` next to
+/// the test executables' directory.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test executable's path");
+    // target/<profile>/deps/<test> → target/<profile>/<name>
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is not built; run the tests with `cargo test --workspace`",
+        path.display()
+    );
+    path
+}
+
+/// A base port with `n` consecutive free UDP ports on 127.0.0.1.
+pub fn free_ports(n: u16) -> u16 {
+    let seed = std::process::id() as u64 ^ Instant::now().elapsed().as_nanos() as u64;
+    let mut candidate = 20_000 + (seed.wrapping_mul(2_654_435_761) % 30_000) as u16;
+    loop {
+        let ok = (0..n).all(|i| UdpSocket::bind(("127.0.0.1", candidate + i)).is_ok());
+        if ok {
+            return candidate;
+        }
+        candidate = 20_000 + (candidate - 20_000 + 97 * n) % 30_000;
+    }
+}
+
+/// Peer processes on 127.0.0.1 over a devnet directory.
+pub struct LocalNet {
+    pub root: tempfile::TempDir,
+    pub dirs: Vec<PathBuf>,
+    pub children: Vec<Option<Child>>,
+}
+
+impl LocalNet {
+    /// Prepare `n` peers (as `peer devnet` does) without starting them.
+    pub fn prepare(n: usize) -> LocalNet {
+        let root = tempfile::tempdir().expect("a temporary directory");
+        let base = free_ports(n as u16);
+        let dirs = peer::devnet::prepare(root.path(), n, IpAddr::V4(Ipv4Addr::LOCALHOST), base)
+            .expect("devnet prepared");
+        LocalNet {
+            root,
+            dirs,
+            children: (0..n).map(|_| None).collect(),
+        }
+    }
+
+    pub fn start(&mut self, i: usize) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dirs[i].join("peer.log"))
+            .expect("log file");
+        let child = Command::new(bin("peer"))
+            .arg("run")
+            .arg("--dir")
+            .arg(&self.dirs[i])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("peer starts");
+        self.children[i] = Some(child);
+    }
+
+    pub fn start_all(&mut self) {
+        for i in 0..self.dirs.len() {
+            self.start(i);
+        }
+    }
+
+    /// `kill -9`.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.children[i].take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// `peer status --json` of peer `i`, if it answers.
+    pub fn status(&self, i: usize) -> Option<serde_json::Value> {
+        let out = Command::new(bin("peer"))
+            .arg("status")
+            .arg("--dir")
+            .arg(&self.dirs[i])
+            .arg("--json")
+            .output()
+            .ok()?;
+        if !out.status.success() {
+            return None;
+        }
+        serde_json::from_slice(&out.stdout).ok()
+    }
+
+    pub fn height(&self, i: usize) -> u64 {
+        self.status(i)
+            .and_then(|s| s["height"].as_u64())
+            .unwrap_or(0)
+    }
+
+    /// The roots peer `i` stored for `height` (`peer status --height`).
+    pub fn roots_at(&self, i: usize, height: u64) -> Option<serde_json::Value> {
+        let out = Command::new(bin("peer"))
+            .arg("status")
+            .arg("--dir")
+            .arg(&self.dirs[i])
+            .arg("--height")
+            .arg(height.to_string())
+            .output()
+            .ok()?;
+        if !out.status.success() {
+            return None;
+        }
+        serde_json::from_slice(&out.stdout).ok()
+    }
+
+    /// Wait until every listed peer reports at least `height`.
+    pub fn wait_height(&self, peers: &[usize], height: u64, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if peers.iter().all(|&i| self.height(i) >= height) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        false
+    }
+
+    /// The tail of a peer's log, for failure messages.
+    pub fn log_tail(&self, i: usize) -> String {
+        let text = std::fs::read_to_string(self.dirs[i].join("peer.log")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+}
+
+impl Drop for LocalNet {
+    fn drop(&mut self) {
+        for i in 0..self.children.len() {
+            self.kill(i);
+        }
+    }
+}

@@ -1,0 +1,117 @@
+//! The peer's configuration file, `DIR/config.toml`.
+//!
+//! Unknown fields are errors, and every error names the file and the field,
+//! so a typo never silently falls back to a default.
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The peer's name on chain (2..=32 of `a-z0-9-`).
+    pub name: String,
+    /// The one UDP socket: QUIC links and raw datagrams.
+    pub listen: SocketAddr,
+    /// The genesis file, relative to the peer's directory.
+    #[serde(default = "default_genesis")]
+    pub genesis: PathBuf,
+    /// Serve Prometheus metrics over HTTP here (off when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<SocketAddr>,
+    /// Initial LMDB map size; it grows on demand up to `max_map_size_mb`.
+    #[serde(default = "default_map_size")]
+    pub map_size_mb: u64,
+    #[serde(default = "default_max_map_size")]
+    pub max_map_size_mb: u64,
+}
+
+fn default_genesis() -> PathBuf {
+    PathBuf::from("genesis.json")
+}
+fn default_map_size() -> u64 {
+    256
+}
+fn default_max_map_size() -> u64 {
+    64 * 1024
+}
+
+impl Config {
+    pub fn new(name: &str, listen: SocketAddr) -> Config {
+        Config {
+            name: name.to_string(),
+            listen,
+            genesis: default_genesis(),
+            metrics: None,
+            map_size_mb: default_map_size(),
+            max_map_size_mb: default_max_map_size(),
+        }
+    }
+
+    /// Read and check `path`.
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config file {}", path.display()))?;
+        let cfg: Config =
+            toml::from_str(&text).with_context(|| format!("config file {}", path.display()))?;
+        cfg.check()
+            .with_context(|| format!("config file {}", path.display()))?;
+        Ok(cfg)
+    }
+
+    pub fn check(&self) -> Result<()> {
+        dag::ledger::peers::check_name(&self.name).context("field `name`")?;
+        dag::ledger::peers::check_address(&self.listen).context("field `listen`")?;
+        if self.map_size_mb == 0 || self.max_map_size_mb < self.map_size_mb {
+            anyhow::bail!("field `max_map_size_mb` must be at least `map_size_mb` (> 0)");
+        }
+        Ok(())
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("config always serialises")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_str(s: &str) -> Result<Config> {
+        let dir = tempfile::tempdir()?;
+        let p = dir.path().join("config.toml");
+        std::fs::write(&p, s)?;
+        Config::load(&p)
+    }
+
+    #[test]
+    fn round_trip_and_defaults() {
+        let c = Config::new("alpha", "127.0.0.1:7000".parse().unwrap());
+        assert_eq!(load_str(&c.to_toml()).unwrap(), c);
+        let c = load_str("name = \"alpha\"\nlisten = \"127.0.0.1:7000\"\n").unwrap();
+        assert_eq!(c.genesis, PathBuf::from("genesis.json"));
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let e = format!(
+            "{:#}",
+            load_str("name = \"alpha\"\nlisten = \"nowhere\"\n").unwrap_err()
+        );
+        assert!(e.contains("listen"), "{e}");
+        let e = format!(
+            "{:#}",
+            load_str("name = \"alpha\"\nlisten = \"127.0.0.1:7000\"\nlistne = 1\n").unwrap_err()
+        );
+        assert!(e.contains("listne"), "{e}");
+        let e = format!(
+            "{:#}",
+            load_str("name = \"Alpha\"\nlisten = \"127.0.0.1:7000\"\n").unwrap_err()
+        );
+        assert!(e.contains("`name`"), "{e}");
+        let e = format!("{:#}", load_str("listen = \"127.0.0.1:7000\"\n").unwrap_err());
+        assert!(e.contains("name"), "{e}");
+    }
+}

@@ -1,0 +1,123 @@
+//! A local network in one directory: a fresh genesis with N peers and funded
+//! test wallets, one peer directory each (as `peer init` makes them).
+//!
+//! Layout of `D`: `genesis.json`, `test-wallets.json` (the wallets' secret
+//! seeds: test money only), and `peer-0` … `peer-(N-1)`, each with its
+//! `config.toml`, `identity.key` and a copy of `genesis.json`. Running the
+//! command again on an existing `D` reuses all of it.
+
+use crate::config::Config;
+use crate::keys;
+use anyhow::{bail, Context, Result};
+use dag::identity::{PeerKey, Signer};
+use dag::ledger::genesis::{Genesis, GenesisOutput, GenesisPeer, NativeAsset};
+use dag::ledger::state::Params;
+use rand_core::{OsRng, RngCore};
+use schnorrkel::{ExpansionMode, MiniSecretKey};
+use serde::{Deserialize, Serialize};
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+/// Test wallets funded at genesis.
+pub const TEST_WALLETS: usize = 8;
+/// Native base units each test wallet gets (precision 6: 1,000,000 SHARE).
+pub const TEST_AMOUNT: u128 = 1_000_000_000_000;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TestWallet {
+    /// 64 hex digits: the wallet's seed (its owner key is the expanded key).
+    pub secret: String,
+    pub key: PeerKey,
+    pub amount: u128,
+    /// The peer hosting its stake.
+    pub host: String,
+}
+
+pub fn peer_dir(root: &Path, i: usize) -> PathBuf {
+    root.join(format!("peer-{i}"))
+}
+
+/// Create (or find) the devnet in `root`; returns each peer's directory.
+pub fn prepare(root: &Path, peers: usize, bind: IpAddr, base_port: u16) -> Result<Vec<PathBuf>> {
+    if peers == 0 || peers > 64 {
+        bail!("--peers must be between 1 and 64");
+    }
+    let genesis_path = root.join("genesis.json");
+    if genesis_path.exists() {
+        let g = Genesis::from_json(&std::fs::read(&genesis_path)?)
+            .with_context(|| format!("existing {}", genesis_path.display()))?;
+        if g.peers.len() != peers {
+            bail!(
+                "{} holds a devnet of {} peers, not {peers}; use another --dir",
+                root.display(),
+                g.peers.len()
+            );
+        }
+        return Ok((0..peers).map(|i| peer_dir(root, i)).collect());
+    }
+    std::fs::create_dir_all(root).with_context(|| format!("creating {}", root.display()))?;
+    let mut gpeers = Vec::new();
+    let mut dirs = Vec::new();
+    for i in 0..peers {
+        let dir = peer_dir(root, i);
+        std::fs::create_dir_all(&dir)?;
+        let name = format!("peer-{i}");
+        let listen = SocketAddr::new(bind, base_port + i as u16);
+        let secret = keys::create(&dir)?;
+        let cfg = Config::new(&name, listen);
+        std::fs::write(dir.join("config.toml"), cfg.to_toml())?;
+        gpeers.push(GenesisPeer {
+            name,
+            key: Signer::from_seed(secret, [0; 32]).key(),
+            addr: listen,
+        });
+        dirs.push(dir);
+    }
+    let mut wallets = Vec::new();
+    for i in 0..TEST_WALLETS {
+        let mut secret = [0u8; 32];
+        OsRng.fill_bytes(&mut secret);
+        let kp = MiniSecretKey::from_bytes(&secret)
+            .expect("32 bytes")
+            .expand_to_keypair(ExpansionMode::Ed25519);
+        wallets.push(TestWallet {
+            secret: dag::hex::encode(&secret),
+            key: PeerKey(kp.public.to_bytes()),
+            amount: TEST_AMOUNT,
+            host: gpeers[i % peers].name.clone(),
+        });
+    }
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let genesis = Genesis {
+        chain_name: "devnet".into(),
+        time_ms: now_ms,
+        native: NativeAsset {
+            name: "SHARE".into(),
+            precision: 6,
+        },
+        params: Params::default(),
+        peers: gpeers,
+        outputs: wallets
+            .iter()
+            .map(|w| GenesisOutput {
+                owner: w.key,
+                amount: w.amount,
+                host: w.host.clone(),
+            })
+            .collect(),
+    };
+    genesis.check()?;
+    let json = genesis.to_json();
+    for dir in &dirs {
+        std::fs::write(dir.join("genesis.json"), &json)?;
+    }
+    std::fs::write(
+        root.join("test-wallets.json"),
+        serde_json::to_string_pretty(&wallets)?,
+    )?;
+    // Written last: its presence means the devnet is complete.
+    std::fs::write(&genesis_path, &json)?;
+    Ok(dirs)
+}

@@ -1,0 +1,655 @@
+//! `peer run`: the event loop around the [`Driver`].
+//!
+//! Two halves. The driver thread owns the protocol state and the LMDB store,
+//! so every durable write happens in order with the decisions that need it
+//! (our own event is on disk before it is handed to the network). The async
+//! half (tokio) owns the UDP socket, the QUIC links, the admin socket and
+//! the metrics endpoint, and talks to the driver thread through bounded
+//! channels; a full channel drops and counts rather than grows.
+//!
+//! Links: every registered peer is a link; the peer with the lower key
+//! dials, the other accepts, so two peers hold one link. A dialler retries
+//! every second while the link is down.
+
+use crate::admin::{self, Status};
+use crate::config::Config;
+use crate::driver::{Driver, Effect, HeightRecord};
+use crate::keys;
+use crate::store::{Store, StoreConfig};
+use crate::transport::{Authorize, Link, LinkSigner, Transport, TransportConfig};
+use anyhow::{bail, Context, Result};
+use bytes::Bytes;
+use dag::event::Event;
+use dag::identity::{PeerKey, Signer};
+use dag::ledger::checkpoint::Statement;
+use dag::ledger::genesis::Genesis;
+use dag::wire::PeerMessage;
+use dag::OwnProgress;
+use rand_core::{OsRng, RngCore};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, error, info, warn};
+
+/// How often we tell every peer what we hold.
+const FRONTIER_EVERY: Duration = Duration::from_millis(500);
+/// Inputs waiting for the driver thread, at most.
+const INPUT_QUEUE: usize = 10_000;
+/// Frames waiting to be handed to links, at most.
+const OUTPUT_QUEUE: usize = 10_000;
+
+enum Input {
+    Msg(PeerKey, PeerMessage),
+    Connected(PeerKey),
+    Disconnected(PeerKey),
+    Status(oneshot::Sender<Status>),
+    Height(u64, oneshot::Sender<Option<HeightRecord>>),
+}
+
+enum Out {
+    Send(PeerKey, Bytes),
+    Broadcast(Bytes),
+}
+
+/// Counters of the async half.
+#[derive(Default)]
+struct NetCounters {
+    malformed_messages: AtomicU64,
+    input_queue_full: AtomicU64,
+    output_queue_full: AtomicU64,
+    link_send_refused: AtomicU64,
+}
+
+type Links = Arc<Mutex<HashMap<PeerKey, Link>>>;
+
+pub fn run(dir: PathBuf, cfg: Config) -> Result<()> {
+    let genesis_path = dir.join(&cfg.genesis);
+    let genesis = Genesis::from_json(
+        &std::fs::read(&genesis_path)
+            .with_context(|| format!("reading genesis file {}", genesis_path.display()))?,
+    )?;
+    let chain = genesis.chain_id();
+    let secret = keys::load(&dir)?;
+    let me = Signer::from_seed(secret, [0; 32]).key();
+    let Some(entry) = genesis.peers.iter().find(|p| p.key == me) else {
+        // Peers registered after genesis join through catch-up (not built yet).
+        bail!(
+            "key {me} is not a genesis peer of chain {chain}; joining a running chain is not supported yet"
+        );
+    };
+    if entry.name != cfg.name {
+        warn!(config = %cfg.name, genesis = %entry.name, "the config's name differs from the genesis entry");
+    }
+    let store = Store::open(
+        dir.join("db"),
+        &StoreConfig::new(chain, (cfg.map_size_mb as usize) << 20)
+            .max_map_size((cfg.max_map_size_mb as usize) << 20),
+    )
+    .context("opening the store")?;
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async move { serve(dir, cfg, genesis, secret, store).await })
+}
+
+async fn serve(
+    dir: PathBuf,
+    cfg: Config,
+    genesis: Genesis,
+    secret: [u8; 32],
+    store: Store,
+) -> Result<()> {
+    let chain = genesis.chain_id();
+    let peers: Vec<(PeerKey, SocketAddr)> = genesis.peers.iter().map(|p| (p.key, p.addr)).collect();
+    let allowed: Arc<RwLock<HashSet<PeerKey>>> =
+        Arc::new(RwLock::new(peers.iter().map(|(k, _)| *k).collect()));
+    let authorize: Authorize = {
+        let allowed = allowed.clone();
+        Arc::new(move |k: &PeerKey| allowed.read().map(|a| a.contains(k)).unwrap_or(false))
+    };
+    let link_signer: Arc<dyn LinkSigner> = Arc::new(Mutex::new(keys::signer(secret)));
+    let (transport, mut raw) =
+        Transport::bind(TransportConfig::new(cfg.listen, chain), link_signer, authorize)
+            .await
+            .with_context(|| format!("binding UDP {}", cfg.listen))?;
+    let me = transport.key();
+    info!(name = %cfg.name, key = %me, %chain, listen = %transport.local_addr(), "peer starting");
+
+    let counters = Arc::new(NetCounters::default());
+    let links: Links = Arc::new(Mutex::new(HashMap::new()));
+    let (in_tx, in_rx) = mpsc::channel::<Input>(INPUT_QUEUE);
+    let (out_tx, mut out_rx) = mpsc::channel::<Out>(OUTPUT_QUEUE);
+
+    // The driver thread.
+    let driver_thread = {
+        let transport = transport.clone();
+        let counters = counters.clone();
+        let cfg = cfg.clone();
+        let (ready_tx, ready_rx) = std_mpsc::channel();
+        let handle = std::thread::Builder::new()
+            .name("driver".into())
+            .spawn(move || {
+                driver_loop(
+                    genesis, secret, store, cfg, in_rx, out_tx, transport, counters, ready_tx,
+                )
+            })?;
+        // Replay must finish before links come up.
+        ready_rx
+            .recv()
+            .map_err(|_| anyhow::anyhow!("the driver thread stopped while starting"))??;
+        handle
+    };
+
+    // Outgoing frames to links.
+    {
+        let links = links.clone();
+        let counters = counters.clone();
+        tokio::spawn(async move {
+            while let Some(out) = out_rx.recv().await {
+                let targets: Vec<(PeerKey, Link)> = {
+                    let l = links.lock().unwrap_or_else(|p| p.into_inner());
+                    match &out {
+                        Out::Send(to, _) => l.get(to).map(|x| vec![(*to, x.clone())]).unwrap_or_default(),
+                        Out::Broadcast(_) => l.iter().map(|(k, x)| (*k, x.clone())).collect(),
+                    }
+                };
+                let bytes = match out {
+                    Out::Send(_, b) | Out::Broadcast(b) => b,
+                };
+                for (k, link) in targets {
+                    if let Err(e) = link.send(bytes.clone()) {
+                        counters.link_send_refused.fetch_add(1, Relaxed);
+                        debug!(peer = %k, "send refused: {e}");
+                    }
+                }
+            }
+        });
+    }
+
+    // Accept inbound links.
+    {
+        let transport = transport.clone();
+        let links = links.clone();
+        let in_tx = in_tx.clone();
+        let counters = counters.clone();
+        tokio::spawn(async move {
+            while let Some(link) = transport.accept().await {
+                adopt(link, &links, &in_tx, &counters);
+            }
+        });
+    }
+
+    // Dial the peers with higher keys, and keep those links up.
+    for (key, addr) in peers.into_iter().filter(|(k, _)| *k > me) {
+        let transport = transport.clone();
+        let links = links.clone();
+        let in_tx = in_tx.clone();
+        let counters = counters.clone();
+        tokio::spawn(async move {
+            loop {
+                let up = links
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .contains_key(&key);
+                if !up {
+                    match transport.connect(addr, key).await {
+                        Ok(link) => adopt(link, &links, &in_tx, &counters),
+                        Err(e) => debug!(peer = %key, %addr, "dial failed: {e}"),
+                    }
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+    }
+
+    // Raw datagrams are for wallets' NAT traversal (not built yet): drained
+    // so the queue never fills, and counted by the transport.
+    tokio::spawn(async move { while raw.recv().await.is_some() {} });
+
+    // The admin socket.
+    let sock_path = admin::socket_path(&dir);
+    let _ = std::fs::remove_file(&sock_path);
+    let listener = tokio::net::UnixListener::bind(&sock_path)
+        .with_context(|| format!("binding admin socket {}", sock_path.display()))?;
+    {
+        let in_tx = in_tx.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let in_tx = in_tx.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = admin_session(stream, in_tx).await {
+                        debug!("admin session: {e}");
+                    }
+                });
+            }
+        });
+    }
+
+    // Prometheus metrics.
+    if let Some(addr) = cfg.metrics {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding metrics endpoint {addr}"))?;
+        info!(%addr, "metrics endpoint");
+        let in_tx = in_tx.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let in_tx = in_tx.clone();
+                tokio::spawn(async move {
+                    let _ = metrics_session(stream, in_tx).await;
+                });
+            }
+        });
+    }
+
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => info!("interrupted, stopping"),
+        _ = wait_thread(driver_thread) => error!("the driver thread stopped"),
+    }
+    transport.close().await;
+    let _ = std::fs::remove_file(&sock_path);
+    Ok(())
+}
+
+async fn wait_thread(h: std::thread::JoinHandle<Result<()>>) {
+    let _ = tokio::task::spawn_blocking(move || match h.join() {
+        Ok(Err(e)) => error!("driver: {e:#}"),
+        Err(_) => error!("driver thread panicked"),
+        Ok(Ok(())) => {}
+    })
+    .await;
+}
+
+/// Take a new authenticated link: keep it (replacing an older one to the
+/// same peer) and read its frames into the driver's queue.
+fn adopt(link: Link, links: &Links, in_tx: &mpsc::Sender<Input>, counters: &Arc<NetCounters>) {
+    let key = link.peer();
+    info!(peer = %key, addr = %link.remote_addr(), "link up");
+    if let Some(old) = links
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(key, link.clone())
+    {
+        old.close("replaced");
+    }
+    if in_tx.try_send(Input::Connected(key)).is_err() {
+        counters.input_queue_full.fetch_add(1, Relaxed);
+    }
+    let links = links.clone();
+    let in_tx = in_tx.clone();
+    let counters = counters.clone();
+    tokio::spawn(async move {
+        while let Some(frame) = link.recv().await {
+            match PeerMessage::decode(&frame) {
+                Ok(msg) => {
+                    // Waiting here (not dropping) lets QUIC flow control
+                    // slow a peer that sends faster than we process.
+                    if in_tx.send(Input::Msg(key, msg)).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    counters.malformed_messages.fetch_add(1, Relaxed);
+                    debug!(peer = %key, "malformed message: {e}");
+                }
+            }
+        }
+        {
+            let mut l = links.lock().unwrap_or_else(|p| p.into_inner());
+            // A newer link to the same peer may have replaced this one.
+            if l.get(&key).is_some_and(|cur| cur.id() == link.id()) {
+                l.remove(&key);
+                let _ = in_tx.try_send(Input::Disconnected(key));
+            }
+        }
+        info!(peer = %key, "link down");
+    });
+}
+
+async fn admin_session(stream: tokio::net::UnixStream, in_tx: mpsc::Sender<Input>) -> Result<()> {
+    let (r, mut w) = stream.into_split();
+    let mut line = String::new();
+    BufReader::new(r.take(admin::MAX_REQUEST as u64))
+        .read_line(&mut line)
+        .await?;
+    let req: Vec<&str> = line.split_whitespace().collect();
+    let mut out = match req.as_slice() {
+        [admin::STATUS] => {
+            let (tx, rx) = oneshot::channel();
+            in_tx.send(Input::Status(tx)).await?;
+            serde_json::to_vec(&tokio::time::timeout(Duration::from_secs(5), rx).await??)?
+        }
+        [admin::HEIGHT, h] => {
+            let h: u64 = h.parse()?;
+            let (tx, rx) = oneshot::channel();
+            in_tx.send(Input::Height(h, tx)).await?;
+            let rec = tokio::time::timeout(Duration::from_secs(5), rx).await??;
+            serde_json::to_vec(&rec.map(|r| {
+                serde_json::json!({
+                    "height": r.height,
+                    "round": r.round,
+                    "leader": r.leader.to_string(),
+                    "events": r.events.len(),
+                    "history": r.roots.history.to_string(),
+                    "history_leaves": r.roots.history_leaves,
+                    "outputs": r.roots.outputs.to_string(),
+                    "keys": r.roots.keys.to_string(),
+                    "registry": r.roots.registry.to_string(),
+                })
+            }))?
+        }
+        _ => b"{\"error\":\"unknown request\"}".to_vec(),
+    };
+    out.push(b'\n');
+    w.write_all(&out).await?;
+    Ok(())
+}
+
+async fn metrics_session(mut stream: tokio::net::TcpStream, in_tx: mpsc::Sender<Input>) -> Result<()> {
+    // Read (and ignore) the request head; every path gets the metrics.
+    let mut buf = [0u8; 2048];
+    let _ = tokio::time::timeout(Duration::from_secs(2), stream.read(&mut buf)).await;
+    let (tx, rx) = oneshot::channel();
+    in_tx.send(Input::Status(tx)).await?;
+    let s = tokio::time::timeout(Duration::from_secs(5), rx).await??;
+    let body = prometheus_text(&s);
+    let head = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body.as_bytes()).await?;
+    Ok(())
+}
+
+/// The status figures in the Prometheus text format.
+pub fn prometheus_text(s: &Status) -> String {
+    let mut out = String::new();
+    let mut gauge = |name: &str, help: &str, v: f64| {
+        out.push_str(&format!("# HELP pos_{name} {help}\n# TYPE pos_{name} gauge\npos_{name} {v}\n"));
+    };
+    gauge("round", "First round not yet sequenced.", s.round as f64);
+    gauge("height", "Last committed height.", s.height as f64);
+    gauge("committee_size", "Members of the current committee.", s.committee_size as f64);
+    gauge("peers_connected", "Authenticated peer links.", s.peers_connected as f64);
+    gauge("lag_rounds", "Rounds seen but not yet sequenced.", s.lag_rounds as f64);
+    gauge("mempool_txs", "Transactions waiting to be proposed.", s.mempool_txs as f64);
+    gauge("disk_bytes", "Size of the LMDB data file.", s.disk_bytes as f64);
+    gauge("dropped_datagrams", "Datagrams and frames dropped.", s.dropped_datagrams as f64);
+    gauge("equivocations", "Equivocations detected.", s.equivocations as f64);
+    gauge("txs_applied", "Transactions applied.", s.txs_applied as f64);
+    gauge("txs_rejected", "Ordered transactions rejected.", s.txs_rejected as f64);
+    out.push_str("# HELP pos_drops_total Drops by reason.\n# TYPE pos_drops_total counter\n");
+    for (reason, n) in &s.drops {
+        out.push_str(&format!("pos_drops_total{{reason=\"{reason}\"}} {n}\n"));
+    }
+    out
+}
+
+#[allow(clippy::too_many_arguments)]
+fn driver_loop(
+    genesis: Genesis,
+    secret: [u8; 32],
+    store: Store,
+    cfg: Config,
+    mut in_rx: mpsc::Receiver<Input>,
+    out_tx: mpsc::Sender<Out>,
+    transport: Transport,
+    counters: Arc<NetCounters>,
+    ready: std_mpsc::Sender<Result<()>>,
+) -> Result<()> {
+    let start = Instant::now();
+    let now = || start.elapsed().as_millis() as u64;
+    let chain = genesis.chain_id();
+
+    let started = (|| -> Result<(Driver, u64)> {
+        let last_own = store.last_own_round()?;
+        let own = OwnProgress {
+            last_proposed: last_own,
+            own_last: None,
+        };
+        let mut seed = [0u8; 32];
+        OsRng.fill_bytes(&mut seed);
+        let mut cp_signer = keys::signer(secret);
+        let mut driver = Driver::new(
+            &genesis,
+            Box::new(keys::signer(secret)),
+            Box::new(move |cp| cp.sign(&mut cp_signer)),
+            own,
+            seed,
+            now(),
+        )?;
+        // Replay our event log: the core re-derives the committed heights,
+        // which must equal the stored ones.
+        let mut events: Vec<Event> = Vec::new();
+        for (_, _, bytes) in store.events_from_round(0)? {
+            events.push(proofs::decode(&bytes, dag::wire::MAX_PEER_MESSAGE).context("a stored event")?);
+        }
+        for (_, bytes) in store.own_events_from(0)? {
+            events.push(proofs::decode(&bytes, dag::wire::MAX_PEER_MESSAGE).context("a stored own event")?);
+        }
+        events.sort_by_key(|e| e.body.round);
+        let stored_heights = store.last_height()?.unwrap_or(0);
+        if !events.is_empty() {
+            info!(events = events.len(), heights = stored_heights, "replaying the event log");
+        }
+        driver.replay(events);
+        Ok((driver, stored_heights))
+    })();
+    let (mut driver, stored_heights) = match started {
+        Ok(x) => {
+            let _ = ready.send(Ok(()));
+            x
+        }
+        Err(e) => {
+            let _ = ready.send(Err(anyhow::anyhow!("{e:#}")));
+            return Err(e);
+        }
+    };
+    let mut last_frontier = Instant::now() - FRONTIER_EVERY;
+    let mut connected: HashSet<PeerKey> = HashSet::new();
+
+    loop {
+        // Effects first: they may include sends the network is waiting for.
+        while let Some(effect) = driver.poll_effect() {
+            match effect {
+                Effect::PersistOwnThenBroadcast { round, event } => {
+                    store
+                        .put_own_event(round, &proofs::encode(&*event))
+                        .context("persisting our own event")?;
+                    send(&out_tx, &counters, Out::Broadcast(frame(&PeerMessage::Events(vec![(*event).clone()]))));
+                }
+                Effect::Send { to, msg } => send(&out_tx, &counters, Out::Send(to, frame(&msg))),
+                Effect::Broadcast(msg) => send(&out_tx, &counters, Out::Broadcast(frame(&msg))),
+                Effect::Committed(record) => commit(&store, stored_heights, &record)?,
+            }
+        }
+        if last_frontier.elapsed() >= FRONTIER_EVERY {
+            last_frontier = Instant::now();
+            send(&out_tx, &counters, Out::Broadcast(frame(&driver.frontier_message())));
+        }
+        let wait = driver
+            .poll_timeout()
+            .map(|t| t.saturating_sub(now()))
+            .unwrap_or(100)
+            .clamp(1, FRONTIER_EVERY.as_millis() as u64);
+        let input = match in_rx.blocking_recv_timeout(Duration::from_millis(wait)) {
+            Received::Input(i) => i,
+            Received::Timeout => {
+                driver.handle_timeout(now());
+                continue;
+            }
+            Received::Closed => return Ok(()),
+        };
+        match input {
+            Input::Msg(from, msg) => {
+                let events: Vec<(u64, proofs::Hash, Vec<u8>)> = match &msg {
+                    PeerMessage::Events(evs) => evs
+                        .iter()
+                        .map(|e| (e.body.round, e.id(), proofs::encode(e)))
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                driver.handle_message(from, msg, now());
+                // Keep the events the core took (valid ones), for restarts.
+                let kept: Vec<(u64, proofs::Hash, &[u8])> = events
+                    .iter()
+                    .filter(|(_, id, _)| driver.core().get_event(id).is_some())
+                    .map(|(r, id, b)| (*r, *id, b.as_slice()))
+                    .collect();
+                if !kept.is_empty() {
+                    store.put_events(&kept).context("storing events")?;
+                }
+            }
+            Input::Disconnected(key) => {
+                connected.remove(&key);
+            }
+            Input::Connected(key) => {
+                connected.insert(key);
+                send(&out_tx, &counters, Out::Send(key, frame(&driver.frontier_message())));
+            }
+            Input::Height(h, reply) => {
+                let rec = store
+                    .heights_from(h, 1)?
+                    .into_iter()
+                    .find(|(k, _)| *k == h)
+                    .and_then(|(_, b)| proofs::decode::<HeightRecord>(&b, usize::MAX).ok());
+                let _ = reply.send(rec);
+            }
+            Input::Status(reply) => {
+                let mut s = status(&driver, &store, &cfg, &transport, &counters, chain);
+                s.peers_connected = connected.len();
+                let _ = reply.send(s);
+            }
+        }
+        if driver.poll_timeout().is_some_and(|t| t <= now()) {
+            driver.handle_timeout(now());
+        }
+    }
+}
+
+fn frame(msg: &PeerMessage) -> Bytes {
+    Bytes::from(msg.encode())
+}
+
+fn send(out: &mpsc::Sender<Out>, counters: &NetCounters, o: Out) {
+    if out.try_send(o).is_err() {
+        counters.output_queue_full.fetch_add(1, Relaxed);
+    }
+}
+
+/// Persist a new height; a height already stored (re-derived on replay)
+/// must be identical, or the peer stops rather than diverge silently.
+fn commit(store: &Store, stored: u64, record: &HeightRecord) -> Result<()> {
+    if record.height <= stored {
+        let old = store.heights_from(record.height, 1)?;
+        let same = old
+            .first()
+            .and_then(|(_, b)| proofs::decode::<HeightRecord>(b, usize::MAX).ok())
+            .is_some_and(|r| r == *record);
+        if !same {
+            bail!(
+                "replayed height {} differs from the stored one: refusing to continue",
+                record.height
+            );
+        }
+        return Ok(());
+    }
+    store
+        .append_height(record.height, &proofs::encode(record))
+        .with_context(|| format!("storing height {}", record.height))
+}
+
+fn status(
+    d: &Driver,
+    store: &Store,
+    cfg: &Config,
+    transport: &Transport,
+    counters: &NetCounters,
+    chain: proofs::Hash,
+) -> Status {
+    let core = d.core();
+    let t = transport.stats();
+    let highest_seen = core.frontier().iter().map(|(_, r)| *r).max().unwrap_or(0);
+    let mut drops = BTreeMap::new();
+    drops.insert("malformed_message".to_string(), counters.malformed_messages.load(Relaxed));
+    drops.insert("input_queue_full".to_string(), counters.input_queue_full.load(Relaxed));
+    drops.insert("output_queue_full".to_string(), counters.output_queue_full.load(Relaxed));
+    drops.insert("link_send_refused".to_string(), counters.link_send_refused.load(Relaxed));
+    drops.insert("rate_limited_frame".to_string(), t.frames_dropped_rate);
+    drops.insert("frame_too_large".to_string(), t.frames_too_large);
+    drops.insert("raw_queue_full".to_string(), t.raw_dropped_queue_full);
+    drops.insert("raw_invalid".to_string(), t.raw_dropped_invalid);
+    drops.insert("auth_failure".to_string(), t.auth_failures);
+    drops.insert("handshake_failure".to_string(), t.handshake_failures);
+    drops.insert("event_refused".to_string(), d.stats().events_refused);
+    drops.insert("tx_refused".to_string(), d.stats().txs_refused);
+    let dropped: u64 = t.raw_dropped_queue_full
+        + t.raw_dropped_invalid
+        + t.frames_dropped_rate
+        + t.frames_too_large
+        + counters.malformed_messages.load(Relaxed);
+    let roots = d.ledger().roots();
+    Status {
+        name: cfg.name.clone(),
+        key: d.key().to_string(),
+        chain: chain.to_string(),
+        listen: transport.local_addr().to_string(),
+        round: core.next_round(),
+        height: d.ledger().height(),
+        committee_size: core.committee(core.next_round()).map_or(0, |c| c.len()),
+        peers_connected: 0,
+        lag_rounds: highest_seen.saturating_sub(core.next_round()),
+        mempool_txs: d.mempool_len(),
+        disk_bytes: store.disk_bytes().unwrap_or(0),
+        dropped_datagrams: dropped,
+        equivocations: core.stats().equivocations,
+        txs_applied: d.stats().txs_applied,
+        txs_rejected: d.stats().txs_rejected,
+        checkpoints_certified: d.stats().checkpoints_certified,
+        last_certified_height: d.last_certified().map(|c| c.statement.height),
+        outputs_root: roots.outputs.to_string(),
+        history_root: roots.history.to_string(),
+        drops,
+    }
+}
+
+enum Received<T> {
+    Input(T),
+    Timeout,
+    Closed,
+}
+
+trait RecvTimeout<T> {
+    fn blocking_recv_timeout(&mut self, d: Duration) -> Received<T>;
+}
+
+impl<T> RecvTimeout<T> for mpsc::Receiver<T> {
+    /// tokio's receiver has no blocking receive with a timeout; poll it on a
+    /// tiny current-thread runtime local to the driver thread.
+    fn blocking_recv_timeout(&mut self, d: Duration) -> Received<T> {
+        thread_local! {
+            static RT: tokio::runtime::Runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+                .expect("a current-thread runtime");
+        }
+        RT.with(|rt| {
+            rt.block_on(async {
+                match tokio::time::timeout(d, self.recv()).await {
+                    Ok(Some(v)) => Received::Input(v),
+                    Ok(None) => Received::Closed,
+                    Err(_) => Received::Timeout,
+                }
+            })
+        })
+    }
+}
