@@ -170,7 +170,8 @@ struct Ctx {
     counters: Arc<Counters>,
 }
 
-/// A handle to the transport; clones share it.
+/// A handle to the transport; clones share it. Dropping the last handle
+/// (or calling [`Transport::close`]) closes the endpoint and every link.
 #[derive(Clone)]
 pub struct Transport {
     inner: Arc<Inner>,
@@ -183,6 +184,14 @@ struct Inner {
     ctx: Arc<Ctx>,
     handshake_timeout: Duration,
     accepted: Mutex<mpsc::Receiver<Link>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The accept task holds an endpoint handle of its own; closing here
+        // ends it, so dropping the last Transport handle frees the socket.
+        self.endpoint.close(close_code::SHUTDOWN, b"shutdown");
+    }
 }
 
 impl std::fmt::Debug for Transport {
@@ -493,4 +502,97 @@ async fn read_hello(
     let mut bytes = vec![0u8; len];
     recv.read_exact(&mut bytes).await.map_err(lost)?;
     Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn node(cfg: TransportConfig) -> Transport {
+        let signer = Arc::new(std::sync::Mutex::new(dag::Signer::from_seed(
+            [1; 32], [2; 32],
+        )));
+        Transport::bind(cfg, signer, Arc::new(|_: &PeerKey| true))
+            .await
+            .unwrap()
+            .0
+    }
+
+    fn cfg() -> TransportConfig {
+        TransportConfig::new("127.0.0.1:0".parse().unwrap(), Hash([3; 32]))
+    }
+
+    /// A QUIC client with our TLS setup but no Hello logic, to misbehave.
+    async fn bare_connection(to: SocketAddr) -> (quinn::Endpoint, Connection) {
+        let tls = tls::configs().unwrap();
+        let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        ep.set_default_client_config(quinn::ClientConfig::new(Arc::new(tls.client)));
+        let conn = ep.connect(to, tls::SERVER_NAME).unwrap().await.unwrap();
+        (ep, conn)
+    }
+
+    #[tokio::test]
+    async fn oversized_hello_frame_is_refused_unread() {
+        let t = node(cfg()).await;
+        let (_ep, conn) = bare_connection(t.local_addr()).await;
+        let mut s = conn.open_uni().await.unwrap();
+        s.write_all(&1000u32.to_be_bytes()).await.unwrap();
+        let closed = tokio::time::timeout(Duration::from_secs(5), conn.closed())
+            .await
+            .unwrap();
+        assert!(
+            matches!(TransportError::from(closed), TransportError::Refused { code } if code == close_code::MALFORMED_HELLO.into_inner())
+        );
+        assert_eq!(t.stats().auth_failures, 1);
+        assert_eq!(t.stats().links_authenticated, 0);
+    }
+
+    #[tokio::test]
+    async fn garbage_hello_is_refused() {
+        let t = node(cfg()).await;
+        let (_ep, conn) = bare_connection(t.local_addr()).await;
+        let mut s = conn.open_uni().await.unwrap();
+        let mut frame = (HELLO_LEN as u32).to_be_bytes().to_vec();
+        frame.extend_from_slice(&[0xee; HELLO_LEN]);
+        s.write_all(&frame).await.unwrap();
+        let closed = tokio::time::timeout(Duration::from_secs(5), conn.closed())
+            .await
+            .unwrap();
+        // Parses as a Hello of another chain, so it fails on the chain id.
+        assert!(
+            matches!(TransportError::from(closed), TransportError::Refused { code } if code == close_code::WRONG_CHAIN.into_inner())
+        );
+        assert_eq!(t.stats().auth_failures, 1);
+    }
+
+    #[tokio::test]
+    async fn silent_dialler_is_dropped_after_the_timeout() {
+        let mut c = cfg();
+        c.handshake_timeout = Duration::from_millis(300);
+        let t = node(c).await;
+        let (_ep, conn) = bare_connection(t.local_addr()).await;
+        tokio::time::timeout(Duration::from_secs(5), conn.closed())
+            .await
+            .unwrap();
+        assert_eq!(t.stats().handshake_failures, 1);
+        assert_eq!(t.stats().links_authenticated, 0);
+    }
+
+    #[tokio::test]
+    async fn dropping_the_transport_frees_the_port() {
+        let t = node(cfg()).await;
+        let addr = t.local_addr();
+        drop(t);
+        // The endpoint closes and its driver lets go of the socket.
+        tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                if std::net::UdpSocket::bind(addr).is_ok() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .unwrap();
+    }
 }

@@ -92,6 +92,12 @@ pub(crate) fn bind_udp(addr: SocketAddr) -> io::Result<tokio::net::UdpSocket> {
     if let Err(e) = socket.set_send_buffer_size(SOCKET_BUFFER) {
         warn!(error = %e, "could not set SO_SNDBUF");
     }
+    if addr.is_ipv6() {
+        // Dual-stack on [::]: IPv4 peers then appear as mapped addresses.
+        if let Err(e) = socket.set_only_v6(false) {
+            warn!(error = %e, "could not clear IPV6_V6ONLY");
+        }
+    }
     socket.set_reuse_address(true)?;
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
@@ -106,6 +112,8 @@ pub(crate) fn bind_udp(addr: SocketAddr) -> io::Result<tokio::net::UdpSocket> {
 /// The shared socket as quinn sees it. Also the sender of raw datagrams.
 pub(crate) struct DemuxSocket {
     io: tokio::net::UdpSocket,
+    /// An IPv6 socket reaches IPv4 addresses only in their mapped form.
+    v6: bool,
     raw_tx: mpsc::Sender<RawDatagram>,
     counters: Arc<Counters>,
 }
@@ -125,9 +133,11 @@ impl DemuxSocket {
         counters: Arc<Counters>,
     ) -> (Arc<Self>, RawDatagrams) {
         let (raw_tx, rx) = mpsc::channel(raw_capacity.max(1));
+        let v6 = io.local_addr().map(|a| a.is_ipv6()).unwrap_or(false);
         (
             Arc::new(DemuxSocket {
                 io,
+                v6,
                 raw_tx,
                 counters,
             }),
@@ -149,7 +159,7 @@ impl DemuxSocket {
         // Straight to the kernel: tokio's try_send_to reports WouldBlock
         // until its driver has seen the socket writable once, which would
         // lose the first datagrams of a fresh socket for no reason.
-        let n = socket2::SockRef::from(&self.io).send_to(bytes, &to.into())?;
+        let n = socket2::SockRef::from(&self.io).send_to(bytes, &self.dest(to).into())?;
         if n != bytes.len() {
             return Err(io::Error::new(
                 io::ErrorKind::WriteZero,
@@ -158,6 +168,15 @@ impl DemuxSocket {
         }
         self.counters.raw_sent.fetch_add(1, Relaxed);
         Ok(())
+    }
+
+    fn dest(&self, to: SocketAddr) -> SocketAddr {
+        match to {
+            SocketAddr::V4(v4) if self.v6 => {
+                SocketAddr::new(v4.ip().to_ipv6_mapped().into(), v4.port())
+            }
+            other => other,
+        }
     }
 
     /// Route one received datagram that is not for quinn.
@@ -193,7 +212,7 @@ impl AsyncUdpSocket for DemuxSocket {
     fn try_send(&self, transmit: &Transmit) -> io::Result<()> {
         // One datagram per transmit: max_transmit_segments is 1 (no GSO).
         self.io
-            .try_send_to(transmit.contents, transmit.destination)
+            .try_send_to(transmit.contents, self.dest(transmit.destination))
             .map(|_| ())
     }
 
