@@ -3,9 +3,15 @@
 //! (logins, subscriptions, proofs, rendezvous).
 //!
 //! It depends on `dag` and `nat`, never on `wallet`. [`driver`] is the
-//! protocol logic without I/O (consensus core, ledger, mempool); the event
-//! loop around it owns the sockets, the disk and the clock.
+//! protocol logic without I/O (consensus core, ledger, mempool); [`node`]
+//! is the event loop around it, which owns the [`transport`] (one UDP
+//! socket, QUIC links authenticated by identity keys), the [`store`] (LMDB)
+//! and the clock.
 
+pub mod admin;
 pub mod config;
+pub mod devnet;
 pub mod driver;
 pub mod keys;
+pub mod node;
+pub mod transport;
