@@ -3,7 +3,7 @@
 //! LMDB orders keys by comparing their bytes, so every key that must sort
 //! numerically (rounds, heights, versions, positions) is written as a
 //! fixed-width big-endian integer here. Postcard's varints would not do:
-//! `300` encodes as `ac 02` and sorts before `2` (`02`). [`KeyBytes`] maps
+//! `256` encodes as `80 02` and sorts before `129` (`81 01`). [`KeyBytes`] maps
 //! the key types of the `proofs` structures to such bytes and back; the
 //! decoders accept exactly the bytes the encoders produce, so a damaged key
 //! is reported instead of being read as some other key.
@@ -234,8 +234,8 @@ mod tests {
 
     #[test]
     fn varints_would_not_sort() {
-        // Why the fixed width: postcard puts 300 before 2.
-        assert!(proofs::encode(&300u64) < proofs::encode(&2u64));
-        assert!(300u64.key_bytes() > 2u64.key_bytes());
+        // Why the fixed width: postcard puts 256 before 129.
+        assert!(proofs::encode(&256u64) < proofs::encode(&129u64));
+        assert!(256u64.key_bytes() > 129u64.key_bytes());
     }
 }

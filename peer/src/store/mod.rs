@@ -354,12 +354,16 @@ impl Store {
                     source,
                 })?;
         }
+        // Read outside the log macro, which skips its arguments when
+        // nothing listens: a damaged last key must fail the open.
+        let last_height = store.last_height()?;
+        let last_own_round = store.last_own_round()?;
         info!(
             dir = %store.inner.dir.display(),
             map_size = store.map_size(),
             fresh,
-            last_height = ?store.last_height()?,
-            last_own_round = ?store.last_own_round()?,
+            ?last_height,
+            ?last_own_round,
             "store opened"
         );
         Ok(store)
