@@ -111,7 +111,10 @@ mod tests {
             load_str("name = \"Alpha\"\nlisten = \"127.0.0.1:7000\"\n").unwrap_err()
         );
         assert!(e.contains("`name`"), "{e}");
-        let e = format!("{:#}", load_str("listen = \"127.0.0.1:7000\"\n").unwrap_err());
+        let e = format!(
+            "{:#}",
+            load_str("listen = \"127.0.0.1:7000\"\n").unwrap_err()
+        );
         assert!(e.contains("name"), "{e}");
     }
 }

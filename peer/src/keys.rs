@@ -46,8 +46,12 @@ pub fn load(dir: &Path) -> Result<[u8; 32]> {
             );
         }
     }
-    dag::hex::decode_array::<32>(text.trim())
-        .with_context(|| format!("identity key {}: not 64 lower-case hex digits", path.display()))
+    dag::hex::decode_array::<32>(text.trim()).with_context(|| {
+        format!(
+            "identity key {}: not 64 lower-case hex digits",
+            path.display()
+        )
+    })
 }
 
 /// A signer for the secret, with fresh signing randomness from the OS.

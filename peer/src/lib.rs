@@ -14,4 +14,5 @@ pub mod devnet;
 pub mod driver;
 pub mod keys;
 pub mod node;
+pub mod store;
 pub mod transport;

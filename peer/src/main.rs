@@ -239,10 +239,7 @@ fn run_devnet(
         }
         Ok(())
     })
-    .or_else(|e| {
-        stop(&mut children);
-        Err(e)
-    })?;
+    .inspect_err(|_| stop(&mut children))?;
     stop(&mut children);
     println!("stopped");
     Ok(())

@@ -116,10 +116,13 @@ async fn serve(
         Arc::new(move |k: &PeerKey| allowed.read().map(|a| a.contains(k)).unwrap_or(false))
     };
     let link_signer: Arc<dyn LinkSigner> = Arc::new(Mutex::new(keys::signer(secret)));
-    let (transport, mut raw) =
-        Transport::bind(TransportConfig::new(cfg.listen, chain), link_signer, authorize)
-            .await
-            .with_context(|| format!("binding UDP {}", cfg.listen))?;
+    let (transport, mut raw) = Transport::bind(
+        TransportConfig::new(cfg.listen, chain),
+        link_signer,
+        authorize,
+    )
+    .await
+    .with_context(|| format!("binding UDP {}", cfg.listen))?;
     let me = transport.key();
     info!(name = %cfg.name, key = %me, %chain, listen = %transport.local_addr(), "peer starting");
 
@@ -157,7 +160,10 @@ async fn serve(
                 let targets: Vec<(PeerKey, Link)> = {
                     let l = links.lock().unwrap_or_else(|p| p.into_inner());
                     match &out {
-                        Out::Send(to, _) => l.get(to).map(|x| vec![(*to, x.clone())]).unwrap_or_default(),
+                        Out::Send(to, _) => l
+                            .get(to)
+                            .map(|x| vec![(*to, x.clone())])
+                            .unwrap_or_default(),
                         Out::Broadcast(_) => l.iter().map(|(k, x)| (*k, x.clone())).collect(),
                     }
                 };
@@ -353,7 +359,10 @@ async fn admin_session(stream: tokio::net::UnixStream, in_tx: mpsc::Sender<Input
     Ok(())
 }
 
-async fn metrics_session(mut stream: tokio::net::TcpStream, in_tx: mpsc::Sender<Input>) -> Result<()> {
+async fn metrics_session(
+    mut stream: tokio::net::TcpStream,
+    in_tx: mpsc::Sender<Input>,
+) -> Result<()> {
     // Read (and ignore) the request head; every path gets the metrics.
     let mut buf = [0u8; 2048];
     let _ = tokio::time::timeout(Duration::from_secs(2), stream.read(&mut buf)).await;
@@ -374,19 +383,53 @@ async fn metrics_session(mut stream: tokio::net::TcpStream, in_tx: mpsc::Sender<
 pub fn prometheus_text(s: &Status) -> String {
     let mut out = String::new();
     let mut gauge = |name: &str, help: &str, v: f64| {
-        out.push_str(&format!("# HELP pos_{name} {help}\n# TYPE pos_{name} gauge\npos_{name} {v}\n"));
+        out.push_str(&format!(
+            "# HELP pos_{name} {help}\n# TYPE pos_{name} gauge\npos_{name} {v}\n"
+        ));
     };
     gauge("round", "First round not yet sequenced.", s.round as f64);
     gauge("height", "Last committed height.", s.height as f64);
-    gauge("committee_size", "Members of the current committee.", s.committee_size as f64);
-    gauge("peers_connected", "Authenticated peer links.", s.peers_connected as f64);
-    gauge("lag_rounds", "Rounds seen but not yet sequenced.", s.lag_rounds as f64);
-    gauge("mempool_txs", "Transactions waiting to be proposed.", s.mempool_txs as f64);
-    gauge("disk_bytes", "Size of the LMDB data file.", s.disk_bytes as f64);
-    gauge("dropped_datagrams", "Datagrams and frames dropped.", s.dropped_datagrams as f64);
-    gauge("equivocations", "Equivocations detected.", s.equivocations as f64);
+    gauge(
+        "committee_size",
+        "Members of the current committee.",
+        s.committee_size as f64,
+    );
+    gauge(
+        "peers_connected",
+        "Authenticated peer links.",
+        s.peers_connected as f64,
+    );
+    gauge(
+        "lag_rounds",
+        "Rounds seen but not yet sequenced.",
+        s.lag_rounds as f64,
+    );
+    gauge(
+        "mempool_txs",
+        "Transactions waiting to be proposed.",
+        s.mempool_txs as f64,
+    );
+    gauge(
+        "disk_bytes",
+        "Size of the LMDB data file.",
+        s.disk_bytes as f64,
+    );
+    gauge(
+        "dropped_datagrams",
+        "Datagrams and frames dropped.",
+        s.dropped_datagrams as f64,
+    );
+    gauge(
+        "equivocations",
+        "Equivocations detected.",
+        s.equivocations as f64,
+    );
     gauge("txs_applied", "Transactions applied.", s.txs_applied as f64);
-    gauge("txs_rejected", "Ordered transactions rejected.", s.txs_rejected as f64);
+    gauge(
+        "txs_rejected",
+        "Ordered transactions rejected.",
+        s.txs_rejected as f64,
+    );
     out.push_str("# HELP pos_drops_total Drops by reason.\n# TYPE pos_drops_total counter\n");
     for (reason, n) in &s.drops {
         out.push_str(&format!("pos_drops_total{{reason=\"{reason}\"}} {n}\n"));
@@ -431,15 +474,24 @@ fn driver_loop(
         // which must equal the stored ones.
         let mut events: Vec<Event> = Vec::new();
         for (_, _, bytes) in store.events_from_round(0)? {
-            events.push(proofs::decode(&bytes, dag::wire::MAX_PEER_MESSAGE).context("a stored event")?);
+            events.push(
+                proofs::decode(&bytes, dag::wire::MAX_PEER_MESSAGE).context("a stored event")?,
+            );
         }
         for (_, bytes) in store.own_events_from(0)? {
-            events.push(proofs::decode(&bytes, dag::wire::MAX_PEER_MESSAGE).context("a stored own event")?);
+            events.push(
+                proofs::decode(&bytes, dag::wire::MAX_PEER_MESSAGE)
+                    .context("a stored own event")?,
+            );
         }
         events.sort_by_key(|e| e.body.round);
         let stored_heights = store.last_height()?.unwrap_or(0);
         if !events.is_empty() {
-            info!(events = events.len(), heights = stored_heights, "replaying the event log");
+            info!(
+                events = events.len(),
+                heights = stored_heights,
+                "replaying the event log"
+            );
         }
         driver.replay(events);
         Ok((driver, stored_heights))
@@ -465,7 +517,11 @@ fn driver_loop(
                     store
                         .put_own_event(round, &proofs::encode(&*event))
                         .context("persisting our own event")?;
-                    send(&out_tx, &counters, Out::Broadcast(frame(&PeerMessage::Events(vec![(*event).clone()]))));
+                    send(
+                        &out_tx,
+                        &counters,
+                        Out::Broadcast(frame(&PeerMessage::Events(vec![(*event).clone()]))),
+                    );
                 }
                 Effect::Send { to, msg } => send(&out_tx, &counters, Out::Send(to, frame(&msg))),
                 Effect::Broadcast(msg) => send(&out_tx, &counters, Out::Broadcast(frame(&msg))),
@@ -474,7 +530,11 @@ fn driver_loop(
         }
         if last_frontier.elapsed() >= FRONTIER_EVERY {
             last_frontier = Instant::now();
-            send(&out_tx, &counters, Out::Broadcast(frame(&driver.frontier_message())));
+            send(
+                &out_tx,
+                &counters,
+                Out::Broadcast(frame(&driver.frontier_message())),
+            );
         }
         let wait = driver
             .poll_timeout()
@@ -514,7 +574,11 @@ fn driver_loop(
             }
             Input::Connected(key) => {
                 connected.insert(key);
-                send(&out_tx, &counters, Out::Send(key, frame(&driver.frontier_message())));
+                send(
+                    &out_tx,
+                    &counters,
+                    Out::Send(key, frame(&driver.frontier_message())),
+                );
             }
             Input::Height(h, reply) => {
                 let rec = store
@@ -580,10 +644,22 @@ fn status(
     let t = transport.stats();
     let highest_seen = core.frontier().iter().map(|(_, r)| *r).max().unwrap_or(0);
     let mut drops = BTreeMap::new();
-    drops.insert("malformed_message".to_string(), counters.malformed_messages.load(Relaxed));
-    drops.insert("input_queue_full".to_string(), counters.input_queue_full.load(Relaxed));
-    drops.insert("output_queue_full".to_string(), counters.output_queue_full.load(Relaxed));
-    drops.insert("link_send_refused".to_string(), counters.link_send_refused.load(Relaxed));
+    drops.insert(
+        "malformed_message".to_string(),
+        counters.malformed_messages.load(Relaxed),
+    );
+    drops.insert(
+        "input_queue_full".to_string(),
+        counters.input_queue_full.load(Relaxed),
+    );
+    drops.insert(
+        "output_queue_full".to_string(),
+        counters.output_queue_full.load(Relaxed),
+    );
+    drops.insert(
+        "link_send_refused".to_string(),
+        counters.link_send_refused.load(Relaxed),
+    );
     drops.insert("rate_limited_frame".to_string(), t.frames_dropped_rate);
     drops.insert("frame_too_large".to_string(), t.frames_too_large);
     drops.insert("raw_queue_full".to_string(), t.raw_dropped_queue_full);

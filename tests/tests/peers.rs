@@ -13,7 +13,11 @@ fn same_roots(net: &LocalNet, peers: &[usize], height: u64) {
         let r = net
             .roots_at(i, height)
             .unwrap_or_else(|| panic!("peer {i} has no height {height}"));
-        assert_eq!(r, first, "peers {} and {i} differ at height {height}", peers[0]);
+        assert_eq!(
+            r, first,
+            "peers {} and {i} differ at height {height}",
+            peers[0]
+        );
     }
 }
 

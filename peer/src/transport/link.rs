@@ -85,6 +85,11 @@ impl Link {
         self.peer
     }
 
+    /// Identifies the connection: two handles of one link share it.
+    pub fn id(&self) -> usize {
+        self.conn.stable_id()
+    }
+
     /// The other end's current UDP address.
     pub fn remote_addr(&self) -> SocketAddr {
         self.conn.remote_address()

@@ -1,0 +1,837 @@
+//! The peer's storage: one LMDB environment (through heed) in a directory,
+//! holding the peer's own signed events, the DAG's events, the committed
+//! heights the ledger replays on restart, a small meta map, and the Merkle
+//! nodes of the ledger's trees ([`LmdbNodes`]). One writer at a time, any
+//! number of readers; every write is one LMDB transaction, synced to disk
+//! before the call returns, so what a call reported as written survives
+//! `kill -9` and power loss, and a crash mid-write leaves the previous
+//! state. Byte layouts and guarantees are in `specs/storage.md`.
+
+mod keys;
+mod nodes;
+#[cfg(test)]
+mod tests;
+
+pub use keys::{be_u64, read_be_u64, KeyBytes};
+pub use nodes::{LmdbNodes, PendingNodes};
+
+use heed::types::Bytes;
+use heed::{Database, Env, EnvOpenOptions, MdbError, RoTxn, RwTxn, WithoutTls};
+use proofs::Hash;
+use std::collections::HashSet;
+use std::fs::{File, TryLockError};
+use std::io;
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use thiserror::Error;
+use tracing::{debug, info, warn};
+
+/// The layout version this build reads and writes; a store of another
+/// version is refused rather than misread.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Map sizes are rounded to this: a multiple of every page size LMDB meets
+/// (4, 16 and 64 KiB), which LMDB requires of a map size.
+pub const MAP_GRANULE: usize = 64 << 10;
+
+/// Databases one environment may hold: the five fixed ones and the node
+/// databases of the ledger's structures.
+const MAX_DBS: u32 = 64;
+
+/// Names of the fixed databases (see `specs/storage.md`).
+pub const DB_META: &str = "meta";
+pub const DB_OWN_EVENTS: &str = "own_events";
+pub const DB_EVENTS: &str = "events";
+pub const DB_EVENT_INDEX: &str = "event_index";
+pub const DB_HEIGHTS: &str = "heights";
+/// Node databases are named `nodes/<name>`.
+pub const NODES_PREFIX: &str = "nodes/";
+
+/// Meta keys under this prefix belong to the store itself.
+pub const RESERVED_META_PREFIX: &[u8] = b"store/";
+const META_SCHEMA: &[u8] = b"store/schema";
+const META_CHAIN: &[u8] = b"store/chain";
+const META_OWN_PROGRESS: &[u8] = b"store/own-progress";
+const META_NODES_PREFIX: &str = "store/nodes/";
+
+/// The file whose exclusive lock marks the directory as in use.
+const LOCK_FILE: &str = "peer.lock";
+
+type Db = Database<Bytes, Bytes>;
+
+/// Why a storage operation failed.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("store directory {path}: {source}")]
+    Dir { path: PathBuf, source: io::Error },
+    #[error("store directory {0} is in use by another process")]
+    Locked(PathBuf),
+    #[error("LMDB: {0}")]
+    Lmdb(#[from] heed::Error),
+    #[error("the store is full: its map is at the configured maximum of {max} bytes")]
+    MapFull { max: usize },
+    #[error("the store belongs to chain {found}, not to chain {expected}")]
+    WrongChain { expected: Hash, found: Hash },
+    #[error("the store has schema version {found}; this build reads version {expected}")]
+    WrongSchema { expected: u32, found: u32 },
+    #[error("corrupt record in database `{db}`: {what}")]
+    Corrupt { db: String, what: String },
+    #[error("height {got} cannot be committed: the next height is {expected}")]
+    HeightNotNext { expected: u64, got: u64 },
+    #[error(
+        "refusing a second own event for round {round}: the last own event is at round {last}"
+    )]
+    OwnRoundTaken { round: u64, last: u64 },
+    #[error("event {id} is stored at round {stored}, not at round {given}")]
+    EventRoundMismatch { id: Hash, stored: u64, given: u64 },
+    #[error("meta key {0:?} is reserved for the store itself")]
+    ReservedMetaKey(String),
+    #[error("node database name {0:?} is invalid (1 to 64 characters of a-z 0-9 _ - /)")]
+    BadNodesName(String),
+    #[error("node database `{name}` holds {found} nodes, not {expected}")]
+    WrongNodeKind {
+        name: String,
+        expected: &'static str,
+        found: String,
+    },
+    #[error("node database `{0}` is already open")]
+    NodesInUse(String),
+    #[error("node database `{0}` belongs to another store")]
+    ForeignNodes(String),
+}
+
+impl StoreError {
+    fn corrupt(db: &str, what: impl Into<String>) -> Self {
+        StoreError::Corrupt {
+            db: db.to_string(),
+            what: what.into(),
+        }
+    }
+
+    fn is_map_full(&self) -> bool {
+        matches!(self, StoreError::Lmdb(heed::Error::Mdb(MdbError::MapFull)))
+    }
+}
+
+/// How to open a store.
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    /// The chain this store holds; a store of another chain is refused.
+    pub chain_id: Hash,
+    /// The initial map size in bytes (rounded up to [`MAP_GRANULE`]). The
+    /// map is the most the data file may grow to before the store grows it.
+    pub map_size: usize,
+    /// The map is doubled when full, up to this (rounded down to
+    /// [`MAP_GRANULE`], and at least `map_size`).
+    pub max_map_size: usize,
+}
+
+impl StoreConfig {
+    /// `map_size` initially, growing up to 1 TiB (1 GiB on 32-bit targets,
+    /// whose address space cannot map more).
+    pub fn new(chain_id: Hash, map_size: usize) -> Self {
+        let max = usize::try_from(1u64 << 40).unwrap_or(1 << 30);
+        StoreConfig {
+            chain_id,
+            map_size,
+            max_map_size: max.max(map_size),
+        }
+    }
+
+    pub fn max_map_size(mut self, max: usize) -> Self {
+        self.max_map_size = max;
+        self
+    }
+}
+
+/// The environment and the locks around it that make map growth safe.
+struct EnvHandle {
+    env: Env<WithoutTls>,
+    /// LMDB allows one write transaction at a time; this orders them and
+    /// lets a writer grow the map between attempts.
+    writer: Mutex<()>,
+    /// Every transaction of this process is opened under the read side;
+    /// growing the map takes the write side, because LMDB may only change
+    /// the map size while no transaction is active in the process.
+    resize: RwLock<()>,
+    max_map_size: usize,
+}
+
+impl EnvHandle {
+    fn read<T>(&self, f: impl FnOnce(&RoTxn) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let _guard = self.resize.read().unwrap_or_else(PoisonError::into_inner);
+        let txn = self.env.read_txn()?;
+        f(&txn)
+    }
+
+    /// Run `f` in a write transaction and commit it (LMDB syncs the data
+    /// file on commit). If the map fills up, the transaction is dropped
+    /// (aborted: nothing of it was written), the map grown and `f` run
+    /// again, so `f` must be repeatable.
+    fn write<T>(
+        &self,
+        mut f: impl FnMut(&mut RwTxn) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let _writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            let attempt = {
+                let _guard = self.resize.read().unwrap_or_else(PoisonError::into_inner);
+                let mut txn = self.env.write_txn()?;
+                match f(&mut txn) {
+                    Ok(v) => txn.commit().map(|()| v).map_err(StoreError::from),
+                    Err(e) => Err(e),
+                }
+            };
+            match attempt {
+                Err(e) if e.is_map_full() => self.grow()?,
+                other => return other,
+            }
+        }
+    }
+
+    /// Double the map, up to the maximum.
+    fn grow(&self) -> Result<(), StoreError> {
+        let _guard = self.resize.write().unwrap_or_else(PoisonError::into_inner);
+        let current = self.env.info().map_size;
+        if current >= self.max_map_size {
+            warn!(
+                map_size = current,
+                "store map full at its configured maximum"
+            );
+            return Err(StoreError::MapFull {
+                max: self.max_map_size,
+            });
+        }
+        let target = round_up(current.saturating_mul(2)).min(self.max_map_size);
+        // SAFETY: every transaction of this process is opened through this
+        // handle under `resize`'s read side, and we hold its write side, so
+        // none is active; heed refuses a second `Env` on the same path in
+        // this process, and the directory lock keeps other processes out.
+        unsafe { self.env.resize(target)? };
+        info!(from = current, to = target, "store map grown");
+        Ok(())
+    }
+}
+
+fn round_up(n: usize) -> usize {
+    n.div_ceil(MAP_GRANULE).saturating_mul(MAP_GRANULE)
+}
+
+struct Inner {
+    handle: EnvHandle,
+    dir: PathBuf,
+    chain_id: Hash,
+    meta: Db,
+    own_events: Db,
+    events: Db,
+    event_index: Db,
+    heights: Db,
+    /// Node databases with a live [`LmdbNodes`]: two overlays over one
+    /// database would overwrite each other's writes.
+    open_nodes: Mutex<HashSet<String>>,
+    /// Held (locked) for as long as the store is open.
+    _lock: File,
+}
+
+/// The peer's LMDB store. Cheap to clone; all clones share one environment,
+/// which closes when the last clone (and the last [`LmdbNodes`]) is dropped.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("dir", &self.inner.dir)
+            .field("chain_id", &self.inner.chain_id)
+            .finish()
+    }
+}
+
+/// Fixed-width big-endian keys: LMDB compares keys as bytes, so only these
+/// sort numerically (postcard varints do not; see [`keys`]).
+fn event_key(round: u64, id: &Hash) -> [u8; 40] {
+    let mut k = [0u8; 40];
+    k[..8].copy_from_slice(&be_u64(round));
+    k[8..].copy_from_slice(&id.0);
+    k
+}
+
+fn parse_event_key(bytes: &[u8]) -> Result<(u64, Hash), StoreError> {
+    if bytes.len() != 40 {
+        return Err(StoreError::corrupt(
+            DB_EVENTS,
+            format!("key of {} bytes, not 40", bytes.len()),
+        ));
+    }
+    let (round, id) = bytes.split_at(8);
+    let round = read_be_u64(round).ok_or_else(|| StoreError::corrupt(DB_EVENTS, "bad key"))?;
+    let id = Hash(
+        id.try_into()
+            .map_err(|_| StoreError::corrupt(DB_EVENTS, "bad key"))?,
+    );
+    Ok((round, id))
+}
+
+/// A key of the `own_events` or `heights` database: 8 bytes big-endian.
+fn parse_u64_key(db: &str, bytes: &[u8]) -> Result<u64, StoreError> {
+    read_be_u64(bytes)
+        .ok_or_else(|| StoreError::corrupt(db, format!("key of {} bytes, not 8", bytes.len())))
+}
+
+impl Store {
+    /// Open the store in `dir` (created if missing) for `config.chain_id`.
+    /// A fresh store is stamped with the chain id and [`SCHEMA_VERSION`];
+    /// an existing one must carry the same, or opening fails with
+    /// [`StoreError::WrongChain`] / [`StoreError::WrongSchema`]. Only one
+    /// process may have the directory open ([`StoreError::Locked`]).
+    pub fn open(dir: impl AsRef<Path>, config: &StoreConfig) -> Result<Store, StoreError> {
+        let dir = dir.as_ref().to_path_buf();
+        let dir_err = |source| StoreError::Dir {
+            path: dir.clone(),
+            source,
+        };
+        std::fs::create_dir_all(&dir).map_err(dir_err)?;
+        let lock = File::create(dir.join(LOCK_FILE)).map_err(dir_err)?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => return Err(StoreError::Locked(dir)),
+            Err(TryLockError::Error(e)) => return Err(dir_err(e)),
+        }
+
+        let map_size = round_up(config.map_size.max(MAP_GRANULE));
+        let max_map_size = (config.max_map_size / MAP_GRANULE * MAP_GRANULE).max(map_size);
+        let mut options = EnvOpenOptions::new().read_txn_without_tls();
+        options.map_size(map_size).max_dbs(MAX_DBS);
+        // SAFETY: the directory lock taken above keeps every other process
+        // (and every other `Store` of this process) away from these files
+        // while this environment is open, and the store never hands out
+        // references into the map that outlive a transaction.
+        let env = unsafe { options.open(&dir) }?;
+        let handle = EnvHandle {
+            env,
+            writer: Mutex::new(()),
+            resize: RwLock::new(()),
+            max_map_size,
+        };
+
+        let dbs = handle.write(|txn| {
+            let mut create = |name: &str| -> Result<Db, StoreError> {
+                Ok(handle.env.create_database(txn, Some(name))?)
+            };
+            Ok([
+                create(DB_META)?,
+                create(DB_OWN_EVENTS)?,
+                create(DB_EVENTS)?,
+                create(DB_EVENT_INDEX)?,
+                create(DB_HEIGHTS)?,
+            ])
+        })?;
+        let [meta, own_events, events, event_index, heights] = dbs;
+        let store = Store {
+            inner: Arc::new(Inner {
+                handle,
+                dir,
+                chain_id: config.chain_id,
+                meta,
+                own_events,
+                events,
+                event_index,
+                heights,
+                open_nodes: Mutex::new(HashSet::new()),
+                _lock: lock,
+            }),
+        };
+        let fresh = store.check_or_stamp()?;
+        if fresh {
+            // Make the new files' directory entries durable too.
+            File::open(&store.inner.dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|source| StoreError::Dir {
+                    path: store.inner.dir.clone(),
+                    source,
+                })?;
+        }
+        // Read outside the log macro, which skips its arguments when
+        // nothing listens: a damaged last key must fail the open.
+        let last_height = store.last_height()?;
+        let last_own_round = store.last_own_round()?;
+        info!(
+            dir = %store.inner.dir.display(),
+            map_size = store.map_size(),
+            fresh,
+            ?last_height,
+            ?last_own_round,
+            "store opened"
+        );
+        Ok(store)
+    }
+
+    /// Check the schema version and chain id, or write them into a fresh
+    /// store. Returns whether the store was fresh.
+    fn check_or_stamp(&self) -> Result<bool, StoreError> {
+        let i = &*self.inner;
+        i.handle.write(|txn| {
+            let Some(schema) = i.meta.get(txn, META_SCHEMA)? else {
+                for (name, db) in self.fixed_dbs() {
+                    if !db.is_empty(txn)? {
+                        return Err(StoreError::corrupt(
+                            name,
+                            "records present but the store has no schema version",
+                        ));
+                    }
+                }
+                i.meta
+                    .put(txn, META_SCHEMA, &SCHEMA_VERSION.to_be_bytes())?;
+                i.meta.put(txn, META_CHAIN, &i.chain_id.0)?;
+                return Ok(true);
+            };
+            let schema = <[u8; 4]>::try_from(schema)
+                .map(u32::from_be_bytes)
+                .map_err(|_| {
+                    StoreError::corrupt(
+                        DB_META,
+                        format!("schema version of {} bytes, not 4", schema.len()),
+                    )
+                })?;
+            if schema != SCHEMA_VERSION {
+                return Err(StoreError::WrongSchema {
+                    expected: SCHEMA_VERSION,
+                    found: schema,
+                });
+            }
+            let chain = i
+                .meta
+                .get(txn, META_CHAIN)?
+                .ok_or_else(|| StoreError::corrupt(DB_META, "no chain id"))?;
+            let found = Hash(<[u8; 32]>::try_from(chain).map_err(|_| {
+                StoreError::corrupt(
+                    DB_META,
+                    format!("chain id of {} bytes, not 32", chain.len()),
+                )
+            })?);
+            if found != i.chain_id {
+                return Err(StoreError::WrongChain {
+                    expected: i.chain_id,
+                    found,
+                });
+            }
+            Ok(false)
+        })
+    }
+
+    fn fixed_dbs(&self) -> [(&'static str, Db); 5] {
+        let i = &*self.inner;
+        [
+            (DB_META, i.meta),
+            (DB_OWN_EVENTS, i.own_events),
+            (DB_EVENTS, i.events),
+            (DB_EVENT_INDEX, i.event_index),
+            (DB_HEIGHTS, i.heights),
+        ]
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&RoTxn) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        self.inner.handle.read(f)
+    }
+
+    fn write<T>(
+        &self,
+        f: impl FnMut(&mut RwTxn) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.inner.handle.write(f)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    pub fn chain_id(&self) -> Hash {
+        self.inner.chain_id
+    }
+
+    /// The current map size in bytes (grows when the map fills up).
+    pub fn map_size(&self) -> usize {
+        self.inner.handle.env.info().map_size
+    }
+
+    /// The size of the data file on disk, for the status command.
+    pub fn disk_bytes(&self) -> Result<u64, StoreError> {
+        Ok(self.inner.handle.env.real_disk_size()?)
+    }
+
+    // ---- own signing state -------------------------------------------
+
+    /// Record the event this peer signed for `round`, durably, before it is
+    /// sent: after a crash the peer finds it here and never signs another
+    /// event for that round. Rounds only go up: a round at or below the
+    /// last one is refused with [`StoreError::OwnRoundTaken`], unless it
+    /// repeats exactly the bytes already stored for that round (a retry).
+    pub fn put_own_event(&self, round: u64, event: &[u8]) -> Result<(), StoreError> {
+        let db = self.inner.own_events;
+        let key = be_u64(round);
+        self.write(|txn| {
+            if let Some((last, _)) = db.last(txn)? {
+                let last = parse_u64_key(DB_OWN_EVENTS, last)?;
+                if round <= last {
+                    return match db.get(txn, &key)? {
+                        Some(stored) if stored == event => Ok(()),
+                        _ => Err(StoreError::OwnRoundTaken { round, last }),
+                    };
+                }
+            }
+            db.put(txn, &key, event)?;
+            Ok(())
+        })
+    }
+
+    /// Own events from `round` on, in round order.
+    pub fn own_events_from(&self, round: u64) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        let db = self.inner.own_events;
+        let from = be_u64(round);
+        self.read(|txn| {
+            let mut out = Vec::new();
+            for item in db.range(txn, &from_key(&from))? {
+                let (k, v) = item?;
+                out.push((parse_u64_key(DB_OWN_EVENTS, k)?, v.to_vec()));
+            }
+            Ok(out)
+        })
+    }
+
+    /// The round of the last own event, if any.
+    pub fn last_own_round(&self) -> Result<Option<u64>, StoreError> {
+        let db = self.inner.own_events;
+        self.read(|txn| match db.last(txn)? {
+            Some((k, _)) => Ok(Some(parse_u64_key(DB_OWN_EVENTS, k)?)),
+            None => Ok(None),
+        })
+    }
+
+    /// Drop own events below `round`, always keeping the last one (it is
+    /// what stops a second event for its round). Returns how many went.
+    pub fn prune_own_events_below(&self, round: u64) -> Result<usize, StoreError> {
+        let db = self.inner.own_events;
+        let n = self.write(|txn| {
+            let Some((last, _)) = db.last(txn)? else {
+                return Ok(0);
+            };
+            let last = parse_u64_key(DB_OWN_EVENTS, last)?;
+            let end = be_u64(round.min(last));
+            Ok(db.delete_range(txn, &below_key(&end))?)
+        })?;
+        debug!(below = round, removed = n, "own events pruned");
+        Ok(n)
+    }
+
+    /// The consensus core's own progress (opaque bytes), durably.
+    pub fn put_own_progress(&self, progress: &[u8]) -> Result<(), StoreError> {
+        let db = self.inner.meta;
+        self.write(|txn| Ok(db.put(txn, META_OWN_PROGRESS, progress)?))
+    }
+
+    pub fn own_progress(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        let db = self.inner.meta;
+        self.read(|txn| Ok(db.get(txn, META_OWN_PROGRESS)?.map(<[u8]>::to_vec)))
+    }
+
+    // ---- events --------------------------------------------------------
+
+    /// Store events `(round, id, bytes)` in one transaction. Storing an
+    /// event again is harmless (the bytes are replaced); storing an id
+    /// under another round than before is refused.
+    pub fn put_events(&self, events: &[(u64, Hash, &[u8])]) -> Result<(), StoreError> {
+        let (data, index) = (self.inner.events, self.inner.event_index);
+        self.write(|txn| {
+            for (round, id, bytes) in events {
+                if let Some(stored) = index.get(txn, &id.0)? {
+                    let stored = parse_u64_key(DB_EVENT_INDEX, stored)?;
+                    if stored != *round {
+                        return Err(StoreError::EventRoundMismatch {
+                            id: *id,
+                            stored,
+                            given: *round,
+                        });
+                    }
+                }
+                data.put(txn, &event_key(*round, id), bytes)?;
+                index.put(txn, &id.0, &be_u64(*round))?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Every stored event from `round` on, in (round, id) order.
+    pub fn events_from_round(&self, round: u64) -> Result<Vec<(u64, Hash, Vec<u8>)>, StoreError> {
+        let db = self.inner.events;
+        let from = be_u64(round);
+        self.read(|txn| {
+            let mut out = Vec::new();
+            for item in db.range(txn, &from_key(&from))? {
+                let (k, v) = item?;
+                let (round, id) = parse_event_key(k)?;
+                out.push((round, id, v.to_vec()));
+            }
+            Ok(out)
+        })
+    }
+
+    /// One event by id, with its round.
+    pub fn get_event(&self, id: &Hash) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+        let (data, index) = (self.inner.events, self.inner.event_index);
+        self.read(|txn| {
+            let Some(round) = index.get(txn, &id.0)? else {
+                return Ok(None);
+            };
+            let round = parse_u64_key(DB_EVENT_INDEX, round)?;
+            match data.get(txn, &event_key(round, id))? {
+                Some(bytes) => Ok(Some((round, bytes.to_vec()))),
+                None => Err(StoreError::corrupt(
+                    DB_EVENT_INDEX,
+                    format!("event {id} indexed at round {round} but not stored"),
+                )),
+            }
+        })
+    }
+
+    /// Delete every event below `round` (and its index entry). Returns how
+    /// many went.
+    pub fn prune_events_below(&self, round: u64) -> Result<usize, StoreError> {
+        let (data, index) = (self.inner.events, self.inner.event_index);
+        let end = be_u64(round);
+        let n = self.write(|txn| {
+            let mut ids = Vec::new();
+            for item in data.range(txn, &below_key(&end))? {
+                let (k, _) = item?;
+                ids.push(parse_event_key(k)?.1);
+            }
+            for id in &ids {
+                index.delete(txn, &id.0)?;
+            }
+            data.delete_range(txn, &below_key(&end))?;
+            Ok(ids.len())
+        })?;
+        debug!(below = round, removed = n, "events pruned");
+        Ok(n)
+    }
+
+    // ---- committed heights ---------------------------------------------
+
+    /// Append the record of committed height `height`, durably. Heights
+    /// start at 1 and go up by one ([`StoreError::HeightNotNext`]
+    /// otherwise).
+    pub fn append_height(&self, height: u64, record: &[u8]) -> Result<(), StoreError> {
+        self.commit_height(height, record, &[])
+    }
+
+    /// Append the record of `height` and write the pending node writes of
+    /// every `nodes` in ONE transaction: after a crash either all of it is
+    /// on disk or none. On success the overlays are emptied; on error they
+    /// are kept and nothing was written.
+    pub fn commit_height(
+        &self,
+        height: u64,
+        record: &[u8],
+        nodes: &[&dyn PendingNodes],
+    ) -> Result<(), StoreError> {
+        let db = self.inner.heights;
+        let batches = self.encode_pending(nodes)?;
+        let key = be_u64(height);
+        self.write(|txn| {
+            let expected = match db.last(txn)? {
+                Some((k, _)) => parse_u64_key(DB_HEIGHTS, k)? + 1,
+                None => 1,
+            };
+            if height != expected {
+                return Err(StoreError::HeightNotNext {
+                    expected,
+                    got: height,
+                });
+            }
+            db.put(txn, &key, record)?;
+            Self::write_pending(txn, &batches)
+        })?;
+        for n in nodes {
+            n.clear_pending();
+        }
+        Ok(())
+    }
+
+    /// Write the pending node writes of every `nodes` in one transaction,
+    /// without a height (genesis, or structures created before the first
+    /// height). Emptied on success, kept on error.
+    pub fn commit_nodes(&self, nodes: &[&dyn PendingNodes]) -> Result<(), StoreError> {
+        let batches = self.encode_pending(nodes)?;
+        self.write(|txn| Self::write_pending(txn, &batches))?;
+        for n in nodes {
+            n.clear_pending();
+        }
+        Ok(())
+    }
+
+    /// The pending writes of `nodes`, encoded and sorted by key (LMDB
+    /// writes sorted keys into fewer, fuller pages).
+    fn encode_pending(&self, nodes: &[&dyn PendingNodes]) -> Result<Vec<nodes::Batch>, StoreError> {
+        nodes
+            .iter()
+            .map(|n| {
+                let batch = n.encode_pending();
+                if !Arc::ptr_eq(&batch.owner, &self.inner) {
+                    return Err(StoreError::ForeignNodes(batch.name.clone()));
+                }
+                Ok(batch)
+            })
+            .collect()
+    }
+
+    fn write_pending(txn: &mut RwTxn, batches: &[nodes::Batch]) -> Result<(), StoreError> {
+        for b in batches {
+            for (k, v) in &b.writes {
+                match v {
+                    Some(v) => b.db.put(txn, k, v)?,
+                    None => {
+                        b.db.delete(txn, k)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Up to `limit` committed heights from `from` on, in order. A gap in
+    /// the stored sequence is reported as corruption.
+    pub fn heights_from(&self, from: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        let db = self.inner.heights;
+        let start = be_u64(from.max(1));
+        self.read(|txn| {
+            let mut out: Vec<(u64, Vec<u8>)> = Vec::new();
+            let range = db.range(txn, &from_key(&start))?.take(limit);
+            for (expected, item) in (from.max(1)..).zip(range) {
+                let (k, v) = item?;
+                let h = parse_u64_key(DB_HEIGHTS, k)?;
+                if h != expected {
+                    return Err(StoreError::corrupt(
+                        DB_HEIGHTS,
+                        format!("height {expected} missing (next stored is {h})"),
+                    ));
+                }
+                out.push((h, v.to_vec()));
+            }
+            Ok(out)
+        })
+    }
+
+    /// The last committed height, if any.
+    pub fn last_height(&self) -> Result<Option<u64>, StoreError> {
+        let db = self.inner.heights;
+        self.read(|txn| match db.last(txn)? {
+            Some((k, _)) => Ok(Some(parse_u64_key(DB_HEIGHTS, k)?)),
+            None => Ok(None),
+        })
+    }
+
+    // ---- meta ----------------------------------------------------------
+
+    /// Set a meta entry, durably. Keys starting with `store/` are the
+    /// store's own ([`StoreError::ReservedMetaKey`]).
+    pub fn put_meta(&self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        check_meta_key(key)?;
+        let db = self.inner.meta;
+        self.write(|txn| Ok(db.put(txn, key, value)?))
+    }
+
+    pub fn meta(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        check_meta_key(key)?;
+        let db = self.inner.meta;
+        self.read(|txn| Ok(db.get(txn, key)?.map(<[u8]>::to_vec)))
+    }
+
+    pub fn delete_meta(&self, key: &[u8]) -> Result<bool, StoreError> {
+        check_meta_key(key)?;
+        let db = self.inner.meta;
+        self.write(|txn| Ok(db.delete(txn, key)?))
+    }
+
+    // ---- Merkle nodes --------------------------------------------------
+
+    /// The node database `name` (created if missing) as a [`NodeStore`]
+    /// for a `proofs` structure with keys `K` and values `V`. The database
+    /// remembers `K`'s layout ([`KeyBytes::KIND`]) and refuses another.
+    /// Writes stay in memory until [`Store::commit_height`] or
+    /// [`Store::commit_nodes`]; one `LmdbNodes` per database at a time.
+    ///
+    /// [`NodeStore`]: proofs::NodeStore
+    pub fn nodes<K, V>(&self, name: &str) -> Result<LmdbNodes<K, V>, StoreError>
+    where
+        K: KeyBytes + Eq + std::hash::Hash + Clone,
+        V: serde::Serialize + serde::de::DeserializeOwned + Clone,
+    {
+        let valid = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-/".contains(&b));
+        if !valid {
+            return Err(StoreError::BadNodesName(name.to_string()));
+        }
+        let mut open = self
+            .inner
+            .open_nodes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if open.contains(name) {
+            return Err(StoreError::NodesInUse(name.to_string()));
+        }
+        let db_name = format!("{NODES_PREFIX}{name}");
+        let kind_key = format!("{META_NODES_PREFIX}{name}");
+        let meta = self.inner.meta;
+        let env = &self.inner.handle.env;
+        let db = self.write(|txn| {
+            match meta.get(txn, kind_key.as_bytes())? {
+                Some(found) if found != K::KIND.as_bytes() => {
+                    return Err(StoreError::WrongNodeKind {
+                        name: name.to_string(),
+                        expected: K::KIND,
+                        found: String::from_utf8_lossy(found).into_owned(),
+                    })
+                }
+                Some(_) => {}
+                None => meta.put(txn, kind_key.as_bytes(), K::KIND.as_bytes())?,
+            }
+            Ok(env.create_database::<Bytes, Bytes>(txn, Some(&db_name))?)
+        })?;
+        open.insert(name.to_string());
+        Ok(LmdbNodes::new(self.clone(), name.to_string(), db))
+    }
+
+    fn release_nodes(&self, name: &str) {
+        self.inner
+            .open_nodes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(name);
+    }
+}
+
+type KeyRange<'a> = (Bound<&'a [u8]>, Bound<&'a [u8]>);
+
+/// Keys at or after `key`.
+fn from_key(key: &[u8]) -> KeyRange<'_> {
+    (Bound::Included(key), Bound::Unbounded)
+}
+
+/// Keys before `key`.
+fn below_key(key: &[u8]) -> KeyRange<'_> {
+    (Bound::Unbounded, Bound::Excluded(key))
+}
+
+fn check_meta_key(key: &[u8]) -> Result<(), StoreError> {
+    if key.starts_with(RESERVED_META_PREFIX) {
+        return Err(StoreError::ReservedMetaKey(
+            String::from_utf8_lossy(key).into_owned(),
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,207 @@
+//! The `proofs` structures' node stores on LMDB.
+//!
+//! A structure updates its nodes through [`NodeStore`] calls with no
+//! transaction in sight, but a height's node updates must reach the disk
+//! together with the height's record, or not at all. So [`LmdbNodes`]
+//! buffers writes and removals in an in-memory overlay (reads look there
+//! first, then in LMDB), and [`Store::commit_height`] writes the overlays
+//! of all the height's structures and the height record in one LMDB
+//! transaction, emptying the overlays only once it has committed.
+
+use super::{Db, Inner, KeyBytes, Store, StoreError};
+use proofs::NodeStore;
+use serde::{de::DeserializeOwned, Serialize};
+use std::collections::HashMap;
+use std::hash::Hash as StdHash;
+use std::sync::{Arc, PoisonError, RwLock};
+use tracing::warn;
+
+/// The most bytes one node value may take; far above any real node (a
+/// tree's stale list of a huge batch is a few MB), it only bounds the work
+/// a damaged record can cause.
+pub const MAX_NODE_VALUE_BYTES: usize = 1 << 30;
+
+/// A node database of the store as a [`NodeStore<K, V>`], with writes
+/// buffered until the store commits them (see the module docs). Keys are
+/// written with [`KeyBytes`], values with [`proofs::encode`]; values read
+/// back must be canonical or the read fails as corrupt.
+pub struct LmdbNodes<K, V> {
+    store: Store,
+    name: String,
+    db: Db,
+    /// Uncommitted writes: `Some` a put, `None` a removal. A lock (not a
+    /// `RefCell`) because the store empties it through `&self`, and the
+    /// structures may read from several threads.
+    pending: RwLock<HashMap<K, Option<V>>>,
+}
+
+impl<K, V> std::fmt::Debug for LmdbNodes<K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LmdbNodes")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K, V> LmdbNodes<K, V>
+where
+    K: KeyBytes + Eq + StdHash + Clone,
+    V: Serialize + DeserializeOwned + Clone,
+{
+    pub(super) fn new(store: Store, name: String, db: Db) -> Self {
+        LmdbNodes {
+            store,
+            name,
+            db,
+            pending: RwLock::new(HashMap::new()),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Buffered writes not yet committed.
+    pub fn pending_len(&self) -> usize {
+        self.pending
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    /// Drop the buffered writes (after a failed commit, say). The structure
+    /// that made them must then be reopened from the store, since its
+    /// in-memory state still reflects them.
+    pub fn discard_pending(&mut self) {
+        self.pending_mut().clear();
+    }
+
+    fn pending_mut(&mut self) -> &mut HashMap<K, Option<V>> {
+        self.pending
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn db_name(&self) -> String {
+        format!("{}{}", super::NODES_PREFIX, self.name)
+    }
+
+    /// Read a node: the overlay first, then the committed state.
+    pub fn get_checked(&self, key: &K) -> Result<Option<V>, StoreError> {
+        if let Some(v) = self
+            .pending
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(key)
+        {
+            return Ok(v.clone());
+        }
+        let key_bytes = key.key_bytes();
+        self.store.read(|txn| match self.db.get(txn, &key_bytes)? {
+            None => Ok(None),
+            Some(bytes) => proofs::decode::<V>(bytes, MAX_NODE_VALUE_BYTES)
+                .map(Some)
+                .map_err(|e| {
+                    StoreError::corrupt(
+                        &self.db_name(),
+                        format!("value under key {}: {e}", hex(&key_bytes)),
+                    )
+                }),
+        })
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl<K, V> NodeStore<K, V> for LmdbNodes<K, V>
+where
+    K: KeyBytes + Eq + StdHash + Clone,
+    V: Serialize + DeserializeOwned + Clone,
+{
+    fn get(&self, key: &K) -> Result<Option<V>, proofs::StoreError> {
+        self.get_checked(key)
+            .map_err(|e| proofs::StoreError::Backend(e.to_string()))
+    }
+
+    fn put(&mut self, key: K, value: V) -> Result<(), proofs::StoreError> {
+        self.pending_mut().insert(key, Some(value));
+        Ok(())
+    }
+
+    fn remove(&mut self, key: &K) -> Result<(), proofs::StoreError> {
+        // A tombstone, so reads stop at the overlay instead of finding the
+        // committed value.
+        self.pending_mut().insert(key.clone(), None);
+        Ok(())
+    }
+}
+
+impl<K, V> Drop for LmdbNodes<K, V> {
+    fn drop(&mut self) {
+        let n = self.pending.get_mut().map_or(0, |p| p.len());
+        if n > 0 {
+            warn!(
+                nodes = %self.name,
+                writes = n,
+                "node store dropped with uncommitted writes"
+            );
+        }
+        self.store.release_nodes(&self.name);
+    }
+}
+
+/// One node database's pending writes, encoded: what the store writes in
+/// a commit.
+pub struct Batch {
+    pub(super) owner: Arc<Inner>,
+    pub(super) name: String,
+    pub(super) db: Db,
+    /// Sorted by key; `None` deletes.
+    pub(super) writes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+}
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// Node stores whose buffered writes [`Store::commit_height`] and
+/// [`Store::commit_nodes`] can commit: the [`LmdbNodes`] of any key and
+/// value types, as trait objects so one commit takes several structures.
+pub trait PendingNodes: sealed::Sealed {
+    #[doc(hidden)]
+    fn encode_pending(&self) -> Batch;
+    #[doc(hidden)]
+    fn clear_pending(&self);
+}
+
+impl<K, V> sealed::Sealed for LmdbNodes<K, V> {}
+
+impl<K, V> PendingNodes for LmdbNodes<K, V>
+where
+    K: KeyBytes + Eq + StdHash + Clone,
+    V: Serialize + DeserializeOwned + Clone,
+{
+    fn encode_pending(&self) -> Batch {
+        let pending = self.pending.read().unwrap_or_else(PoisonError::into_inner);
+        let mut writes: Vec<_> = pending
+            .iter()
+            .map(|(k, v)| (k.key_bytes(), v.as_ref().map(proofs::encode)))
+            .collect();
+        writes.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        Batch {
+            owner: self.store.inner.clone(),
+            name: self.name.clone(),
+            db: self.db,
+            writes,
+        }
+    }
+
+    fn clear_pending(&self) {
+        self.pending
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+    }
+}
