@@ -287,7 +287,9 @@ impl Store {
     /// A fresh store is stamped with the chain id and [`SCHEMA_VERSION`];
     /// an existing one must carry the same, or opening fails with
     /// [`StoreError::WrongChain`] / [`StoreError::WrongSchema`]. Only one
-    /// process may have the directory open ([`StoreError::Locked`]).
+    /// process may have the directory open ([`StoreError::Locked`]). The
+    /// last height and own round are read on open, so a damaged last key
+    /// fails here ([`StoreError::Corrupt`]) rather than later.
     pub fn open(dir: impl AsRef<Path>, config: &StoreConfig) -> Result<Store, StoreError> {
         let dir = dir.as_ref().to_path_buf();
         let dir_err = |source| StoreError::Dir {
