@@ -122,8 +122,9 @@ pub struct StoreConfig {
     /// The initial map size in bytes (rounded up to [`MAP_GRANULE`]). The
     /// map is the most the data file may grow to before the store grows it.
     pub map_size: usize,
-    /// The map is doubled when full, up to this (rounded down to
-    /// [`MAP_GRANULE`], and at least `map_size`).
+    /// The map is doubled when full, up to this (rounded up to
+    /// [`MAP_GRANULE`], and at least `map_size`). An existing store opens
+    /// with a map of twice its data file, within this maximum.
     pub max_map_size: usize,
 }
 
@@ -286,7 +287,9 @@ impl Store {
     /// A fresh store is stamped with the chain id and [`SCHEMA_VERSION`];
     /// an existing one must carry the same, or opening fails with
     /// [`StoreError::WrongChain`] / [`StoreError::WrongSchema`]. Only one
-    /// process may have the directory open ([`StoreError::Locked`]).
+    /// process may have the directory open ([`StoreError::Locked`]). The
+    /// last height and own round are read on open, so a damaged last key
+    /// fails here ([`StoreError::Corrupt`]) rather than later.
     pub fn open(dir: impl AsRef<Path>, config: &StoreConfig) -> Result<Store, StoreError> {
         let dir = dir.as_ref().to_path_buf();
         let dir_err = |source| StoreError::Dir {
@@ -301,8 +304,18 @@ impl Store {
             Err(TryLockError::Error(e)) => return Err(dir_err(e)),
         }
 
-        let map_size = round_up(config.map_size.max(MAP_GRANULE));
-        let max_map_size = (config.max_map_size / MAP_GRANULE * MAP_GRANULE).max(map_size);
+        // LMDB opens an existing file with a map of at least its data, but
+        // not more: start at twice the data so the first write does not
+        // have to grow the map straight away.
+        let data_len = match std::fs::metadata(dir.join("data.mdb")) {
+            Ok(m) => usize::try_from(m.len()).unwrap_or(usize::MAX),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
+            Err(e) => return Err(dir_err(e)),
+        };
+        let max_map_size = round_up(config.max_map_size.max(MAP_GRANULE));
+        let map_size = round_up(config.map_size.max(data_len.saturating_mul(2)))
+            .clamp(MAP_GRANULE, max_map_size.max(round_up(data_len)));
+        let max_map_size = max_map_size.max(map_size);
         let mut options = EnvOpenOptions::new().read_txn_without_tls();
         options.map_size(map_size).max_dbs(MAX_DBS);
         // SAFETY: the directory lock taken above keeps every other process
