@@ -10,7 +10,9 @@
 use crate::committee::{Round, MAX_COMMITTEE};
 use crate::event::{Event, EventRef};
 use crate::identity::{Bytes64, PeerKey};
+use crate::ledger::apply::Outcome;
 use crate::ledger::checkpoint::Checkpoint;
+use crate::ledger::transaction::TxId;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -87,6 +89,49 @@ impl PeerMessage {
             PeerMessage::Transactions(_) => "transactions",
             PeerMessage::CheckpointVote { .. } => "checkpoint_vote",
         }
+    }
+}
+
+/// Most transactions one `Submit` carries.
+pub const MAX_SUBMIT: usize = 1024;
+
+/// Messages between a wallet (any key that is not a registered peer) and
+/// the peer it is linked to. Both directions use this one enum.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WalletMessage {
+    /// Wallet → peer: encoded transactions to check and propose.
+    Submit(Vec<Vec<u8>>),
+    /// Peer → wallet: each submitted transaction's id and, if it was not
+    /// taken, why (bad signature, mempool full…).
+    Submitted(Vec<(TxId, Option<String>)>),
+    /// Peer → wallet: transactions this wallet submitted that are now final,
+    /// with their height and outcome.
+    Finalized(Vec<(TxId, u64, Outcome)>),
+}
+
+impl WalletMessage {
+    pub fn encode(&self) -> Vec<u8> {
+        proofs::encode(self)
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<WalletMessage, WireError> {
+        if bytes.len() > MAX_PEER_MESSAGE {
+            return Err(WireError::TooLarge(bytes.len()));
+        }
+        let msg: WalletMessage = proofs::decode(bytes, MAX_PEER_MESSAGE)
+            .map_err(|e| WireError::Malformed(e.to_string()))?;
+        let len = match &msg {
+            WalletMessage::Submit(t) => t.len(),
+            WalletMessage::Submitted(t) => t.len(),
+            WalletMessage::Finalized(t) => t.len(),
+        };
+        if len > MAX_SUBMIT.max(MAX_TXS_PER_MESSAGE) {
+            return Err(WireError::ListTooLong {
+                len,
+                max: MAX_SUBMIT.max(MAX_TXS_PER_MESSAGE),
+            });
+        }
+        Ok(msg)
     }
 }
 

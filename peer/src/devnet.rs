@@ -39,6 +39,18 @@ pub fn peer_dir(root: &Path, i: usize) -> PathBuf {
 
 /// Create (or find) the devnet in `root`; returns each peer's directory.
 pub fn prepare(root: &Path, peers: usize, bind: IpAddr, base_port: u16) -> Result<Vec<PathBuf>> {
+    prepare_with(root, peers, bind, base_port, Vec::new())
+}
+
+/// [`prepare`], with `extra` genesis outputs after the test wallets' (a
+/// benchmark's funded keys).
+pub fn prepare_with(
+    root: &Path,
+    peers: usize,
+    bind: IpAddr,
+    base_port: u16,
+    extra: Vec<GenesisOutput>,
+) -> Result<Vec<PathBuf>> {
     if peers == 0 || peers > 64 {
         bail!("--peers must be between 1 and 64");
     }
@@ -106,6 +118,7 @@ pub fn prepare(root: &Path, peers: usize, bind: IpAddr, base_port: u16) -> Resul
                 amount: w.amount,
                 host: w.host.clone(),
             })
+            .chain(extra)
             .collect(),
     };
     genesis.check()?;

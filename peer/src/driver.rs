@@ -54,6 +54,9 @@ pub enum Effect {
     Broadcast(PeerMessage),
     /// A height is final and applied: persist its record (append-only).
     Committed(Box<HeightRecord>),
+    /// The ordered items of that height and their outcomes (for the wallets
+    /// that submitted them).
+    Finalized(u64, Vec<(Hash, dag::ledger::apply::Outcome)>),
 }
 
 /// Counters the status command and metrics report.
@@ -416,6 +419,10 @@ impl Driver {
                 events: record_events,
                 roots: out.roots.clone(),
             })));
+        if !out.outcomes.is_empty() {
+            self.effects
+                .push_back(Effect::Finalized(sub.height, out.outcomes));
+        }
         // Vote for this height's checkpoint.
         let cp = Checkpoint {
             chain: self.chain,

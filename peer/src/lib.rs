@@ -9,6 +9,7 @@
 //! and the clock.
 
 pub mod admin;
+pub mod bench;
 pub mod config;
 pub mod devnet;
 pub mod driver;

@@ -65,6 +65,31 @@ enum Cmd {
         #[arg(long)]
         height: Option<u64>,
     },
+    /// Load test: a fresh local network of N peer processes, T signed
+    /// transfers submitted over wallet links; prints one JSON line last.
+    Bench {
+        #[arg(long, default_value_t = 4)]
+        peers: usize,
+        #[arg(long, default_value_t = 20_000)]
+        txs: usize,
+        /// Transactions in flight at once (the highest rate the network
+        /// accepts is found by keeping this many outstanding).
+        #[arg(long, default_value_t = 4_000)]
+        window: usize,
+        /// Submit at this many per second instead (open loop).
+        #[arg(long)]
+        rate: Option<u64>,
+        /// Seconds to wait for everything to be final.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+        /// Keep the network's directory (logs) here instead of a temporary one.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Accepted for symmetry with other commands; the last stdout line is
+        /// always the JSON result.
+        #[arg(long)]
+        json: bool,
+    },
     /// Start a local network: a fresh genesis (or the one in --dir), N peer
     /// processes on one address, funded test wallets. Runs until Ctrl-C;
     /// running it again on the same --dir resumes the same chain.
@@ -125,6 +150,22 @@ fn main() -> Result<()> {
             bind,
             base_port,
         } => run_devnet(&dir, peers, bind, base_port, cli.log_format),
+        Cmd::Bench {
+            peers,
+            txs,
+            window,
+            rate,
+            timeout,
+            dir,
+            json: _,
+        } => peer::bench::run(peer::bench::BenchArgs {
+            peers,
+            txs,
+            window,
+            rate,
+            timeout: std::time::Duration::from_secs(timeout),
+            dir,
+        }),
     }
 }
 

@@ -23,10 +23,10 @@ use dag::event::Event;
 use dag::identity::{PeerKey, Signer};
 use dag::ledger::checkpoint::Statement;
 use dag::ledger::genesis::Genesis;
-use dag::wire::PeerMessage;
+use dag::wire::{PeerMessage, WalletMessage};
 use dag::OwnProgress;
 use rand_core::{OsRng, RngCore};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -46,6 +46,8 @@ const OUTPUT_QUEUE: usize = 10_000;
 
 enum Input {
     Msg(PeerKey, PeerMessage),
+    /// Encoded transactions from a wallet link.
+    Submit(PeerKey, Vec<Vec<u8>>),
     Connected(PeerKey),
     Disconnected(PeerKey),
     Status(oneshot::Sender<Status>),
@@ -66,7 +68,19 @@ struct NetCounters {
     link_send_refused: AtomicU64,
 }
 
-type Links = Arc<Mutex<HashMap<PeerKey, Link>>>;
+/// Peer links and wallet links, by the other end's key.
+#[derive(Default)]
+struct LinkSets {
+    peers: HashMap<PeerKey, Link>,
+    wallets: HashMap<PeerKey, Link>,
+}
+
+type Links = Arc<Mutex<LinkSets>>;
+
+/// Wallet links held at once, at most; more are refused.
+const MAX_WALLET_LINKS: usize = 1024;
+/// Submitted transactions remembered for their submitter's notification.
+const MAX_TRACKED_SUBMISSIONS: usize = 1_000_000;
 
 pub fn run(dir: PathBuf, cfg: Config) -> Result<()> {
     let genesis_path = dir.join(&cfg.genesis);
@@ -111,10 +125,9 @@ async fn serve(
     let peers: Vec<(PeerKey, SocketAddr)> = genesis.peers.iter().map(|p| (p.key, p.addr)).collect();
     let allowed: Arc<RwLock<HashSet<PeerKey>>> =
         Arc::new(RwLock::new(peers.iter().map(|(k, _)| *k).collect()));
-    let authorize: Authorize = {
-        let allowed = allowed.clone();
-        Arc::new(move |k: &PeerKey| allowed.read().map(|a| a.contains(k)).unwrap_or(false))
-    };
+    // Registered peers get peer links; any other key is a wallet, whose
+    // links carry only wallet messages (and are capped in number).
+    let authorize: Authorize = Arc::new(|_: &PeerKey| true);
     let link_signer: Arc<dyn LinkSigner> = Arc::new(Mutex::new(keys::signer(secret)));
     let (transport, mut raw) = Transport::bind(
         TransportConfig::new(cfg.listen, chain),
@@ -127,7 +140,7 @@ async fn serve(
     info!(name = %cfg.name, key = %me, %chain, listen = %transport.local_addr(), "peer starting");
 
     let counters = Arc::new(NetCounters::default());
-    let links: Links = Arc::new(Mutex::new(HashMap::new()));
+    let links: Links = Arc::new(Mutex::new(LinkSets::default()));
     let (in_tx, in_rx) = mpsc::channel::<Input>(INPUT_QUEUE);
     let (out_tx, mut out_rx) = mpsc::channel::<Out>(OUTPUT_QUEUE);
 
@@ -161,10 +174,12 @@ async fn serve(
                     let l = links.lock().unwrap_or_else(|p| p.into_inner());
                     match &out {
                         Out::Send(to, _) => l
+                            .peers
                             .get(to)
+                            .or_else(|| l.wallets.get(to))
                             .map(|x| vec![(*to, x.clone())])
                             .unwrap_or_default(),
-                        Out::Broadcast(_) => l.iter().map(|(k, x)| (*k, x.clone())).collect(),
+                        Out::Broadcast(_) => l.peers.iter().map(|(k, x)| (*k, x.clone())).collect(),
                     }
                 };
                 let bytes = match out {
@@ -188,7 +203,15 @@ async fn serve(
         let counters = counters.clone();
         tokio::spawn(async move {
             while let Some(link) = transport.accept().await {
-                adopt(link, &links, &in_tx, &counters);
+                let is_peer = allowed
+                    .read()
+                    .map(|a| a.contains(&link.peer()))
+                    .unwrap_or(false);
+                if is_peer {
+                    adopt(link, &links, &in_tx, &counters);
+                } else {
+                    adopt_wallet(link, &links, &in_tx, &counters);
+                }
             }
         });
     }
@@ -204,6 +227,7 @@ async fn serve(
                 let up = links
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
+                    .peers
                     .contains_key(&key);
                 if !up {
                     match transport.connect(addr, key).await {
@@ -282,6 +306,7 @@ fn adopt(link: Link, links: &Links, in_tx: &mpsc::Sender<Input>, counters: &Arc<
     if let Some(old) = links
         .lock()
         .unwrap_or_else(|p| p.into_inner())
+        .peers
         .insert(key, link.clone())
     {
         old.close("replaced");
@@ -311,12 +336,55 @@ fn adopt(link: Link, links: &Links, in_tx: &mpsc::Sender<Input>, counters: &Arc<
         {
             let mut l = links.lock().unwrap_or_else(|p| p.into_inner());
             // A newer link to the same peer may have replaced this one.
-            if l.get(&key).is_some_and(|cur| cur.id() == link.id()) {
-                l.remove(&key);
+            if l.peers.get(&key).is_some_and(|cur| cur.id() == link.id()) {
+                l.peers.remove(&key);
                 let _ = in_tx.try_send(Input::Disconnected(key));
             }
         }
         info!(peer = %key, "link down");
+    });
+}
+
+/// A wallet's link: its frames are wallet messages; only `Submit` is
+/// taken from a wallet.
+fn adopt_wallet(
+    link: Link,
+    links: &Links,
+    in_tx: &mpsc::Sender<Input>,
+    counters: &Arc<NetCounters>,
+) {
+    let key = link.peer();
+    {
+        let mut l = links.lock().unwrap_or_else(|p| p.into_inner());
+        if l.wallets.len() >= MAX_WALLET_LINKS && !l.wallets.contains_key(&key) {
+            link.close("too many wallets");
+            return;
+        }
+        if let Some(old) = l.wallets.insert(key, link.clone()) {
+            old.close("replaced");
+        }
+    }
+    debug!(wallet = %key, addr = %link.remote_addr(), "wallet link up");
+    let links = links.clone();
+    let in_tx = in_tx.clone();
+    let counters = counters.clone();
+    tokio::spawn(async move {
+        while let Some(frame) = link.recv().await {
+            match WalletMessage::decode(&frame) {
+                Ok(WalletMessage::Submit(txs)) => {
+                    if in_tx.send(Input::Submit(key, txs)).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(_) | Err(_) => {
+                    counters.malformed_messages.fetch_add(1, Relaxed);
+                }
+            }
+        }
+        let mut l = links.lock().unwrap_or_else(|p| p.into_inner());
+        if l.wallets.get(&key).is_some_and(|cur| cur.id() == link.id()) {
+            l.wallets.remove(&key);
+        }
     });
 }
 
@@ -508,6 +576,9 @@ fn driver_loop(
     };
     let mut last_frontier = Instant::now() - FRONTIER_EVERY;
     let mut connected: HashSet<PeerKey> = HashSet::new();
+    // Which wallet submitted which transaction (oldest forgotten first).
+    let mut submitters: HashMap<proofs::Hash, PeerKey> = HashMap::new();
+    let mut submit_order: VecDeque<proofs::Hash> = VecDeque::new();
 
     loop {
         // Effects first: they may include sends the network is waiting for.
@@ -526,6 +597,21 @@ fn driver_loop(
                 Effect::Send { to, msg } => send(&out_tx, &counters, Out::Send(to, frame(&msg))),
                 Effect::Broadcast(msg) => send(&out_tx, &counters, Out::Broadcast(frame(&msg))),
                 Effect::Committed(record) => commit(&store, stored_heights, &record)?,
+                Effect::Finalized(height, outcomes) => {
+                    let mut by_wallet: HashMap<PeerKey, Vec<_>> = HashMap::new();
+                    for (id, outcome) in outcomes {
+                        if let Some(w) = submitters.remove(&id) {
+                            by_wallet.entry(w).or_default().push((id, height, outcome));
+                        }
+                    }
+                    for (w, done) in by_wallet {
+                        send(
+                            &out_tx,
+                            &counters,
+                            Out::Send(w, Bytes::from(WalletMessage::Finalized(done).encode())),
+                        );
+                    }
+                }
             }
         }
         if last_frontier.elapsed() >= FRONTIER_EVERY {
@@ -568,6 +654,43 @@ fn driver_loop(
                 if !kept.is_empty() {
                     store.put_events(&kept).context("storing events")?;
                 }
+            }
+            Input::Submit(wallet, txs) => {
+                let max = driver.ledger().params().max_tx_bytes as usize;
+                let mut results = Vec::with_capacity(txs.len());
+                for bytes in txs {
+                    match proofs::decode::<dag::ledger::Transaction>(&bytes, max) {
+                        Err(e) => results.push((
+                            proofs::Hash::of(dag::ledger::admission::MALFORMED_DOMAIN, &bytes),
+                            Some(format!("malformed: {e}")),
+                        )),
+                        Ok(tx) => {
+                            let txid = tx.id();
+                            match driver.submit(tx, false) {
+                                Ok(_) => {
+                                    if submitters.insert(txid, wallet).is_none() {
+                                        submit_order.push_back(txid);
+                                    }
+                                    while submit_order.len() > MAX_TRACKED_SUBMISSIONS {
+                                        if let Some(old) = submit_order.pop_front() {
+                                            submitters.remove(&old);
+                                        }
+                                    }
+                                    results.push((txid, None));
+                                }
+                                Err(e) => results.push((txid, Some(e))),
+                            }
+                        }
+                    }
+                }
+                send(
+                    &out_tx,
+                    &counters,
+                    Out::Send(
+                        wallet,
+                        Bytes::from(WalletMessage::Submitted(results).encode()),
+                    ),
+                );
             }
             Input::Disconnected(key) => {
                 connected.remove(&key);

@@ -102,6 +102,7 @@ impl Net {
                         }
                     }
                     Effect::Committed(r) => self.records[i].push(*r),
+                    Effect::Finalized(..) => {}
                 }
             }
         }
