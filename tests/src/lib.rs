@@ -45,6 +45,9 @@ pub struct LocalNet {
     pub root: tempfile::TempDir,
     pub dirs: Vec<PathBuf>,
     pub children: Vec<Option<Child>>,
+    /// Run the peers inside this namespace (its own loopback).
+    pub netns: Option<Netns>,
+    pub base_port: u16,
 }
 
 impl LocalNet {
@@ -58,6 +61,8 @@ impl LocalNet {
             root,
             dirs,
             children: (0..n).map(|_| None).collect(),
+            netns: None,
+            base_port: base,
         }
     }
 
@@ -67,7 +72,11 @@ impl LocalNet {
             .append(true)
             .open(self.dirs[i].join("peer.log"))
             .expect("log file");
-        let child = Command::new(bin("peer"))
+        let mut cmd = match &self.netns {
+            Some(ns) => ns.command(&bin("peer")),
+            None => Command::new(bin("peer")),
+        };
+        let child = cmd
             .arg("run")
             .arg("--dir")
             .arg(&self.dirs[i])
@@ -155,5 +164,84 @@ impl Drop for LocalNet {
         for i in 0..self.children.len() {
             self.kill(i);
         }
+    }
+}
+
+/// Resident memory of a process, in kB (0 if unknown).
+pub fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A network namespace the test creates (with loopback up) and deletes on
+/// drop. Root only: [`Netns::create`] says why it cannot when it cannot.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn create(tag: &str) -> Result<Netns, String> {
+        let uid = Command::new("id")
+            .arg("-u")
+            .output()
+            .map_err(|e| e.to_string())?;
+        if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+            return Err("not root: network namespaces need root".into());
+        }
+        let name = format!("pos-{tag}-{}", std::process::id());
+        let ok = |args: &[&str]| -> Result<(), String> {
+            let out = Command::new("ip")
+                .args(args)
+                .output()
+                .map_err(|e| format!("ip: {e}"))?;
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "ip {}: {}",
+                    args.join(" "),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ))
+            }
+        };
+        ok(&["netns", "add", &name])?;
+        let ns = Netns { name };
+        ok(&["-n", &ns.name, "link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    /// A command run inside the namespace.
+    pub fn command(&self, program: &Path) -> Command {
+        let mut c = Command::new("ip");
+        c.arg("netns").arg("exec").arg(&self.name).arg(program);
+        c
+    }
+
+    /// Run `iptables ARGS` inside the namespace; panics on failure.
+    pub fn iptables(&self, args: &[&str]) {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.name, "iptables"])
+            .args(args)
+            .output()
+            .expect("iptables runs");
+        assert!(
+            out.status.success(),
+            "iptables {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
     }
 }
