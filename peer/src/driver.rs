@@ -12,8 +12,11 @@
 use dag::committee::Round;
 use dag::core::{Accepted, Core, CoreConfig, Output, OwnProgress, Refused};
 use dag::event::{Event, EventId};
-use dag::identity::{EventSigner, PeerKey};
-use dag::ledger::admission::{authorize_batch, decode_payload, encode_payload_item, Admitted};
+use dag::identity::{Bytes64, EventSigner, PeerKey};
+use dag::ledger::admission::{
+    authorize_batch, authorize_batch_trusting, decode_payload, encode_payload_item, Admitted,
+    PayloadItem,
+};
 use dag::ledger::apply::{HeightInput, HeightOutcome};
 use dag::ledger::checkpoint::{Certified, Checkpoint, Statement};
 use dag::ledger::genesis::Genesis;
@@ -24,7 +27,7 @@ use proofs::Hash;
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
 pub type Millis = u64;
@@ -80,8 +83,10 @@ pub struct Driver {
     key: PeerKey,
     core: Core,
     ledger: Ledger,
-    /// Ids of transactions queued for our events, to drop repeats.
-    queued: HashSet<Hash>,
+    /// Transactions queued for our events, by id, with the signature we
+    /// verified (to drop repeats, and to skip verifying exactly these again
+    /// when they are ordered).
+    queued: HashMap<Hash, Bytes64>,
     queued_order: VecDeque<Hash>,
     /// Checkpoint votes by height, until certified.
     votes: BTreeMap<u64, Certified<Checkpoint>>,
@@ -131,7 +136,7 @@ impl Driver {
             key,
             core,
             ledger,
-            queued: HashSet::new(),
+            queued: HashMap::new(),
             queued_order: VecDeque::new(),
             votes: BTreeMap::new(),
             last_certified: None,
@@ -187,48 +192,82 @@ impl Driver {
         PeerMessage::Frontier(self.core.frontier())
     }
 
-    /// A transaction from a wallet or another peer. Checked (form and
-    /// signature) before it takes mempool space. Returns whether it was
-    /// queued.
-    pub fn submit(&mut self, tx: Transaction, forward: bool) -> Result<bool, String> {
-        let id = tx.id();
-        if self.queued.contains(&id) {
+    /// Transactions from a wallet, checked in one batch (form and
+    /// signature) before they take mempool space. For each: whether it was
+    /// queued (false: a repeat), or why not.
+    pub fn submit_batch(&mut self, txs: Vec<Transaction>) -> Vec<Result<bool, String>> {
+        let max = self.ledger.params().max_tx_bytes as usize;
+        let items: Vec<PayloadItem> = txs
+            .into_iter()
+            .map(|tx| {
+                let id = tx.id();
+                PayloadItem::Tx {
+                    tx: Arc::new(tx),
+                    id,
+                }
+            })
+            .collect();
+        let admitted = authorize_batch(&items, &self.chain, &mut self.rng);
+        let mut out = Vec::with_capacity(items.len());
+        for (item, a) in items.iter().zip(admitted) {
+            let PayloadItem::Tx { tx, id } = item else {
+                unreachable!("built as transactions")
+            };
+            out.push(match a {
+                Admitted::Rejected { reason, .. } => {
+                    self.stats.txs_refused += 1;
+                    Err(reason.to_string())
+                }
+                Admitted::Ok(_) => {
+                    self.queue_checked(*id, tx.signature, encode_payload_item(tx), max)
+                }
+            });
+        }
+        self.drain_core();
+        out
+    }
+
+    fn queue_checked(
+        &mut self,
+        id: Hash,
+        sig: Bytes64,
+        item: Vec<u8>,
+        _max: usize,
+    ) -> Result<bool, String> {
+        if self.queued.contains_key(&id) {
             return Ok(false);
         }
         if self.queued.len() >= MAX_MEMPOOL_TXS {
             self.stats.mempool_full += 1;
             return Err("mempool full".into());
         }
-        let item = encode_payload_item(&tx);
-        let items = decode_payload(&item, self.ledger.params().max_tx_bytes as usize);
-        match authorize_batch(&items, &self.chain, &mut self.rng).pop() {
-            Some(Admitted::Ok(_)) => {}
-            Some(Admitted::Rejected { reason, .. }) => {
-                self.stats.txs_refused += 1;
-                return Err(reason.to_string());
-            }
-            None => return Err("empty".into()),
-        }
         self.core
             .queue_payload(item)
             .map_err(|e| format!("payload: {e}"))?;
-        self.queued.insert(id);
+        self.queued.insert(id, sig);
         self.queued_order.push_back(id);
-        // Forget old ids so the set stays bounded (a repeat after that is
-        // caught by the ledger as a duplicate).
         while self.queued_order.len() > MAX_MEMPOOL_TXS {
             if let Some(old) = self.queued_order.pop_front() {
                 self.queued.remove(&old);
             }
         }
-        if forward {
-            self.effects
-                .push_back(Effect::Broadcast(PeerMessage::Transactions(vec![
-                    tx.encode()
-                ])));
-        }
-        self.drain_core();
         Ok(true)
+    }
+
+    /// A transaction from a wallet or another peer. Checked (form and
+    /// signature) before it takes mempool space. Returns whether it was
+    /// queued.
+    pub fn submit(&mut self, tx: Transaction, forward: bool) -> Result<bool, String> {
+        let bytes = forward.then(|| tx.encode());
+        let result = self
+            .submit_batch(vec![tx])
+            .pop()
+            .expect("one transaction, one result");
+        if let (Ok(true), Some(b)) = (&result, bytes) {
+            self.effects
+                .push_back(Effect::Broadcast(PeerMessage::Transactions(vec![b])));
+        }
+        result
     }
 
     /// Events from our own store after a restart (own and received, in
@@ -385,7 +424,12 @@ impl Driver {
         let mut record_events = Vec::with_capacity(sub.events.len());
         for ve in &sub.events {
             let items = decode_payload(&ve.event.body.payload, max);
-            let admitted = authorize_batch(&items, &self.chain, &mut self.rng);
+            // Our own mempool's transactions were verified when we took them.
+            let queued = &self.queued;
+            let admitted =
+                authorize_batch_trusting(&items, &self.chain, &mut self.rng, &|tx, id| {
+                    queued.get(id) == Some(&tx.signature)
+                });
             for a in &admitted {
                 // Stale ids left in `queued_order` are harmless.
                 self.queued.remove(&a.id());

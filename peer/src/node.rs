@@ -580,6 +580,14 @@ fn driver_loop(
     let mut submitters: HashMap<proofs::Hash, PeerKey> = HashMap::new();
     let mut submit_order: VecDeque<proofs::Hash> = VecDeque::new();
 
+    // Writes gathered over a burst of inputs and made durable together:
+    // one sync for many received events and committed heights, instead of
+    // one each (a sync costs milliseconds).
+    let mut pending_events: Vec<(u64, proofs::Hash, Vec<u8>)> = Vec::new();
+    let mut pending_heights: Vec<(u64, Vec<u8>)> = Vec::new();
+    // Finality notices wait until their heights are on disk.
+    let mut pending_notices: Vec<(PeerKey, Bytes)> = Vec::new();
+
     loop {
         // Effects first: they may include sends the network is waiting for.
         while let Some(effect) = driver.poll_effect() {
@@ -596,7 +604,13 @@ fn driver_loop(
                 }
                 Effect::Send { to, msg } => send(&out_tx, &counters, Out::Send(to, frame(&msg))),
                 Effect::Broadcast(msg) => send(&out_tx, &counters, Out::Broadcast(frame(&msg))),
-                Effect::Committed(record) => commit(&store, stored_heights, &record)?,
+                Effect::Committed(record) => {
+                    if record.height <= stored_heights {
+                        check_replayed(&store, &record)?;
+                    } else {
+                        pending_heights.push((record.height, proofs::encode(&*record)));
+                    }
+                }
                 Effect::Finalized(height, outcomes) => {
                     let mut by_wallet: HashMap<PeerKey, Vec<_>> = HashMap::new();
                     for (id, outcome) in outcomes {
@@ -605,11 +619,8 @@ fn driver_loop(
                         }
                     }
                     for (w, done) in by_wallet {
-                        send(
-                            &out_tx,
-                            &counters,
-                            Out::Send(w, Bytes::from(WalletMessage::Finalized(done).encode())),
-                        );
+                        pending_notices
+                            .push((w, Bytes::from(WalletMessage::Finalized(done).encode())));
                     }
                 }
             }
@@ -622,11 +633,35 @@ fn driver_loop(
                 Out::Broadcast(frame(&driver.frontier_message())),
             );
         }
-        let wait = driver
-            .poll_timeout()
-            .map(|t| t.saturating_sub(now()))
-            .unwrap_or(100)
-            .clamp(1, FRONTIER_EVERY.as_millis() as u64);
+        // Nothing more to do right now: make the burst durable.
+        if in_rx.is_empty() {
+            if !pending_events.is_empty() {
+                let refs: Vec<(u64, proofs::Hash, &[u8])> = pending_events
+                    .iter()
+                    .map(|(r, id, b)| (*r, *id, b.as_slice()))
+                    .collect();
+                store.put_events(&refs).context("storing events")?;
+                pending_events.clear();
+            }
+            if !pending_heights.is_empty() {
+                store
+                    .append_heights(&pending_heights)
+                    .context("storing committed heights")?;
+                pending_heights.clear();
+            }
+            for (w, b) in pending_notices.drain(..) {
+                send(&out_tx, &counters, Out::Send(w, b));
+            }
+        }
+        let wait = if in_rx.is_empty() {
+            driver
+                .poll_timeout()
+                .map(|t| t.saturating_sub(now()))
+                .unwrap_or(100)
+                .clamp(1, FRONTIER_EVERY.as_millis() as u64)
+        } else {
+            0
+        };
         let input = match in_rx.blocking_recv_timeout(Duration::from_millis(wait)) {
             Received::Input(i) => i,
             Received::Timeout => {
@@ -646,41 +681,40 @@ fn driver_loop(
                 };
                 driver.handle_message(from, msg, now());
                 // Keep the events the core took (valid ones), for restarts.
-                let kept: Vec<(u64, proofs::Hash, &[u8])> = events
-                    .iter()
-                    .filter(|(_, id, _)| driver.core().get_event(id).is_some())
-                    .map(|(r, id, b)| (*r, *id, b.as_slice()))
-                    .collect();
-                if !kept.is_empty() {
-                    store.put_events(&kept).context("storing events")?;
-                }
+                pending_events.extend(
+                    events
+                        .into_iter()
+                        .filter(|(_, id, _)| driver.core().get_event(id).is_some()),
+                );
             }
             Input::Submit(wallet, txs) => {
                 let max = driver.ledger().params().max_tx_bytes as usize;
                 let mut results = Vec::with_capacity(txs.len());
+                let mut decoded = Vec::with_capacity(txs.len());
                 for bytes in txs {
                     match proofs::decode::<dag::ledger::Transaction>(&bytes, max) {
                         Err(e) => results.push((
                             proofs::Hash::of(dag::ledger::admission::MALFORMED_DOMAIN, &bytes),
                             Some(format!("malformed: {e}")),
                         )),
-                        Ok(tx) => {
-                            let txid = tx.id();
-                            match driver.submit(tx, false) {
-                                Ok(_) => {
-                                    if submitters.insert(txid, wallet).is_none() {
-                                        submit_order.push_back(txid);
-                                    }
-                                    while submit_order.len() > MAX_TRACKED_SUBMISSIONS {
-                                        if let Some(old) = submit_order.pop_front() {
-                                            submitters.remove(&old);
-                                        }
-                                    }
-                                    results.push((txid, None));
-                                }
-                                Err(e) => results.push((txid, Some(e))),
+                        Ok(tx) => decoded.push(tx),
+                    }
+                }
+                let txids: Vec<proofs::Hash> = decoded.iter().map(|t| t.id()).collect();
+                for (txid, r) in txids.into_iter().zip(driver.submit_batch(decoded)) {
+                    match r {
+                        Ok(_) => {
+                            if submitters.insert(txid, wallet).is_none() {
+                                submit_order.push_back(txid);
                             }
+                            while submit_order.len() > MAX_TRACKED_SUBMISSIONS {
+                                if let Some(old) = submit_order.pop_front() {
+                                    submitters.remove(&old);
+                                }
+                            }
+                            results.push((txid, None));
                         }
+                        Err(e) => results.push((txid, Some(e))),
                     }
                 }
                 send(
@@ -733,26 +767,21 @@ fn send(out: &mpsc::Sender<Out>, counters: &NetCounters, o: Out) {
     }
 }
 
-/// Persist a new height; a height already stored (re-derived on replay)
-/// must be identical, or the peer stops rather than diverge silently.
-fn commit(store: &Store, stored: u64, record: &HeightRecord) -> Result<()> {
-    if record.height <= stored {
-        let old = store.heights_from(record.height, 1)?;
-        let same = old
-            .first()
-            .and_then(|(_, b)| proofs::decode::<HeightRecord>(b, usize::MAX).ok())
-            .is_some_and(|r| r == *record);
-        if !same {
-            bail!(
-                "replayed height {} differs from the stored one: refusing to continue",
-                record.height
-            );
-        }
-        return Ok(());
+/// A height re-derived on replay must equal the stored one, or the peer
+/// stops rather than diverge silently.
+fn check_replayed(store: &Store, record: &HeightRecord) -> Result<()> {
+    let old = store.heights_from(record.height, 1)?;
+    let same = old
+        .first()
+        .and_then(|(_, b)| proofs::decode::<HeightRecord>(b, usize::MAX).ok())
+        .is_some_and(|r| r == *record);
+    if !same {
+        bail!(
+            "replayed height {} differs from the stored one: refusing to continue",
+            record.height
+        );
     }
-    store
-        .append_height(record.height, &proofs::encode(record))
-        .with_context(|| format!("storing height {}", record.height))
+    Ok(())
 }
 
 fn status(

@@ -672,6 +672,31 @@ impl Store {
         Ok(())
     }
 
+    /// Append several consecutive heights in ONE durable transaction (a
+    /// burst of commits costs one sync, not one each). All or none.
+    pub fn append_heights(&self, records: &[(u64, Vec<u8>)]) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let db = self.inner.heights;
+        self.write(|txn| {
+            let first = match db.last(txn)? {
+                Some((k, _)) => parse_u64_key(DB_HEIGHTS, k)? + 1,
+                None => 1,
+            };
+            for (expected, (height, record)) in (first..).zip(records) {
+                if *height != expected {
+                    return Err(StoreError::HeightNotNext {
+                        expected,
+                        got: *height,
+                    });
+                }
+                db.put(txn, &be_u64(*height), record)?;
+            }
+            Ok(())
+        })
+    }
+
     /// Write the pending node writes of every `nodes` in one transaction,
     /// without a height (genesis, or structures created before the first
     /// height). Emptied on success, kept on error.

@@ -295,6 +295,33 @@ fn heights_are_consecutive_from_one() {
 }
 
 #[test]
+fn heights_append_in_bursts_all_or_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    s.append_heights(&[]).unwrap();
+    s.append_heights(&[(1, b"a".to_vec()), (2, b"b".to_vec())])
+        .unwrap();
+    // A gap inside a burst writes nothing of it.
+    assert!(matches!(
+        s.append_heights(&[(3, b"c".to_vec()), (5, b"e".to_vec())]),
+        Err(StoreError::HeightNotNext {
+            expected: 4,
+            got: 5
+        })
+    ));
+    assert_eq!(s.last_height().unwrap(), Some(2));
+    s.append_heights(&[(3, b"c".to_vec())]).unwrap();
+    s.append_height(4, b"d").unwrap();
+    assert_eq!(
+        s.heights_from(1, 10).unwrap(),
+        (1..=4u64)
+            .zip([b"a", b"b", b"c", b"d"])
+            .map(|(h, b)| (h, b.to_vec()))
+            .collect::<Vec<_>>()
+    );
+}
+
+#[test]
 fn meta_map() {
     let dir = tempfile::tempdir().unwrap();
     let s = open(dir.path());
