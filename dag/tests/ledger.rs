@@ -18,6 +18,7 @@ use dag::ledger::state::{ItemState, Params};
 use dag::ledger::transaction::{Action, FormError};
 use dag::ledger::AssetId;
 use proofs::Hash;
+use rand_core::SeedableRng;
 use world::*;
 
 #[test]
@@ -803,4 +804,40 @@ fn three_party_swap_is_one_transaction_with_one_signature() {
             (*asset, Value::Amount(*v))
         );
     }
+}
+
+#[test]
+fn trusted_admission_trusts_only_the_exact_transaction() {
+    use dag::ledger::admission::{authorize_batch_trusting, decode_payload, Admitted};
+    let w = World::new(1, 1);
+    let a = keypair(0);
+    let good = w.sign(
+        w.body(
+            vec![w.genesis_output(0)],
+            vec![w.native(&a, GENESIS_AMOUNT, 0)],
+            vec![],
+        ),
+        &[&a],
+    );
+    let mut forged = good.clone();
+    forged.signature.0[9] ^= 1; // same id (the body), another signature
+    assert_eq!(forged.id(), good.id());
+    let payload: Vec<u8> = [&good, &forged]
+        .iter()
+        .flat_map(|t| dag::ledger::encode_payload_item(t))
+        .collect();
+    let items = decode_payload(&payload, 65536);
+    let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(3);
+    let trusted = |tx: &dag::ledger::Transaction, id: &Hash| {
+        *id == good.id() && tx.signature == good.signature
+    };
+    let out = authorize_batch_trusting(&items, &w.chain, &mut rng, &trusted);
+    assert!(matches!(out[0], Admitted::Ok(_)));
+    assert!(matches!(
+        out[1],
+        Admitted::Rejected {
+            reason: Rejection::BadSignature,
+            ..
+        }
+    ));
 }
