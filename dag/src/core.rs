@@ -418,7 +418,14 @@ impl Core {
         if let Some((q, since)) = self.quorum_round {
             if self.last_proposed.is_none_or(|p| p <= q) {
                 let paced = self.last_proposed_at + self.cfg.min_round_interval_ms;
-                t = t.min((since + self.cfg.round_wait_ms).max(paced));
+                // A complete round waits only for the pacing, not for
+                // stragglers (there are none).
+                let ready = if self.dag.round_complete(q) {
+                    paced
+                } else {
+                    (since + self.cfg.round_wait_ms).max(paced)
+                };
+                t = t.min(ready);
             }
         }
         Some(t)
