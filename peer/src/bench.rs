@@ -23,7 +23,7 @@ use proofs::Hash;
 use schnorrkel::{signing_context, ExpansionMode, Keypair, MiniSecretKey};
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -183,17 +183,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let exe = std::env::current_exe()?;
     let mut children = Children(Vec::new());
     for dir in &dirs {
-        let log = std::fs::File::create(dir.join("peer.log"))?;
-        children.0.push(
-            Command::new(&exe)
-                .arg("run")
-                .arg("--dir")
-                .arg(dir)
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .context("starting a peer")?,
-        );
+        children.0.push(devnet::spawn_peer(&exe, dir, false)?);
     }
     wait_started(&dirs, Duration::from_secs(30))?;
 

@@ -17,6 +17,7 @@ use schnorrkel::{ExpansionMode, MiniSecretKey};
 use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 
 /// Test wallets funded at genesis.
 pub const TEST_WALLETS: usize = 8;
@@ -133,4 +134,23 @@ pub fn prepare_with(
     // Written last: its presence means the devnet is complete.
     std::fs::write(&genesis_path, &json)?;
     Ok(dirs)
+}
+
+/// Start `exe run --dir DIR` with its log appended to `DIR/peer.log`.
+pub fn spawn_peer(exe: &Path, dir: &Path, json_logs: bool) -> Result<Child> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("peer.log"))?;
+    let mut cmd = Command::new(exe);
+    if json_logs {
+        cmd.arg("--log-format").arg("json");
+    }
+    cmd.arg("run")
+        .arg("--dir")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("starting the peer of {}", dir.display()))
 }

@@ -5,7 +5,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use peer::{admin, config::Config, devnet, keys};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -221,23 +221,11 @@ fn run_devnet(
     let exe = std::env::current_exe().context("finding the peer executable")?;
     let mut children: Vec<Child> = Vec::new();
     for dir in &dirs {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join("peer.log"))?;
-        let mut cmd = Command::new(&exe);
-        if matches!(log_format, LogFormat::Json) {
-            cmd.arg("--log-format").arg("json");
-        }
-        let child = cmd
-            .arg("run")
-            .arg("--dir")
-            .arg(dir)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("starting the peer of {}", dir.display()))?;
-        children.push(child);
+        children.push(devnet::spawn_peer(
+            &exe,
+            dir,
+            matches!(log_format, LogFormat::Json),
+        )?);
     }
     println!("devnet of {peers} peers in {}", root.display());
     for (i, dir) in dirs.iter().enumerate() {

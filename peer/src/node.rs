@@ -795,31 +795,32 @@ fn status(
     let core = d.core();
     let t = transport.stats();
     let highest_seen = core.frontier().iter().map(|(_, r)| *r).max().unwrap_or(0);
-    let mut drops = BTreeMap::new();
-    drops.insert(
-        "malformed_message".to_string(),
-        counters.malformed_messages.load(Relaxed),
-    );
-    drops.insert(
-        "input_queue_full".to_string(),
-        counters.input_queue_full.load(Relaxed),
-    );
-    drops.insert(
-        "output_queue_full".to_string(),
-        counters.output_queue_full.load(Relaxed),
-    );
-    drops.insert(
-        "link_send_refused".to_string(),
-        counters.link_send_refused.load(Relaxed),
-    );
-    drops.insert("rate_limited_frame".to_string(), t.frames_dropped_rate);
-    drops.insert("frame_too_large".to_string(), t.frames_too_large);
-    drops.insert("raw_queue_full".to_string(), t.raw_dropped_queue_full);
-    drops.insert("raw_invalid".to_string(), t.raw_dropped_invalid);
-    drops.insert("auth_failure".to_string(), t.auth_failures);
-    drops.insert("handshake_failure".to_string(), t.handshake_failures);
-    drops.insert("event_refused".to_string(), d.stats().events_refused);
-    drops.insert("tx_refused".to_string(), d.stats().txs_refused);
+    let drops: BTreeMap<String, u64> = [
+        (
+            "malformed_message",
+            counters.malformed_messages.load(Relaxed),
+        ),
+        ("input_queue_full", counters.input_queue_full.load(Relaxed)),
+        (
+            "output_queue_full",
+            counters.output_queue_full.load(Relaxed),
+        ),
+        (
+            "link_send_refused",
+            counters.link_send_refused.load(Relaxed),
+        ),
+        ("rate_limited_frame", t.frames_dropped_rate),
+        ("frame_too_large", t.frames_too_large),
+        ("raw_queue_full", t.raw_dropped_queue_full),
+        ("raw_invalid", t.raw_dropped_invalid),
+        ("auth_failure", t.auth_failures),
+        ("handshake_failure", t.handshake_failures),
+        ("event_refused", d.stats().events_refused),
+        ("tx_refused", d.stats().txs_refused),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
     let dropped: u64 = t.raw_dropped_queue_full
         + t.raw_dropped_invalid
         + t.frames_dropped_rate
