@@ -245,3 +245,169 @@ impl Drop for Netns {
             .status();
     }
 }
+
+/// A wallet-side load: each devnet test wallet moves its output to itself
+/// again and again over a wallet link to one peer, submitting the next
+/// transfer as soon as the last is final. Runs until `stop` is set;
+/// returns how many transfers were applied.
+pub fn self_transfers(
+    net: &LocalNet,
+    peer: usize,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<usize> {
+    use dag::ledger::genesis::Genesis;
+    let genesis =
+        Genesis::from_json(&std::fs::read(net.root.path().join("genesis.json")).expect("genesis"))
+            .expect("valid genesis");
+    let wallets: Vec<peer::devnet::TestWallet> = serde_json::from_slice(
+        &std::fs::read(net.root.path().join("test-wallets.json")).expect("test wallets"),
+    )
+    .expect("test wallets");
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(load::run(genesis, wallets, peer, stop))
+    })
+}
+
+mod load {
+    use dag::identity::{PeerKey, Signer};
+    use dag::ledger::apply::Outcome;
+    use dag::ledger::genesis::Genesis;
+    use dag::ledger::multisig::sign_local;
+    use dag::ledger::output::{output_id, Output, Value};
+    use dag::ledger::transaction::{Transaction, TxBody};
+    use dag::ledger::AssetId;
+    use dag::wire::WalletMessage;
+    use peer::transport::{LinkSigner, Transport, TransportConfig};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    pub async fn run(
+        genesis: Genesis,
+        wallets: Vec<peer::devnet::TestWallet>,
+        peer: usize,
+        stop: Arc<AtomicBool>,
+    ) -> usize {
+        let chain = genesis.chain_id();
+        let me: Arc<dyn LinkSigner> = Arc::new(Mutex::new(Signer::from_seed([0x77; 32], [1; 32])));
+        let (transport, _raw) = Transport::bind(
+            TransportConfig::new(([127, 0, 0, 1], 0).into(), chain),
+            me,
+            Arc::new(|_: &PeerKey| true),
+        )
+        .await
+        .expect("client transport");
+        let target = &genesis.peers[peer];
+        let mut link = None;
+        for _ in 0..50 {
+            if let Ok(l) = transport.connect(target.addr, target.key).await {
+                link = Some(l);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let link = link.expect("a wallet link to the peer");
+        let keys: Vec<schnorrkel::Keypair> = wallets
+            .iter()
+            .map(|w| {
+                schnorrkel::MiniSecretKey::from_bytes(
+                    &dag::hex::decode_array::<32>(&w.secret).expect("hex secret"),
+                )
+                .expect("32 bytes")
+                .expand_to_keypair(schnorrkel::ExpansionMode::Ed25519)
+            })
+            .collect();
+        let hosts: Vec<PeerKey> = wallets
+            .iter()
+            .map(|w| {
+                genesis
+                    .peers
+                    .iter()
+                    .find(|p| p.name == w.host)
+                    .expect("host")
+                    .key
+            })
+            .collect();
+        // Each wallet's current output: genesis output i to start with.
+        let mut current: Vec<_> = (0..wallets.len())
+            .map(|i| output_id(&chain, i as u32))
+            .collect();
+        let transfer = |i: usize, input| {
+            let mut body = TxBody {
+                chain,
+                inputs: vec![input],
+                outputs: vec![Output {
+                    owner: wallets[i].key,
+                    asset: AssetId::NATIVE,
+                    value: Value::Amount(wallets[i].amount),
+                    host: Some(hosts[i]),
+                }],
+                actions: vec![],
+                fee: 0,
+                memo: None,
+                signers: vec![],
+                aggregate: PeerKey([0; 32]),
+            };
+            body.set_signers([wallets[i].key]).expect("one signer");
+            let (_, _, signature) = sign_local(&[&keys[i]], &body.id()).expect("signing");
+            Transaction { body, signature }
+        };
+        let mut pending: Vec<Option<(dag::ledger::TxId, usize)>> = vec![None; wallets.len()];
+        let mut applied = 0;
+        while !stop.load(Ordering::Relaxed) {
+            let mut batch = Vec::new();
+            for i in 0..wallets.len() {
+                if pending[i].is_none() {
+                    let tx = transfer(i, current[i]);
+                    pending[i] = Some((tx.id(), i));
+                    batch.push(tx.encode());
+                }
+            }
+            if !batch.is_empty()
+                && link
+                    .send(WalletMessage::Submit(batch).encode().into())
+                    .is_err()
+            {
+                break;
+            }
+            let Ok(Some(frame)) =
+                tokio::time::timeout(Duration::from_millis(500), link.recv()).await
+            else {
+                continue;
+            };
+            match WalletMessage::decode(&frame) {
+                Ok(WalletMessage::Finalized(done)) => {
+                    for (id, _, outcome) in done {
+                        if let Some(i) =
+                            pending.iter().position(|p| p.is_some_and(|(x, _)| x == id))
+                        {
+                            pending[i] = None;
+                            if outcome == Outcome::Applied {
+                                current[i] = output_id(&id, 0);
+                                applied += 1;
+                            }
+                        }
+                    }
+                }
+                Ok(WalletMessage::Submitted(list)) => {
+                    for (id, err) in list {
+                        if err.is_some() {
+                            if let Some(i) =
+                                pending.iter().position(|p| p.is_some_and(|(x, _)| x == id))
+                            {
+                                pending[i] = None;
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        transport.close().await;
+        applied
+    }
+}

@@ -1,7 +1,10 @@
 //! Real `peer` processes on 127.0.0.1: they agree on the committed sequence
-//! and roots, and a peer killed with `kill -9` under way restarts and
-//! rejoins with no lost or divergent height.
+//! and roots; a peer killed with `kill -9` while wallets keep transacting
+//! restarts and rejoins with no lost or divergent height; seven peers keep
+//! going with two stopped; junk floods and partitions.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use system_tests::LocalNet;
 
@@ -32,6 +35,10 @@ fn four_peers_agree_and_a_killed_peer_rejoins() {
         net.log_tail(0)
     );
     same_roots(&net, &all, 10);
+    // Load: the test wallets keep moving their money through peer 0.
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = system_tests::self_transfers(&net, 0, stop.clone());
+    std::thread::sleep(Duration::from_secs(2));
 
     // kill -9 peer 3; the other three (3/4 of the stake) keep committing.
     net.kill(3);
@@ -49,8 +56,18 @@ fn four_peers_agree_and_a_killed_peer_rejoins() {
         "the restarted peer did not catch up; its log:\n{}",
         net.log_tail(3)
     );
+    stop.store(true, Ordering::Relaxed);
+    let applied = load.join().expect("load thread");
+    assert!(applied > 20, "the load applied only {applied} transfers");
+    let target = net.height(0) + 3;
+    assert!(net.wait_height(&all, target, Duration::from_secs(60)));
     same_roots(&net, &all, target);
     same_roots(&net, &all, h);
+    let s = net.status(3).unwrap();
+    assert!(
+        s["txs_applied"].as_u64().unwrap() >= applied as u64,
+        "the restarted peer re-applied the transfers: {s}"
+    );
 }
 
 #[test]
