@@ -75,6 +75,11 @@ pub struct DriverStats {
     pub checkpoints_certified: u64,
 }
 
+/// Early checkpoint votes are kept for heights at most this far ahead…
+const MAX_VOTE_LEAD: u64 = 4096;
+/// …and at most this many in all.
+const MAX_EARLY_VOTES: usize = 16_384;
+
 /// Mempool bounds: transactions waiting to be proposed.
 pub const MAX_MEMPOOL_TXS: usize = 100_000;
 
@@ -90,6 +95,10 @@ pub struct Driver {
     queued_order: VecDeque<Hash>,
     /// Checkpoint votes by height, until certified.
     votes: BTreeMap<u64, Certified<Checkpoint>>,
+    /// Votes of others for heights we have not voted on yet.
+    early_votes: BTreeMap<u64, Vec<(PeerKey, Checkpoint, Bytes64)>>,
+    /// The last applied height, its leader round and roots, until voted on.
+    last_applied: Option<(u64, Round, StateRoots)>,
     last_certified: Option<Certified<Checkpoint>>,
     sign_checkpoint: Box<dyn FnMut(&Checkpoint) -> dag::identity::Bytes64>,
     rng: ChaCha20Rng,
@@ -139,6 +148,8 @@ impl Driver {
             queued: HashMap::new(),
             queued_order: VecDeque::new(),
             votes: BTreeMap::new(),
+            early_votes: BTreeMap::new(),
+            last_applied: None,
             last_certified: None,
             sign_checkpoint,
             rng: ChaCha20Rng::from_seed(rng_seed),
@@ -342,7 +353,20 @@ impl Driver {
     fn take_vote(&mut self, from: PeerKey, cp: Checkpoint, sig: dag::identity::Bytes64) {
         // Only votes on heights we have applied, matching our own roots,
         // are kept: a vote on other roots is a fork we would not certify.
-        if cp.chain != self.chain || cp.height > self.ledger.height() {
+        if cp.chain != self.chain {
+            return;
+        }
+        if cp.height > self.ledger.height()
+            || (cp.height == self.ledger.height() && !self.votes.contains_key(&cp.height))
+        {
+            // Ahead of us: keep it (bounded) until we vote on that height.
+            let held: usize = self.early_votes.values().map(Vec::len).sum();
+            if cp.height <= self.ledger.height() + MAX_VOTE_LEAD && held < MAX_EARLY_VOTES {
+                self.early_votes
+                    .entry(cp.height)
+                    .or_default()
+                    .push((from, cp, sig));
+            }
             return;
         }
         let Some(entry) = self.votes.get_mut(&cp.height) else {
@@ -413,7 +437,8 @@ impl Driver {
                         Err(e) => tracing::error!(snapshot, "no stake table: {e}"),
                     }
                 }
-                Output::RoundSequenced { .. } | Output::Equivocation(_) => {}
+                Output::RoundSequenced { .. } => self.vote_latest(),
+                Output::Equivocation(_) => {}
             }
         }
     }
@@ -467,16 +492,33 @@ impl Driver {
             self.effects
                 .push_back(Effect::Finalized(sub.height, out.outcomes));
         }
-        // Vote for this height's checkpoint.
+        self.last_applied = Some((sub.height, sub.leader.round, out.roots));
+    }
+
+    /// Sign the checkpoint of the last applied height, once per sequenced
+    /// round (every peer sequences the same rounds, so all vote on the same
+    /// heights; a vote per height cost a signature and three checks per
+    /// height for no more safety).
+    fn vote_latest(&mut self) {
+        let Some((height, round, roots)) = self.last_applied.take() else {
+            return;
+        };
         let cp = Checkpoint {
             chain: self.chain,
-            height: sub.height,
-            round: sub.leader.round,
-            roots: out.roots,
+            height,
+            round,
+            roots,
         };
         let sig = (self.sign_checkpoint)(&cp);
-        self.votes.insert(sub.height, Certified::new(cp.clone()));
+        self.votes.insert(height, Certified::new(cp.clone()));
         self.take_vote(self.key, cp.clone(), sig);
+        // Votes that arrived before we got here.
+        if let Some(early) = self.early_votes.remove(&height) {
+            for (from, c, sig) in early {
+                self.take_vote(from, c, sig);
+            }
+        }
+        self.early_votes = self.early_votes.split_off(&height);
         self.effects
             .push_back(Effect::Broadcast(PeerMessage::CheckpointVote {
                 checkpoint: Box::new(cp),

@@ -68,6 +68,12 @@ fn four_peers_agree_and_a_killed_peer_rejoins() {
         s["txs_applied"].as_u64().unwrap() >= applied as u64,
         "the restarted peer re-applied the transfers: {s}"
     );
+    // Checkpoints keep being certified (votes once per sequenced round).
+    let certified = s["last_certified_height"].as_u64().unwrap_or(0);
+    assert!(
+        certified + 50 >= s["height"].as_u64().unwrap(),
+        "certified checkpoints lag: {s}"
+    );
 }
 
 #[test]
