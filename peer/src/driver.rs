@@ -103,6 +103,8 @@ pub struct Driver {
     sign_checkpoint: Box<dyn FnMut(&Checkpoint) -> dag::identity::Bytes64>,
     rng: ChaCha20Rng,
     effects: VecDeque<Effect>,
+    /// Valid events received since the last [`Driver::take_accepted`].
+    accepted: Vec<Event>,
     stats: DriverStats,
     now: Millis,
 }
@@ -154,6 +156,7 @@ impl Driver {
             sign_checkpoint,
             rng: ChaCha20Rng::from_seed(rng_seed),
             effects: VecDeque::new(),
+            accepted: Vec::new(),
             stats: DriverStats::default(),
             now,
         };
@@ -181,6 +184,12 @@ impl Driver {
     }
     pub fn mempool_len(&self) -> usize {
         self.core.queued_payload_items()
+    }
+
+    /// The valid events received from peers since the last call (inserted,
+    /// or parked for missing parents), for the event log.
+    pub fn take_accepted(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.accepted)
     }
 
     pub fn poll_effect(&mut self) -> Option<Effect> {
@@ -310,8 +319,12 @@ impl Driver {
             }
             PeerMessage::Events(events) => {
                 for ev in events {
+                    let copy = ev.clone();
                     match self.core.receive(self.now, ev, Some(from)) {
-                        Ok(Accepted::Inserted | Accepted::Parked) | Err(Refused::Duplicate) => {}
+                        // Verified, whether inserted or waiting for parents:
+                        // the event log must hold both, or a replay stalls.
+                        Ok(Accepted::Inserted | Accepted::Parked) => self.accepted.push(copy),
+                        Err(Refused::Duplicate) => {}
                         Err(_) => self.stats.events_refused += 1,
                     }
                 }

@@ -129,13 +129,10 @@ async fn serve(
     // links carry only wallet messages (and are capped in number).
     let authorize: Authorize = Arc::new(|_: &PeerKey| true);
     let link_signer: Arc<dyn LinkSigner> = Arc::new(Mutex::new(keys::signer(secret)));
-    let (transport, mut raw) = Transport::bind(
-        TransportConfig::new(cfg.listen, chain),
-        link_signer,
-        authorize,
-    )
-    .await
-    .with_context(|| format!("binding UDP {}", cfg.listen))?;
+    let (transport, mut raw) =
+        Transport::bind(link_config(cfg.listen, chain), link_signer, authorize)
+            .await
+            .with_context(|| format!("binding UDP {}", cfg.listen))?;
     let me = transport.key();
     info!(name = %cfg.name, key = %me, %chain, listen = %transport.local_addr(), "peer starting");
 
@@ -287,6 +284,16 @@ async fn serve(
     transport.close().await;
     let _ = std::fs::remove_file(&sock_path);
     Ok(())
+}
+
+/// Peers notice a dead link (a peer killed and restarted) within 5 s, so
+/// the dialling side reconnects soon after; keep-alives every second make
+/// that possible on an otherwise idle link.
+fn link_config(listen: SocketAddr, chain: proofs::Hash) -> TransportConfig {
+    let mut c = TransportConfig::new(listen, chain);
+    c.idle_timeout = Duration::from_secs(5);
+    c.keep_alive = Duration::from_secs(1);
+    c
 }
 
 async fn wait_thread(h: std::thread::JoinHandle<Result<()>>) {
@@ -561,7 +568,7 @@ fn driver_loop(
                 "replaying the event log"
             );
         }
-        driver.replay(events);
+        replay_with_progress(&mut driver, events);
         Ok((driver, stored_heights))
     })();
     let (mut driver, stored_heights) = match started {
@@ -672,19 +679,13 @@ fn driver_loop(
         };
         match input {
             Input::Msg(from, msg) => {
-                let events: Vec<(u64, proofs::Hash, Vec<u8>)> = match &msg {
-                    PeerMessage::Events(evs) => evs
-                        .iter()
-                        .map(|e| (e.body.round, e.id(), proofs::encode(e)))
-                        .collect(),
-                    _ => Vec::new(),
-                };
                 driver.handle_message(from, msg, now());
-                // Keep the events the core took (valid ones), for restarts.
+                // Keep every valid event (inserted or parked), for restarts.
                 pending_events.extend(
-                    events
+                    driver
+                        .take_accepted()
                         .into_iter()
-                        .filter(|(_, id, _)| driver.core().get_event(id).is_some()),
+                        .map(|e| (e.body.round, e.id(), proofs::encode(&e))),
                 );
             }
             Input::Submit(wallet, txs) => {
@@ -755,6 +756,54 @@ fn driver_loop(
             driver.handle_timeout(now());
         }
     }
+}
+
+/// Replay stored events, reporting progress: a tracing line every tenth,
+/// and a progress bar when stderr is a terminal.
+fn replay_with_progress(driver: &mut Driver, events: Vec<Event>) {
+    use std::io::IsTerminal;
+    let total = events.len();
+    if total == 0 {
+        return;
+    }
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let b = indicatif::ProgressBar::new(total as u64);
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "replaying {bar:40} {pos}/{len} events, height {msg} ({eta})",
+            )
+            .expect("a valid template"),
+        );
+        b
+    });
+    let step = (total / 10).max(1);
+    let mut done = 0;
+    let mut events = events.into_iter();
+    loop {
+        let chunk: Vec<Event> = events.by_ref().take(step.min(1000)).collect();
+        if chunk.is_empty() {
+            break;
+        }
+        let before = done / step;
+        done += chunk.len();
+        driver.replay(chunk);
+        let height = driver.ledger().height();
+        if let Some(b) = &bar {
+            b.set_position(done as u64);
+            b.set_message(height.to_string());
+        }
+        if done / step > before {
+            info!(done, total, height, "replay progress");
+        }
+    }
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    info!(
+        events = total,
+        height = driver.ledger().height(),
+        "replay done"
+    );
 }
 
 fn frame(msg: &PeerMessage) -> Bytes {
