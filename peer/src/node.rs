@@ -679,6 +679,18 @@ fn driver_loop(
         };
         match input {
             Input::Msg(from, msg) => {
+                if let PeerMessage::Frontier(f) = &msg {
+                    // A peer behind our memory window catches up from our
+                    // event log (the core only holds recent rounds).
+                    if let Some(events) = from_log(&store, &driver, f)? {
+                        send(
+                            &out_tx,
+                            &counters,
+                            Out::Send(from, frame(&PeerMessage::Events(events))),
+                        );
+                        continue;
+                    }
+                }
                 driver.handle_message(from, msg, now());
                 // Keep every valid event (inserted or parked), for restarts.
                 pending_events.extend(
@@ -804,6 +816,59 @@ fn replay_with_progress(driver: &mut Driver, events: Vec<Event>) {
         height = driver.ledger().height(),
         "replay done"
     );
+}
+
+/// Events from the log for a peer whose frontier lies below our memory
+/// horizon: the oldest it lacks first, at most one message's worth. `None`
+/// when the peer is within the window (the core answers then).
+fn from_log(
+    store: &Store,
+    driver: &Driver,
+    frontier: &[(PeerKey, dag::committee::Round)],
+) -> Result<Option<Vec<Event>>> {
+    let horizon = driver.core().horizon();
+    let known: HashMap<PeerKey, u64> = frontier.iter().copied().collect();
+    // The lowest round the peer may lack: just above its lowest frontier
+    // entry among the creators we know of (0 for a creator it has nothing of).
+    let lowest = driver
+        .core()
+        .frontier()
+        .iter()
+        .map(|(k, _)| known.get(k).map_or(0, |r| r + 1))
+        .min()
+        .unwrap_or(0);
+    if lowest >= horizon {
+        return Ok(None);
+    }
+    const MAX: usize = dag::wire::MAX_EVENTS_PER_MESSAGE;
+    let mut found: Vec<Event> = Vec::new();
+    let lacks = |e: &Event| known.get(&e.body.creator).is_none_or(|r| e.body.round > *r);
+    let add = |e: Event, found: &mut Vec<Event>| {
+        if lacks(&e) {
+            found.push(e);
+        }
+    };
+    for (_, _, b) in store.events_page(lowest, 4 * MAX)? {
+        add(
+            proofs::decode(&b, dag::wire::MAX_PEER_MESSAGE).context("a logged event")?,
+            &mut found,
+        );
+    }
+    for (_, b) in store.own_events_page(lowest, MAX)? {
+        add(
+            proofs::decode(&b, dag::wire::MAX_PEER_MESSAGE).context("a logged own event")?,
+            &mut found,
+        );
+    }
+    found.sort_by_key(|e| e.body.round);
+    // One frame's worth: bounded in count and (roughly) in bytes.
+    let mut size = 0usize;
+    found.retain(|e| {
+        size += e.body.payload.len() + 512;
+        size < dag::wire::MAX_PEER_MESSAGE / 2
+    });
+    found.truncate(MAX);
+    Ok((!found.is_empty()).then_some(found))
 }
 
 fn frame(msg: &PeerMessage) -> Bytes {

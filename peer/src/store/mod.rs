@@ -502,11 +502,20 @@ impl Store {
 
     /// Own events from `round` on, in round order.
     pub fn own_events_from(&self, round: u64) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        self.own_events_page(round, usize::MAX)
+    }
+
+    /// At most `limit` own events from `round` on, in round order.
+    pub fn own_events_page(
+        &self,
+        round: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
         let db = self.inner.own_events;
         let from = be_u64(round);
         self.read(|txn| {
             let mut out = Vec::new();
-            for item in db.range(txn, &from_key(&from))? {
+            for item in db.range(txn, &from_key(&from))?.take(limit) {
                 let (k, v) = item?;
                 out.push((parse_u64_key(DB_OWN_EVENTS, k)?, v.to_vec()));
             }
@@ -578,11 +587,20 @@ impl Store {
 
     /// Every stored event from `round` on, in (round, id) order.
     pub fn events_from_round(&self, round: u64) -> Result<Vec<(u64, Hash, Vec<u8>)>, StoreError> {
+        self.events_page(round, usize::MAX)
+    }
+
+    /// At most `limit` events from `round` on, in round order.
+    pub fn events_page(
+        &self,
+        round: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Hash, Vec<u8>)>, StoreError> {
         let db = self.inner.events;
         let from = be_u64(round);
         self.read(|txn| {
             let mut out = Vec::new();
-            for item in db.range(txn, &from_key(&from))? {
+            for item in db.range(txn, &from_key(&from))?.take(limit) {
                 let (k, v) = item?;
                 let (round, id) = parse_event_key(k)?;
                 out.push((round, id, v.to_vec()));
