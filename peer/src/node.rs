@@ -586,6 +586,8 @@ fn driver_loop(
     // Which wallet submitted which transaction (oldest forgotten first).
     let mut submitters: HashMap<proofs::Hash, PeerKey> = HashMap::new();
     let mut submit_order: VecDeque<proofs::Hash> = VecDeque::new();
+    // When each peer was last answered from the event log.
+    let mut served_from_log: HashMap<PeerKey, Instant> = HashMap::new();
 
     // Writes gathered over a burst of inputs and made durable together:
     // one sync for many received events and committed heights, instead of
@@ -681,8 +683,19 @@ fn driver_loop(
             Input::Msg(from, msg) => {
                 if let PeerMessage::Frontier(f) = &msg {
                     // A peer behind our memory window catches up from our
-                    // event log (the core only holds recent rounds).
+                    // event log (the core only holds recent rounds). At most
+                    // one log answer per peer per 200 ms: a small frontier
+                    // must not buy megabytes of reads and sends at will.
+                    let recent = served_from_log
+                        .get(&from)
+                        .is_some_and(|t: &Instant| t.elapsed() < Duration::from_millis(200));
+                    if recent
+                        && f.iter().map(|(_, r)| *r).min().unwrap_or(0) < driver.core().horizon()
+                    {
+                        continue;
+                    }
                     if let Some(events) = from_log(&store, &driver, f)? {
+                        served_from_log.insert(from, Instant::now());
                         send(
                             &out_tx,
                             &counters,
