@@ -178,4 +178,27 @@ mod tests {
             Err(WireError::TooLarge(MAX_PEER_MESSAGE + 1))
         );
     }
+
+    #[test]
+    fn wallet_messages_round_trip_and_are_bounded() {
+        use crate::ledger::apply::{Outcome, Rejection};
+        let m = WalletMessage::Finalized(vec![
+            (Hash([1; 32]), 7, Outcome::Applied),
+            (Hash([2; 32]), 7, Outcome::Rejected(Rejection::Duplicate)),
+        ]);
+        assert_eq!(WalletMessage::decode(&m.encode()), Ok(m));
+        let m = WalletMessage::Submitted(vec![(Hash([3; 32]), Some("mempool full".into()))]);
+        assert_eq!(WalletMessage::decode(&m.encode()), Ok(m));
+        let big = WalletMessage::Submit(vec![vec![]; MAX_TXS_PER_MESSAGE + 1]);
+        assert!(matches!(
+            WalletMessage::decode(&big.encode()),
+            Err(WireError::ListTooLong { .. })
+        ));
+        let mut bytes = WalletMessage::Submit(vec![vec![1]]).encode();
+        bytes.push(0);
+        assert!(matches!(
+            WalletMessage::decode(&bytes),
+            Err(WireError::Malformed(_))
+        ));
+    }
 }
