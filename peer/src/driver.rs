@@ -214,9 +214,8 @@ impl Driver {
 
     /// Transactions from a wallet, checked in one batch (form and
     /// signature) before they take mempool space. For each: whether it was
-    /// queued (false: a repeat), or why not.
-    pub fn submit_batch(&mut self, txs: Vec<Transaction>) -> Vec<Result<bool, String>> {
-        let max = self.ledger.params().max_tx_bytes as usize;
+    /// queued (false: a repeat), or why not, with its id.
+    pub fn submit_batch(&mut self, txs: Vec<Transaction>) -> Vec<(Hash, Result<bool, String>)> {
         let items: Vec<PayloadItem> = txs
             .into_iter()
             .map(|tx| {
@@ -233,27 +232,20 @@ impl Driver {
             let PayloadItem::Tx { tx, id } = item else {
                 unreachable!("built as transactions")
             };
-            out.push(match a {
+            let result = match a {
                 Admitted::Rejected { reason, .. } => {
                     self.stats.txs_refused += 1;
                     Err(reason.to_string())
                 }
-                Admitted::Ok(_) => {
-                    self.queue_checked(*id, tx.signature, encode_payload_item(tx), max)
-                }
-            });
+                Admitted::Ok(_) => self.queue_checked(*id, tx.signature, encode_payload_item(tx)),
+            };
+            out.push((*id, result));
         }
         self.drain_core();
         out
     }
 
-    fn queue_checked(
-        &mut self,
-        id: Hash,
-        sig: Bytes64,
-        item: Vec<u8>,
-        _max: usize,
-    ) -> Result<bool, String> {
+    fn queue_checked(&mut self, id: Hash, sig: Bytes64, item: Vec<u8>) -> Result<bool, String> {
         if self.queued.contains_key(&id) {
             return Ok(false);
         }
@@ -279,7 +271,7 @@ impl Driver {
     /// queued.
     pub fn submit(&mut self, tx: Transaction, forward: bool) -> Result<bool, String> {
         let bytes = forward.then(|| tx.encode());
-        let result = self
+        let (_, result) = self
             .submit_batch(vec![tx])
             .pop()
             .expect("one transaction, one result");

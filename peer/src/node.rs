@@ -726,8 +726,7 @@ fn driver_loop(
                         Ok(tx) => decoded.push(tx),
                     }
                 }
-                let txids: Vec<proofs::Hash> = decoded.iter().map(|t| t.id()).collect();
-                for (txid, r) in txids.into_iter().zip(driver.submit_batch(decoded)) {
+                for (txid, r) in driver.submit_batch(decoded) {
                     match r {
                         Ok(_) => {
                             if submitters.insert(txid, wallet).is_none() {
