@@ -31,6 +31,13 @@
 //! [`IndexValue`]: the per-key list nodes (by key and MMR position), the
 //! entries themselves (by key and index, to answer queries), and each key's
 //! list sizes by version (to prove "as of" an older version).
+//!
+//! # Restore
+//!
+//! [`KeyIndex::lists`] exports every key's whole list; [`KeyIndex::restore`]
+//! rebuilds from them, in fresh stores, the index at a given version with
+//! the same root, and later applies behave as on the original. Versions
+//! before the restored one are not provable there.
 
 use crate::codec;
 use crate::hash::{Domain, Hash, Hasher};
@@ -106,6 +113,21 @@ pub enum KeyIndexError {
     TooManyEntries(u64),
     #[error("stored data is inconsistent: {0}")]
     Corrupt(&'static str),
+    #[error(transparent)]
+    Restore(#[from] RestoreError),
+}
+
+/// Why [`KeyIndex::restore`] refused its lists.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum RestoreError {
+    #[error("version 0 is the empty index; a restore makes version 1 or later")]
+    VersionZero,
+    #[error("keys are not strictly increasing at {0:?}")]
+    KeysUnsorted(Hash),
+    #[error("key {0:?} has an empty list (keys without entries are absent)")]
+    EmptyList(Hash),
+    #[error("key {0:?}: entry heights decrease or pass the last height")]
+    BadHeights(Hash),
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -296,6 +318,94 @@ impl<T: NodeStore<StoreKey, StoreValue>, S: NodeStore<IndexKey, IndexValue>> Key
             store,
             last_height,
         })
+    }
+
+    /// Rebuild, in empty stores, the index that holds exactly `lists` (each
+    /// key's whole list, in list order) at `version`, the last
+    /// [`KeyIndex::apply`] having been for height `last_height`. Its root
+    /// and later behaviour equal those of the index that appended the same
+    /// entries height by height, because a list's root depends only on its
+    /// entries and the tree only on its key set. Only `version` is readable
+    /// afterwards: the lists say nothing of older versions.
+    ///
+    /// Keys must be strictly increasing, every list non-empty, and heights
+    /// non-decreasing and at most `last_height` (what `apply` guarantees).
+    pub fn restore(
+        tree_store: T,
+        mut store: S,
+        version: u64,
+        last_height: u64,
+        lists: &[(Hash, Vec<Entry>)],
+    ) -> Result<Self, KeyIndexError> {
+        let start = version.checked_sub(1).ok_or(RestoreError::VersionZero)?;
+        let mut tree = SparseMerkleTree::create_at(tree_store, start)?;
+        let mut heads = Vec::with_capacity(lists.len());
+        let mut previous: Option<&Hash> = None;
+        for (key, entries) in lists {
+            if previous.is_some_and(|p| p >= key) {
+                return Err(RestoreError::KeysUnsorted(*key).into());
+            }
+            previous = Some(key);
+            let Some(last) = entries.last() else {
+                return Err(RestoreError::EmptyList(*key).into());
+            };
+            if last.height > last_height || entries.windows(2).any(|w| w[1].height < w[0].height) {
+                return Err(RestoreError::BadHeights(*key).into());
+            }
+            let mut list = Mmr::new(ListStore {
+                key: *key,
+                store: ListAccess::Write(&mut store),
+            });
+            for entry in entries {
+                list.append(entry.leaf())?;
+            }
+            let (count, root) = (list.size(), list.root());
+            drop(list);
+            for (index, entry) in (0u64..).zip(entries) {
+                store.put(IndexKey::Entry(*key, index), IndexValue::Entry(*entry))?;
+            }
+            store.put(
+                IndexKey::Sizes(*key),
+                IndexValue::Sizes(vec![(version, count)]),
+            )?;
+            heads.push((*key, Some(head_hash(count, &root))));
+        }
+        store.put(IndexKey::LastHeight, IndexValue::Height(last_height))?;
+        tree.apply_batch(&heads)?;
+        // Drop the empty start version: it never was this index's state.
+        tree.prune(1)?;
+        Ok(KeyIndex {
+            tree,
+            store,
+            last_height: Some(last_height),
+        })
+    }
+
+    /// Every key's whole list as of the latest version, keys in increasing
+    /// order: what [`KeyIndex::restore`] takes to rebuild this index.
+    pub fn lists(&self) -> Result<Vec<(Hash, Vec<Entry>)>, KeyIndexError> {
+        let mut keys = Vec::new();
+        self.tree
+            .for_each_leaf(self.tree.latest_version(), |key, _| keys.push(*key))?;
+        keys.into_iter()
+            .map(|key| {
+                let count = self.sizes(&key)?.last().map_or(0, |(_, n)| *n);
+                let entries = (0..count)
+                    .map(|i| self.entry(&key, i))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok((key, entries))
+            })
+            .collect()
+    }
+
+    /// The height of the last [`KeyIndex::apply`] (or restore).
+    pub fn last_height(&self) -> Option<u64> {
+        self.last_height
+    }
+
+    /// The oldest version still readable.
+    pub fn oldest_version(&self) -> u64 {
+        self.tree.oldest_version()
     }
 
     /// Hand the stores back (to reopen, or to close the backend).

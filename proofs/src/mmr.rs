@@ -48,6 +48,11 @@
 //! back; the root commits to `size`, which fixes the shape of every tree, so a
 //! node can never be presented at another height than its own.
 //!
+//! A store holds nodes, not leaves: the leaf's own node `H(mmr-leaf, leaf)`
+//! is as far down as it goes. [`Mmr::leaf_node`] reads it and
+//! [`Mmr::from_leaf_nodes`] rebuilds every node from all of them (a state
+//! snapshot carries the history that way).
+//!
 //! # Proofs
 //!
 //! The verifier always supplies the sizes and indices, so a proof is nothing
@@ -592,6 +597,13 @@ impl<S: NodeStore<u64, Hash>> Mmr<S> {
     /// An MMR already holding [`MAX_LEAVES`] leaves refuses with
     /// `StoreError::Backend`.
     pub fn append(&mut self, leaf: Hash) -> Result<u64, StoreError> {
+        self.append_leaf_node(leaf_hash(&leaf))
+    }
+
+    /// Append a leaf given by its node hash ([`leaf_hash`] of the leaf), as
+    /// [`Self::leaf_node`] returns it: what a restore from a snapshot of the
+    /// leaf nodes does, since the store keeps nodes, not the leaves.
+    pub fn append_leaf_node(&mut self, leaf_node: Hash) -> Result<u64, StoreError> {
         let index = self.size;
         if index >= MAX_LEAVES {
             return Err(StoreError::Backend(format!(
@@ -599,7 +611,7 @@ impl<S: NodeStore<u64, Hash>> Mmr<S> {
             )));
         }
         let mut pos = leaf_position(index);
-        let mut node = leaf_hash(&leaf);
+        let mut node = leaf_node;
         self.store.put(pos, node)?;
         // The trailing one bits of `index` are the peaks of height 0, 1, …
         // at the end of the list; the new leaf merges with each in turn.
@@ -633,6 +645,38 @@ impl<S: NodeStore<u64, Hash>> Mmr<S> {
             self.append(leaf)?;
         }
         Ok(start..self.size)
+    }
+
+    /// The MMR of the leaves whose node hashes are `leaf_nodes`, in order,
+    /// written into `store` (as [`Self::new`] then
+    /// [`Self::append_leaf_node`] for each): identical nodes, peaks and root
+    /// to the MMR that appended the leaves themselves.
+    pub fn from_leaf_nodes<I>(store: S, leaf_nodes: I) -> Result<Self, StoreError>
+    where
+        I: IntoIterator<Item = Hash>,
+    {
+        let mut mmr = Mmr::new(store);
+        for node in leaf_nodes {
+            mmr.append_leaf_node(node)?;
+        }
+        Ok(mmr)
+    }
+
+    /// The node hash of leaf `index` ([`leaf_hash`] of the leaf appended
+    /// there): with every leaf's node, [`Self::from_leaf_nodes`] rebuilds
+    /// the whole MMR.
+    pub fn leaf_node(&self, index: u64) -> Result<Hash, MmrError> {
+        if index >= self.size {
+            return Err(MmrError::IndexOutOfRange {
+                index,
+                size: self.size,
+            });
+        }
+        let pos = leaf_position(index);
+        match self.store.get(&pos)? {
+            Some(node) => Ok(node),
+            None => Err(StoreError::Missing(format!("MMR leaf node at position {pos}")).into()),
+        }
     }
 
     /// Proof that leaf `leaf_index` is in the current history.

@@ -110,6 +110,16 @@
 //! transaction (see [`crate::store`]); all keys and values are plain serde
 //! types for that mapping.
 //!
+//! # Restoring from leaves
+//!
+//! A peer that restores a state snapshot rebuilds the tree from its leaves
+//! alone: [`SparseMerkleTree::leaves`] lists a version's leaves in key order,
+//! [`SparseMerkleTree::create_at`] starts an empty tree at version `v - 1`,
+//! one batch of all the leaves makes version `v` with the original's root
+//! and pages (the tree is a function of its key set), and
+//! `prune(1)` drops the empty start. Versions before `v` do not exist in
+//! the restored tree.
+//!
 //! # Batch updates
 //!
 //! A batch is sorted by key and deduplicated with **last write wins** (the
@@ -440,16 +450,25 @@ enum PathEnd {
 
 impl<S: NodeStore<StoreKey, StoreValue>> SparseMerkleTree<S> {
     /// Start a tree in an empty store: version 0, the empty tree.
-    pub fn create(mut store: S) -> Result<Self, SmtError> {
+    pub fn create(store: S) -> Result<Self, SmtError> {
+        Self::create_at(store, 0)
+    }
+
+    /// Start a tree in an empty store as the empty tree at `version`, with
+    /// no older version: the first batch makes `version + 1`. A restore
+    /// (a state snapshot taken at some version) uses it so that loading all
+    /// leaves in one batch gives the version numbering the tree had, after
+    /// which [`Self::prune`]`(1)` drops the empty start.
+    pub fn create_at(mut store: S, version: u64) -> Result<Self, SmtError> {
         if store.get(&StoreKey::Meta)?.is_some() {
             return Err(SmtError::AlreadyExists);
         }
         let meta = TreeMeta {
-            oldest: 0,
-            latest: 0,
+            oldest: version,
+            latest: version,
             pages: 0,
         };
-        store.put(StoreKey::Root(0), StoreValue::Root(None))?;
+        store.put(StoreKey::Root(version), StoreValue::Root(None))?;
         store.put(StoreKey::Meta, StoreValue::Meta(meta))?;
         Ok(SparseMerkleTree {
             store,
@@ -541,6 +560,51 @@ impl<S: NodeStore<StoreKey, StoreValue>> SparseMerkleTree<S> {
         let bitmap = bitmap.get(..depth.div_ceil(8)).unwrap_or(&bitmap).to_vec();
         let proof = SparseProof::from_parts(depth as u16, bitmap, siblings, other_leaf);
         Ok((value, proof))
+    }
+
+    /// Every leaf of `version`, as `(key, value)` in key order.
+    pub fn leaves(&self, version: u64) -> Result<Vec<(Hash, Hash)>, SmtError> {
+        let mut out = Vec::new();
+        self.for_each_leaf(version, |k, v| out.push((*k, *v)))?;
+        Ok(out)
+    }
+
+    /// Call `f` on every leaf of `version` in key order (tree order), one
+    /// page read per stored page. A depth-first walk with an explicit stack,
+    /// like the batch walk, so no key shape can exhaust the thread's stack.
+    pub fn for_each_leaf(
+        &self,
+        version: u64,
+        mut f: impl FnMut(&Hash, &Hash),
+    ) -> Result<(), SmtError> {
+        let first = match self.root_slot(version)? {
+            None => return Ok(()),
+            Some(Slot::Leaf { key, value, .. }) => {
+                f(&key, &value);
+                return Ok(());
+            }
+            Some(Slot::Page(c)) => NodeKey::new(c.version, 0, &[0; 32]),
+            Some(Slot::Internal(_)) => {
+                return Err(SmtError::Corrupt("internal slot at the root".into()))
+            }
+        };
+        let mut stack = vec![Walk::Page(first)];
+        let mut found = Vec::with_capacity(32);
+        while let Some(next) = stack.pop() {
+            match next {
+                Walk::Leaf(k, v) => f(&k, &v),
+                Walk::Page(key) => {
+                    if usize::from(key.depth) > MAX_PAGE_DEPTH {
+                        return Err(SmtError::Corrupt("page below depth 252".into()));
+                    }
+                    found.clear();
+                    self.with_page(&key, |page| page_in_order(page, &key, 1, &mut found))??;
+                    // Reversed, so the leftmost is popped first.
+                    stack.extend(found.drain(..).rev());
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Walk `key`'s path in `version` to where it ends, reporting each
@@ -714,6 +778,44 @@ impl<S: NodeStore<StoreKey, StoreValue>> SparseMerkleTree<S> {
     fn with_page<R>(&self, key: &NodeKey, f: impl FnOnce(&Page) -> R) -> Result<R, SmtError> {
         with_page(&self.store, key, f)
     }
+}
+
+/// A step of [`SparseMerkleTree::for_each_leaf`]: a leaf to report, or a
+/// page to open.
+enum Walk {
+    Leaf(Hash, Hash),
+    Page(NodeKey),
+}
+
+/// The leaves and child pages below heap position `pos` of the page stored
+/// under `at`, left to right.
+fn page_in_order(page: &Page, at: &NodeKey, pos: u8, out: &mut Vec<Walk>) -> Result<(), SmtError> {
+    for child in [pos << 1, (pos << 1) | 1] {
+        match page.slot(child) {
+            None => {}
+            Some(Slot::Leaf { key, value, .. }) => out.push(Walk::Leaf(key, value)),
+            Some(Slot::Internal(_)) if child < 16 => page_in_order(page, at, child, out)?,
+            Some(Slot::Page(c)) if child >= 16 => {
+                // The exit's four bits follow the page's own path.
+                let depth = usize::from(at.depth);
+                let mut path = at.path;
+                for i in 0..PAGE_LEVELS {
+                    if (child - 16) & (0b1000 >> i) != 0 {
+                        if let Some(b) = path.get_mut((depth + i) / 8) {
+                            *b |= 0x80u8 >> ((depth + i) % 8);
+                        }
+                    }
+                }
+                out.push(Walk::Page(NodeKey::new(
+                    c.version,
+                    depth + PAGE_LEVELS,
+                    &path,
+                )));
+            }
+            Some(_) => return Err(SmtError::Corrupt(format!("slot kind at position {child}"))),
+        }
+    }
+    Ok(())
 }
 
 /// Run `f` on the page stored in `store` under `key`, where it lies.

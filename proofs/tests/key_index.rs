@@ -2,7 +2,9 @@
 //! for any key, range and root, either fails or yields exactly the model's
 //! entries — so no proof can hide an output.
 
-use proofs::key_index::{CompletenessProof, Entry, IndexKey, IndexValue, KeyIndex, KeyIndexError};
+use proofs::key_index::{
+    CompletenessProof, Entry, IndexKey, IndexValue, KeyIndex, KeyIndexError, RestoreError,
+};
 use proofs::smt::SmtMemStore;
 use proofs::{Domain, Hash, MemStore};
 use proptest::prelude::*;
@@ -232,4 +234,113 @@ fn proofs_are_minimal_and_the_index_reopens() {
         Err(KeyIndexError::HeightWentBack { .. })
     ));
     again.apply(10, &[(key(1), output(99))]).unwrap();
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn restore_from_lists_behaves_like_the_original(before in steps(), after in steps()) {
+        let (mut idx, model, _) = build(&before);
+        let v = idx.latest_version();
+        let last = idx.last_height().unwrap();
+        let lists = idx.lists().unwrap();
+        // The export is the model's latest state, keys in order.
+        let want: Vec<(Hash, Vec<Entry>)> = model[v as usize]
+            .iter()
+            .map(|(k, e)| (*k, e.clone()))
+            .collect();
+        prop_assert_eq!(&lists, &want);
+        let mut back = Index::restore(SmtMemStore::new(), MemStore::new(), v, last, &lists).unwrap();
+        prop_assert_eq!(back.latest_version(), v);
+        prop_assert_eq!(back.oldest_version(), v);
+        prop_assert_eq!(back.root(v).unwrap(), idx.root(v).unwrap());
+        prop_assert_eq!(back.last_height(), Some(last));
+        prop_assert_eq!(back.lists().unwrap(), lists);
+        // Proofs as of the restored version are the original's; older
+        // versions are not available.
+        for k in 0..6u8 {
+            prop_assert_eq!(back.prove(&key(k), 0, 40, v).unwrap(), idx.prove(&key(k), 0, 40, v).unwrap());
+        }
+        if v > 0 {
+            prop_assert!(back.prove(&key(0), 0, 40, v - 1).is_err());
+        }
+        // The same later heights give the same roots and proofs.
+        let mut height = last;
+        let mut n = 10_000u32;
+        for (dh, keys) in &after {
+            height += dh;
+            let created: Vec<(Hash, Hash)> = keys
+                .iter()
+                .map(|k| {
+                    n += 1;
+                    (key(*k), output(n))
+                })
+                .collect();
+            let a = idx.apply(height, &created).unwrap();
+            let b = back.apply(height, &created).unwrap();
+            prop_assert_eq!(a, b);
+            for k in 0..6u8 {
+                prop_assert_eq!(
+                    back.prove(&key(k), 0, height, a.0).unwrap(),
+                    idx.prove(&key(k), 0, height, a.0).unwrap()
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn restore_refuses_what_apply_could_not_have_made() {
+    let e = |height: u64, n: u32| Entry {
+        height,
+        output: output(n),
+    };
+    let restore = |version: u64, lists: &[(Hash, Vec<Entry>)]| {
+        Index::restore(SmtMemStore::new(), MemStore::new(), version, 5, lists).err()
+    };
+    let (a, b) = if key(1) < key(2) {
+        (key(1), key(2))
+    } else {
+        (key(2), key(1))
+    };
+    assert!(restore(3, &[(a, vec![e(1, 1)]), (b, vec![e(2, 2), e(2, 3)])]).is_none());
+    assert!(matches!(
+        restore(0, &[]),
+        Some(KeyIndexError::Restore(RestoreError::VersionZero))
+    ));
+    assert!(matches!(
+        restore(3, &[(b, vec![e(1, 1)]), (a, vec![e(2, 2)])]),
+        Some(KeyIndexError::Restore(RestoreError::KeysUnsorted(k))) if k == a
+    ));
+    assert!(matches!(
+        restore(3, &[(a, vec![e(1, 1)]), (a, vec![e(2, 2)])]),
+        Some(KeyIndexError::Restore(RestoreError::KeysUnsorted(_)))
+    ));
+    assert!(matches!(
+        restore(3, &[(a, vec![])]),
+        Some(KeyIndexError::Restore(RestoreError::EmptyList(k))) if k == a
+    ));
+    assert!(matches!(
+        restore(3, &[(a, vec![e(3, 1), e(2, 2)])]),
+        Some(KeyIndexError::Restore(RestoreError::BadHeights(k))) if k == a
+    ));
+    assert!(matches!(
+        restore(3, &[(a, vec![e(6, 1)])]),
+        Some(KeyIndexError::Restore(RestoreError::BadHeights(_)))
+    ));
+    // A restored index keeps refusing heights below its last one.
+    let mut idx = Index::restore(
+        SmtMemStore::new(),
+        MemStore::new(),
+        3,
+        5,
+        &[(a, vec![e(1, 1)])],
+    )
+    .unwrap();
+    assert!(matches!(
+        idx.apply(4, &[(a, output(9))]),
+        Err(KeyIndexError::HeightWentBack { height: 4, last: 5 })
+    ));
+    assert_eq!(idx.apply(5, &[(a, output(9))]).unwrap().0, 4);
 }

@@ -341,6 +341,45 @@ proptest! {
             prop_assert_eq!(p.verify(&old, k as u64 - 1, &m.root(), m.size()), Ok(()));
         }
     }
+
+    #[test]
+    fn rebuilt_from_leaf_nodes_is_the_same_mmr(
+        seed: u64,
+        n in 0usize..80,
+        more in 0usize..20,
+    ) {
+        let all = leaves(seed, n);
+        let m = build(&all);
+        let nodes: Vec<Hash> = (0..n as u64).map(|i| m.leaf_node(i).unwrap()).collect();
+        // A leaf node is the leaf's tagged hash, as the model spells it.
+        for (node, leaf) in nodes.iter().zip(&all) {
+            prop_assert_eq!(*node, Hash::of(LEAF, &leaf.0));
+        }
+        prop_assert_eq!(
+            m.leaf_node(n as u64),
+            Err(MmrError::IndexOutOfRange { index: n as u64, size: n as u64 })
+        );
+        let mut back = Mmr::from_leaf_nodes(Store::new(), nodes).unwrap();
+        prop_assert_eq!(back.size(), n as u64);
+        prop_assert_eq!(back.root(), m.root());
+        prop_assert_eq!(back.peaks(), m.peaks());
+        // Every node is there: historical roots and proofs, not just the peaks.
+        prop_assert_eq!(back.store().len() as u64, mmr::node_count(n as u64));
+        for k in 0..=n as u64 {
+            prop_assert_eq!(back.root_at(k).unwrap(), m.root_at(k).unwrap());
+            prop_assert_eq!(back.consistency_proof(k).unwrap(), m.consistency_proof(k).unwrap());
+        }
+        for i in 0..n as u64 {
+            prop_assert_eq!(back.inclusion_proof(i).unwrap(), m.inclusion_proof(i).unwrap());
+        }
+        // And appends go on the same way.
+        let fresh = leaves(seed ^ 0xaaaa, more);
+        let mut m = m;
+        m.append_batch(fresh.iter().copied()).unwrap();
+        back.append_batch(fresh.iter().copied()).unwrap();
+        prop_assert_eq!(back.root(), m.root());
+        prop_assert_eq!(back.root(), model_root(&[&all[..], &fresh[..]].concat()));
+    }
 }
 
 proptest! {

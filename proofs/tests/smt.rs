@@ -251,6 +251,7 @@ proptest! {
                 } else {
                     let how = if v == version { Depth::Claims } else { Depth::Truth };
                     check_version(&tree, v, snap, &probes_for(snap, &extra), how);
+                    prop_assert_eq!(tree.leaves(v).unwrap(), entries(snap));
                 }
             }
             let future = version + 1;
@@ -268,6 +269,47 @@ proptest! {
         prop_assert_eq!(tree.store().len() as u64, expect + 2);
         let last = snaps.last().unwrap();
         check_version(&tree, tree.latest_version(), last, &probes_for(last, &extra), Depth::CrossKey);
+    }
+
+    /// A tree rebuilt from its leaves in one batch at the same version (a
+    /// snapshot restore) has the same root and pages, holds nothing else,
+    /// and goes on exactly like the original.
+    #[test]
+    fn restored_tree_goes_on_like_the_original(
+        before in proptest::collection::vec(batch_strategy(), 1..6),
+        after in proptest::collection::vec(batch_strategy(), 0..4),
+        extra in any::<[u8; 32]>(),
+    ) {
+        let mut tree = SparseMerkleTree::new();
+        let mut m = Model::new();
+        for b in &before {
+            apply_model(&mut m, b);
+            tree.apply_batch(b).unwrap();
+        }
+        let v = tree.latest_version();
+        let leaves: Batch = tree.leaves(v).unwrap().into_iter().map(|(k, x)| (k, Some(x))).collect();
+        let mut back = SparseMerkleTree::create_at(SmtMemStore::new(), v - 1).unwrap();
+        prop_assert_eq!(back.latest_version(), v - 1);
+        prop_assert_eq!(back.root(v - 1), Ok(Hash::ZERO));
+        prop_assert_eq!(back.apply_batch(&leaves).unwrap(), (v, tree.root(v).unwrap()));
+        back.prune(1).unwrap();
+        prop_assert_eq!(back.oldest_version(), v);
+        prop_assert_eq!(
+            back.root(v - 1),
+            Err(SmtError::Pruned { version: v - 1, oldest: v })
+        );
+        let expect = model_pages(&entries(&m), 0);
+        prop_assert_eq!(back.node_count(), expect);
+        prop_assert_eq!(back.store().len() as u64, expect + 2);
+        check_version(&back, v, &m, &probes_for(&m, &Hash(extra)), Depth::Truth);
+        for b in &after {
+            apply_model(&mut m, b);
+            let (va, ra) = tree.apply_batch(b).unwrap();
+            prop_assert_eq!(back.apply_batch(b).unwrap(), (va, ra));
+            for key in probes_for(&m, &Hash(extra)) {
+                prop_assert_eq!(back.get_with_proof(&key, va).unwrap(), tree.get_with_proof(&key, va).unwrap());
+            }
+        }
     }
 
     /// Flipping any byte of an encoded proof makes decoding or verification
@@ -639,9 +681,43 @@ fn retention_and_reopen() {
     let (v, _) = tree.apply_batch(&[]).unwrap();
     assert_eq!(v, 11);
     assert_eq!(tree.root(11), Ok(roots[9]));
+    let store = tree.into_store();
     assert!(matches!(
-        SparseMerkleTree::create(tree.into_store()),
+        SparseMerkleTree::create_at(store.clone(), 20),
         Err(SmtError::AlreadyExists)
+    ));
+    assert!(matches!(
+        SparseMerkleTree::create(store),
+        Err(SmtError::AlreadyExists)
+    ));
+}
+
+#[test]
+fn leaves_come_in_key_order_from_every_depth() {
+    // The pool's keys share prefixes down to the last bit, so their leaves
+    // sit in pages at many depths, at inner positions and exits alike.
+    let pool = key_pool();
+    let mut tree = SparseMerkleTree::new();
+    let batch: Batch = pool
+        .iter()
+        .map(|k| (*k, Some(Hash::of(TEST, &k.0))))
+        .collect();
+    tree.apply_batch(&batch).unwrap();
+    let mut want: Vec<(Hash, Hash)> = batch.iter().map(|(k, v)| (*k, v.unwrap())).collect();
+    want.sort();
+    assert_eq!(tree.leaves(1).unwrap(), want);
+    assert_eq!(tree.leaves(0).unwrap(), vec![]);
+    // A lone leaf is the root itself.
+    let (one, _) = tree.apply_batch(&[(Hash::ZERO, None)]).unwrap();
+    assert_eq!(tree.leaves(one).unwrap().len(), want.len() - 1);
+    let mut single = SparseMerkleTree::new();
+    single
+        .apply_batch(&[(Hash::ZERO, Some(Hash::ZERO))])
+        .unwrap();
+    assert_eq!(single.leaves(1).unwrap(), vec![(Hash::ZERO, Hash::ZERO)]);
+    assert!(matches!(
+        single.leaves(2),
+        Err(SmtError::FutureVersion { .. })
     ));
 }
 
