@@ -19,7 +19,9 @@
 //! - [`stake`]: the stake table at snapshots, fed to the consensus core;
 //! - [`genesis`]: the genesis file and the chain id;
 //! - [`checkpoint`]: state roots, signed checkpoints, certified roots and
-//!   committee hand-overs a wallet checks alone.
+//!   committee hand-overs a wallet checks alone;
+//! - [`snapshot`]: the whole state at one height, exported, and restored
+//!   only if it rebuilds to the (certified) roots.
 
 pub mod admission;
 pub mod apply;
@@ -30,6 +32,7 @@ pub mod multisig;
 pub mod output;
 pub mod owner_keys;
 pub mod peers;
+pub mod snapshot;
 pub mod stake;
 pub mod state;
 pub mod transaction;
@@ -42,5 +45,6 @@ pub use asset::{AssetClass, AssetDef, AssetId};
 pub use checkpoint::{Certified, Checkpoint, Handover, StateRoots};
 pub use genesis::Genesis;
 pub use output::{Output, OutputId, OutputState, Value};
+pub use snapshot::{Inconsistency, LedgerSnapshot, SnapshotError};
 pub use state::{Ledger, Params};
 pub use transaction::{Action, Transaction, TxBody, TxId};
