@@ -9,7 +9,9 @@
 //! is single-signature schnorrkel verification per second on one core,
 //! measured in the same run, and `state_root_ms_per_height` is the mean
 //! time of `apply_height` (rules, output set, registry, key index and
-//! history, roots included).
+//! history, roots included). With `--snapshot`, `"snapshot"` holds the
+//! export, encode, decode and restore times in milliseconds and the
+//! snapshot's size in bytes, taken after the stream.
 
 use clap::Parser;
 use dag::identity::{PeerKey, Signer};
@@ -18,7 +20,8 @@ use dag::ledger::apply::{HeightInput, Outcome};
 use dag::ledger::genesis::{Genesis, GenesisOutput, GenesisPeer, NativeAsset};
 use dag::ledger::multisig::{sign_local, TX_CONTEXT};
 use dag::ledger::output::{output_id, Output, Value};
-use dag::ledger::state::Params;
+use dag::ledger::snapshot::LedgerSnapshot;
+use dag::ledger::state::{Ledger, Params};
 use dag::ledger::transaction::{Transaction, TxBody};
 use dag::ledger::AssetId;
 use proofs::Hash;
@@ -55,6 +58,10 @@ struct Args {
     /// report the two phases apart (to see what bounds the pipeline).
     #[arg(long)]
     phased: bool,
+    /// After the stream, export a state snapshot, encode, decode and
+    /// restore it, and report the times and its size.
+    #[arg(long)]
+    snapshot: bool,
 }
 
 fn keypair(i: u64) -> Keypair {
@@ -266,6 +273,9 @@ fn main() {
         });
     }
     let elapsed = start.elapsed().as_secs_f64();
+    let snapshot = args
+        .snapshot
+        .then(|| measure_snapshot(&ledger, args.tree_jobs));
     let applied_per_sec = applied as f64 / elapsed;
     eprintln!(
         "applied {applied} in {elapsed:.2} s: {applied_per_sec:.0}/s, {:.0}% of ceiling × cores",
@@ -286,8 +296,47 @@ fn main() {
             "mode": if args.phased { "phased" } else { "pipelined" },
             "admission_us_per_tx": admit_secs.map(|s| (s * 1e6 / applied as f64 * 10.0).round() / 10.0),
             "apply_us_per_tx": (apply_time.as_secs_f64() * 1e6 / applied as f64 * 10.0).round() / 10.0,
+            "snapshot": snapshot,
         })
     );
+}
+
+/// Export, encode, decode and restore the ledger's state (the trees built
+/// as parallel jobs if `tree_jobs > 0`, as when applying); the times in
+/// milliseconds and the snapshot's size.
+fn measure_snapshot(ledger: &Ledger, tree_jobs: usize) -> serde_json::Value {
+    let ms = |t: Instant| (t.elapsed().as_secs_f64() * 10_000.0).round() / 10.0;
+    eprintln!("snapshot of {} outputs…", ledger.output_count());
+    let t = Instant::now();
+    let snap = ledger.export_snapshot().expect("in-memory store");
+    let export_ms = ms(t);
+    let t = Instant::now();
+    let bytes = snap.encode();
+    let encode_ms = ms(t);
+    drop(snap);
+    let t = Instant::now();
+    let snap = LedgerSnapshot::decode(&bytes, bytes.len()).expect("own encoding");
+    let decode_ms = ms(t);
+    let t = Instant::now();
+    let exec = (tree_jobs > 0).then(|| {
+        let e: std::sync::Arc<dyn proofs::Executor> = std::sync::Arc::new(ScopedThreads);
+        (e, tree_jobs)
+    });
+    let restored = Ledger::from_snapshot_with(snap, exec).expect("own snapshot");
+    let restore_ms = ms(t);
+    assert_eq!(restored.roots(), ledger.roots());
+    eprintln!(
+        "  export {export_ms} ms, encode {encode_ms} ms, decode {decode_ms} ms, restore {restore_ms} ms, {} bytes",
+        bytes.len()
+    );
+    serde_json::json!({
+        "outputs": ledger.output_count(),
+        "bytes": bytes.len(),
+        "export_ms": export_ms,
+        "encode_ms": encode_ms,
+        "decode_ms": decode_ms,
+        "restore_ms": restore_ms,
+    })
 }
 
 /// Runs each job on its own scoped thread.

@@ -23,6 +23,7 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 use schnorrkel::Keypair;
 use std::collections::HashMap;
+use std::sync::Arc;
 use world::*;
 
 const PEERS: usize = 3;
@@ -377,19 +378,44 @@ fn snapshot_and_continue(d: &mut Driver, more: usize) {
         bytes,
         "a restored ledger exports the very same snapshot"
     );
-    let mut twin = World::new(PEERS, WALLETS);
-    twin.ledger = restored;
+    // A second copy restored with its trees built as parallel jobs (and
+    // kept so for later heights).
+    let parallel = Ledger::from_snapshot_with(
+        LedgerSnapshot::decode(&bytes, MAX_SNAPSHOT).unwrap(),
+        Some((Arc::new(ScopedThreads), 3)),
+    )
+    .unwrap();
+    let mut twins = [World::new(PEERS, WALLETS), World::new(PEERS, WALLETS)];
+    twins[0].ledger = restored;
+    twins[1].ledger = parallel;
     for _ in 0..more {
         let payloads = d.next_height();
         let a = d.w.apply_payloads(&payloads);
-        let b = twin.apply_payloads(&payloads);
-        assert_eq!(a.outcomes, b.outcomes, "height {}", a.height);
-        assert_eq!(a.roots, b.roots, "height {}", a.height);
+        for twin in &mut twins {
+            let b = twin.apply_payloads(&payloads);
+            assert_eq!(a.outcomes, b.outcomes, "height {}", a.height);
+            assert_eq!(a.roots, b.roots, "height {}", a.height);
+        }
     }
-    assert_eq!(
-        twin.ledger.export_snapshot().unwrap(),
-        d.w.ledger.export_snapshot().unwrap()
-    );
+    for twin in &twins {
+        assert_eq!(
+            twin.ledger.export_snapshot().unwrap(),
+            d.w.ledger.export_snapshot().unwrap()
+        );
+    }
+}
+
+/// Runs each job on its own scoped thread.
+struct ScopedThreads;
+
+impl proofs::Executor for ScopedThreads {
+    fn run_all<'a>(&self, jobs: Vec<Box<dyn FnOnce() + Send + 'a>>) {
+        std::thread::scope(|s| {
+            for job in jobs {
+                s.spawn(job);
+            }
+        });
+    }
 }
 
 #[test]

@@ -82,6 +82,14 @@ impl<K: StdHash + Eq, V> MemStore<K, V> {
         Self::default()
     }
 
+    /// A store with room for `n` entries: a bulk load (a restore) then
+    /// never rehashes the entries it already wrote.
+    pub fn with_capacity(n: usize) -> Self {
+        MemStore {
+            map: HashMap::with_capacity(n),
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.map.len()
     }

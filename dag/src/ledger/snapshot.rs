@@ -6,9 +6,13 @@
 //! its state (spent ones too), assets, items, peers, the key index lists and
 //! the history's leaf nodes, each in one canonical order (increasing key, no
 //! duplicates), with the height, round and the [`StateRoots`] they claim.
-//! [`Ledger::from_snapshot`] checks the contents fit together, rebuilds the
-//! maps, the derived maps (names, hosted stake) and every tree, and accepts
-//! only if every rebuilt root equals the claimed one. A joining peer calls
+//! [`Ledger::from_snapshot`] checks the contents fit together (outputs name
+//! listed assets and hosts, supplies equal the unspent outputs, live items
+//! sit in exactly one unspent output, the key index lists exactly the
+//! outputs under their owners and creation heights), rebuilds the maps, the
+//! derived maps (names, hosted stake) and every tree, and accepts only if
+//! every rebuilt root equals the claimed one; [`Ledger::from_snapshot_with`]
+//! builds the trees as parallel jobs. A joining peer calls
 //! [`Ledger::from_checkpoint`] with its genesis and the checkpoint whose
 //! certificate it checked, so the snapshot's sender cannot slip anything
 //! in: the certified roots commit the contents, and the genesis and the
@@ -35,9 +39,10 @@ use crate::ledger::state::{
 };
 use proofs::key_index::{Entry, KeyIndex};
 use proofs::smt::SmtMemStore;
-use proofs::{CodecError, Hash, MemStore, Mmr, MmrError, SparseMerkleTree};
+use proofs::{CodecError, Executor, Hash, MemStore, Mmr, MmrError, SparseMerkleTree};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
 /// The snapshot layout this code writes and reads.
 pub const SNAPSHOT_FORMAT: u32 = 1;
@@ -116,7 +121,7 @@ pub enum Inconsistency {
     AfterHeight(&'static str),
     #[error("peer name {0:?} is taken twice")]
     PeerName(String),
-    #[error("key index list of {0:?} is empty or its heights decrease")]
+    #[error("key index list of {0:?} is empty, its heights decrease, or pass the snapshot height")]
     IndexList(Hash),
     #[error(
         "key index entry of output {0:?} names no output of that owner and height, or repeats"
@@ -171,20 +176,6 @@ fn first_difference(a: &StateRoots, b: &StateRoots) -> Option<&'static str> {
     .into_iter()
     .find(|(_, same)| !same)
     .map(|(which, _)| which)
-}
-
-/// A sparse Merkle tree holding exactly `leaves` (sorted, unique) as
-/// `version`, with no older version.
-fn tree_at(
-    version: u64,
-    leaves: &[(Hash, Option<Hash>)],
-) -> Result<SparseMerkleTree<SmtMemStore>, LedgerError> {
-    // version ≥ 1: the caller checked the height leaves room for it.
-    let mut tree = SparseMerkleTree::create_at(SmtMemStore::default(), version - 1)?;
-    tree.apply_batch(leaves)?;
-    // The empty start version never was this state.
-    tree.prune(1)?;
-    Ok(tree)
 }
 
 impl Ledger {
@@ -275,6 +266,17 @@ impl Ledger {
     /// behaves exactly as the ledger that was exported; only tree versions
     /// before the snapshot's height are missing.
     pub fn from_snapshot(snap: LedgerSnapshot) -> Result<Ledger, SnapshotError> {
+        Self::from_snapshot_with(snap, None)
+    }
+
+    /// [`Ledger::from_snapshot`], building the output set (in `jobs`
+    /// subtree jobs) and the other structures as parallel jobs on `exec`
+    /// when given, which the restored ledger then keeps using (as after
+    /// [`Ledger::set_executor`]). The result is the same either way.
+    pub fn from_snapshot_with(
+        snap: LedgerSnapshot,
+        exec: Option<(Arc<dyn Executor>, usize)>,
+    ) -> Result<Ledger, SnapshotError> {
         if snap.format != SNAPSHOT_FORMAT {
             return Err(SnapshotError::Format(snap.format));
         }
@@ -282,28 +284,165 @@ impl Ledger {
         if height == u64::MAX {
             return Err(SnapshotError::HeightTooLarge(height));
         }
-        let version = Ledger::version_of(height);
         check_order("outputs", snap.outputs.iter().map(|(id, _)| id))?;
         check_order("assets", snap.assets.iter().map(|(id, _)| id))?;
         check_order("items", snap.items.iter().map(|(a, i, _)| (a, i)))?;
         check_order("peers", snap.peers.iter().map(|p| p.key))?;
         check_order("key index keys", snap.key_index.iter().map(|(k, _)| k))?;
-        let after = |what| Err(SnapshotError::from(Inconsistency::AfterHeight(what)));
+        for (key, entries) in &snap.key_index {
+            let sorted = entries.windows(2).all(|w| w[0].height <= w[1].height);
+            let dated = entries.last().is_some_and(|e| e.height <= height);
+            if !sorted || !dated {
+                return Err(Inconsistency::IndexList(*key).into());
+            }
+        }
+        if snap.history.len() as u64 != snap.roots.history_leaves {
+            return Err(SnapshotError::RootMismatch {
+                which: "history_leaves",
+            });
+        }
+        let LedgerSnapshot {
+            chain,
+            params,
+            round,
+            roots,
+            outputs,
+            assets,
+            items,
+            peers,
+            key_index,
+            history,
+            ..
+        } = snap;
+        let registry = Registry::new(height, assets, items, peers)?;
+        // At least 1 (the height is below u64::MAX): the trees start empty
+        // at `version - 1` and one batch loads them.
+        let version = Ledger::version_of(height);
 
-        // The registry: assets, items and peers, with the derived names.
-        let mut registry_leaves =
-            Vec::with_capacity(snap.assets.len() + snap.items.len() + snap.peers.len());
-        let mut assets: IdMap<AssetId, AssetState> = IdMap::default();
-        for (id, st) in snap.assets {
+        // The output set, and the other structures, share nothing: build
+        // them as two jobs.
+        let mut built_outputs = None;
+        let mut built_rest = None;
+        {
+            let (registry, key_index) = (&registry, &key_index);
+            let outputs_job = || {
+                built_outputs = Some(Outputs::build(
+                    version,
+                    height,
+                    outputs,
+                    registry,
+                    exec.as_ref().map(|(e, jobs)| (e.clone(), *jobs)),
+                ))
+            };
+            let rest_job =
+                || built_rest = Some(Rest::build(version, height, key_index, history, registry));
+            match &exec {
+                None => {
+                    outputs_job();
+                    rest_job();
+                }
+                Some((e, _)) => e.run_all(vec![Box::new(outputs_job), Box::new(rest_job)]),
+            }
+        }
+        let missed = || SnapshotError::Ledger(LedgerError::Executor);
+        let outs = built_outputs.ok_or_else(missed)??;
+        let rest = built_rest.ok_or_else(missed)??;
+        registry.check_supplies(&outs)?;
+
+        // The key index lists exactly the outputs, each under its owner at
+        // its creation height (only the order within a height is its own).
+        let mut indexed: IdSet<OutputId> = IdSet::default();
+        indexed.reserve(outs.map.len());
+        for (key, entries) in &key_index {
+            for e in entries {
+                let fits = outs
+                    .map
+                    .get(&e.output)
+                    .is_some_and(|st| st.output.owner.0 == key.0 && st.created_at == e.height);
+                if !fits || !indexed.insert(e.output) {
+                    return Err(Inconsistency::IndexEntry(e.output).into());
+                }
+            }
+        }
+        if indexed.len() != outs.map.len() {
+            // The smallest, so the error names the same output every time.
+            let missing = outs.map.keys().filter(|id| !indexed.contains(*id)).min();
+            return Err(Inconsistency::IndexMissing(missing.copied().unwrap_or_default()).into());
+        }
+
+        let rebuilt = StateRoots {
+            history: rest.history.root(),
+            history_leaves: rest.history.size(),
+            outputs: outs.tree.root(version).map_err(LedgerError::from)?,
+            keys: rest.key_index.root(version).map_err(LedgerError::from)?,
+            registry: rest.registry.root(version).map_err(LedgerError::from)?,
+        };
+        if let Some(which) = first_difference(&rebuilt, &roots) {
+            return Err(SnapshotError::RootMismatch { which });
+        }
+
+        let keep = Some(params.state_versions_kept);
+        let (mut output_tree, mut registry_tree, mut index) =
+            (outs.tree, rest.registry, rest.key_index);
+        output_tree.set_retention(keep);
+        registry_tree.set_retention(keep);
+        index.set_retention(keep);
+        Ok(Ledger {
+            chain,
+            params,
+            height,
+            round,
+            outputs: outs.map,
+            assets: registry.assets,
+            items: registry.items,
+            peers: registry.peers,
+            names: registry.names,
+            hosted: outs.hosted,
+            output_tree,
+            registry: registry_tree,
+            key_index: index,
+            history: rest.history,
+            roots,
+            executor: exec.map(|(e, _)| e),
+        })
+    }
+}
+
+/// Assets, items and peers of a snapshot, checked, as the ledger keeps
+/// them, with the registry's leaves.
+struct Registry {
+    assets: IdMap<AssetId, AssetState>,
+    items: HashMap<(AssetId, Hash), ItemState>,
+    peers: BTreeMap<PeerKey, PeerRecord>,
+    names: HashMap<String, PeerKey>,
+    leaves: Vec<(Hash, Option<Hash>)>,
+}
+
+impl Registry {
+    fn new(
+        height: u64,
+        assets: Vec<(AssetId, AssetState)>,
+        items: Vec<(AssetId, Hash, ItemState)>,
+        peers: Vec<PeerRecord>,
+    ) -> Result<Registry, SnapshotError> {
+        let after = |what| Err(SnapshotError::from(Inconsistency::AfterHeight(what)));
+        let mut r = Registry {
+            assets: IdMap::default(),
+            items: HashMap::with_capacity(items.len()),
+            peers: BTreeMap::new(),
+            names: HashMap::with_capacity(peers.len()),
+            leaves: Vec::with_capacity(assets.len() + items.len() + peers.len()),
+        };
+        for (id, st) in assets {
             if st.issued_at > height {
                 return after("an asset");
             }
-            registry_leaves.push((asset_key(&id), Some(asset_value(&st))));
-            assets.insert(id, st);
+            r.leaves.push((asset_key(&id), Some(asset_value(&st))));
+            r.assets.insert(id, st);
         }
-        let mut items = HashMap::with_capacity(snap.items.len());
-        for (asset, item, st) in snap.items {
-            let unique = assets
+        for (asset, item, st) in items {
+            let unique = r
+                .assets
                 .get(&asset)
                 .is_some_and(|a| a.def.class == AssetClass::Unique);
             if !unique {
@@ -316,12 +455,11 @@ impl Ledger {
             if latest > height {
                 return after("an item");
             }
-            registry_leaves.push((item_key(&asset, &item), Some(item_value(&st))));
-            items.insert((asset, item), st);
+            r.leaves
+                .push((item_key(&asset, &item), Some(item_value(&st))));
+            r.items.insert((asset, item), st);
         }
-        let mut peers = BTreeMap::new();
-        let mut names = HashMap::with_capacity(snap.peers.len());
-        for rec in snap.peers {
+        for rec in peers {
             let retired = match rec.status {
                 PeerStatus::Active => 0,
                 PeerStatus::Retired(h) => h,
@@ -329,162 +467,175 @@ impl Ledger {
             if rec.registered_at > height || retired > height {
                 return after("a peer");
             }
-            if names.insert(rec.name.clone(), rec.key).is_some() {
+            if r.names.insert(rec.name.clone(), rec.key).is_some() {
                 return Err(Inconsistency::PeerName(rec.name).into());
             }
-            registry_leaves.push((name_key(&rec.name), Some(peer_value(&rec))));
-            peers.insert(rec.key, rec);
+            r.leaves.push((name_key(&rec.name), Some(peer_value(&rec))));
+            r.peers.insert(rec.key, rec);
         }
-        registry_leaves.sort_unstable_by_key(|(k, _)| *k);
+        Ok(r)
+    }
 
-        // Outputs, the stake they host, and what the supplies must be.
-        let mut output_leaves = Vec::with_capacity(snap.outputs.len());
-        let mut outputs: IdMap<OutputId, OutputState> = IdMap::default();
-        outputs.reserve(snap.outputs.len());
-        let mut hosted: BTreeMap<PeerKey, u128> = BTreeMap::new();
-        let mut unspent: IdMap<AssetId, u128> = IdMap::default();
-        let mut held_items: HashMap<(AssetId, Hash), OutputId> = HashMap::new();
-        for (id, st) in snap.outputs {
+    /// Every supply is what its unspent outputs hold (conservation keeps it
+    /// so, and the apply rules rely on it: a burn never exceeds it), and
+    /// every live item is in an unspent output.
+    fn check_supplies(&self, outs: &Outputs) -> Result<(), SnapshotError> {
+        for ((asset, item), st) in &self.items {
+            if matches!(st, ItemState::Live { .. }) && !outs.held_items.contains(&(*asset, *item)) {
+                return Err(Inconsistency::Item(*asset, *item).into());
+            }
+        }
+        let mut live_items: IdMap<AssetId, u128> = IdMap::default();
+        for (asset, _) in &outs.held_items {
+            *live_items.entry(*asset).or_default() += 1;
+        }
+        // In id order, so the error names the same asset every time.
+        let mut ids: Vec<&AssetId> = self.assets.keys().collect();
+        ids.sort_unstable();
+        for id in ids {
+            let held = match self.assets[id].def.class {
+                AssetClass::Fungible { .. } => outs.unspent.get(id),
+                AssetClass::Unique => live_items.get(id),
+            };
+            if held.copied().unwrap_or(0) != self.assets[id].supply {
+                return Err(Inconsistency::Supply(*id).into());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The outputs of a snapshot, checked, with what they add up to and their
+/// tree.
+struct Outputs {
+    map: IdMap<OutputId, OutputState>,
+    hosted: BTreeMap<PeerKey, u128>,
+    /// Unspent units per fungible asset.
+    unspent: IdMap<AssetId, u128>,
+    /// Items held by unspent outputs.
+    held_items: HashSet<(AssetId, Hash)>,
+    tree: SparseMerkleTree<SmtMemStore>,
+}
+
+impl Outputs {
+    fn build(
+        version: u64,
+        height: u64,
+        outputs: Vec<(OutputId, OutputState)>,
+        reg: &Registry,
+        exec: Option<(Arc<dyn Executor>, usize)>,
+    ) -> Result<Outputs, SnapshotError> {
+        let mut leaves = Vec::with_capacity(outputs.len());
+        let mut o = Outputs {
+            map: IdMap::default(),
+            hosted: BTreeMap::new(),
+            unspent: IdMap::default(),
+            held_items: HashSet::new(),
+            tree: SparseMerkleTree::create_at(SmtMemStore::default(), version - 1)
+                .map_err(LedgerError::from)?,
+        };
+        o.map.reserve(outputs.len());
+        for (id, st) in outputs {
             let spent_at = st.spent.map(|s| s.height);
             if st.created_at > height || spent_at.is_some_and(|s| s > height || s < st.created_at) {
                 return Err(Inconsistency::OutputHeight(id).into());
             }
             let out = &st.output;
-            let Some(asset) = assets.get(&out.asset) else {
+            let Some(asset) = reg.assets.get(&out.asset) else {
                 return Err(Inconsistency::OutputAsset(id).into());
             };
             let native = out.asset.is_native();
             match out.host {
-                Some(host) if native && peers.contains_key(&host) => {}
+                Some(host) if native && reg.peers.contains_key(&host) => {}
                 None if !native => {}
                 _ => return Err(Inconsistency::OutputHost(id).into()),
             }
             match (asset.def.class, out.value) {
                 (AssetClass::Fungible { .. }, Value::Amount(v)) => {
                     if spent_at.is_none() {
-                        let sum = unspent.entry(out.asset).or_default();
+                        let sum = o.unspent.entry(out.asset).or_default();
                         *sum = sum.checked_add(v).ok_or(Inconsistency::Supply(out.asset))?;
                         if let Some(host) = out.host {
-                            let h = hosted.entry(host).or_default();
+                            let h = o.hosted.entry(host).or_default();
                             *h = h.checked_add(v).ok_or(Inconsistency::HostedOverflow)?;
                         }
                     }
                 }
                 (AssetClass::Unique, Value::Item(item)) => {
                     if spent_at.is_none() {
-                        let live =
-                            matches!(items.get(&(out.asset, item)), Some(ItemState::Live { .. }));
-                        if !live || held_items.insert((out.asset, item), id).is_some() {
+                        let live = matches!(
+                            reg.items.get(&(out.asset, item)),
+                            Some(ItemState::Live { .. })
+                        );
+                        if !live || !o.held_items.insert((out.asset, item)) {
                             return Err(Inconsistency::OutputItem(id).into());
                         }
                     }
                 }
                 _ => return Err(Inconsistency::OutputAsset(id).into()),
             }
-            output_leaves.push((id, Some(st.leaf_value())));
-            outputs.insert(id, st);
+            leaves.push((id, Some(st.leaf_value())));
+            o.map.insert(id, st);
         }
-        // Every supply is what its unspent outputs hold: conservation keeps
-        // it so, and the apply rules rely on it (a burn never exceeds it).
-        for ((asset, item), st) in &items {
-            if matches!(st, ItemState::Live { .. }) && !held_items.contains_key(&(*asset, *item)) {
-                return Err(Inconsistency::Item(*asset, *item).into());
-            }
+        if let Some((e, jobs)) = exec {
+            o.tree.set_parallelism(jobs, e);
         }
-        let mut live_items: IdMap<AssetId, u128> = IdMap::default();
-        for (asset, _) in held_items.keys() {
-            *live_items.entry(*asset).or_default() += 1;
-        }
-        for (id, st) in &assets {
-            let held = match st.def.class {
-                AssetClass::Fungible { .. } => unspent.get(id),
-                AssetClass::Unique => live_items.get(id),
-            };
-            if held.copied().unwrap_or(0) != st.supply {
-                return Err(Inconsistency::Supply(*id).into());
-            }
-        }
+        fill(&mut o.tree, &leaves)?;
+        Ok(o)
+    }
+}
 
-        // The key index lists exactly the outputs, each under its owner at
-        // its creation height (only the order within a height is its own).
-        let mut indexed: IdSet<OutputId> = IdSet::default();
-        indexed.reserve(outputs.len());
-        for (key, entries) in &snap.key_index {
-            let sorted = entries.windows(2).all(|w| w[0].height <= w[1].height);
-            if entries.is_empty() || !sorted {
-                return Err(Inconsistency::IndexList(*key).into());
-            }
-            for e in entries {
-                let fits = outputs
-                    .get(&e.output)
-                    .is_some_and(|st| st.output.owner.0 == key.0 && st.created_at == e.height);
-                if !fits || !indexed.insert(e.output) {
-                    return Err(Inconsistency::IndexEntry(e.output).into());
-                }
-            }
-        }
-        if indexed.len() != outputs.len() {
-            let missing = output_leaves
-                .iter()
-                .map(|(id, _)| *id)
-                .find(|id| !indexed.contains(id))
-                .unwrap_or_default();
-            return Err(Inconsistency::IndexMissing(missing).into());
-        }
+/// The key index, history and registry trees of a snapshot.
+struct Rest {
+    key_index: KeyIndex<SmtMemStore, IndexStore>,
+    history: Mmr<MemStore<u64, Hash>>,
+    registry: SparseMerkleTree<SmtMemStore>,
+}
 
-        // The trees, each checked against its claimed root as soon as built.
-        let claimed = &snap.roots;
-        let mismatch = |which| Err(SnapshotError::RootMismatch { which });
-        if snap.history.len() as u64 != claimed.history_leaves {
-            return mismatch("history_leaves");
-        }
-        let history =
-            Mmr::from_leaf_nodes(MemStore::default(), snap.history).map_err(LedgerError::from)?;
-        if history.root() != claimed.history {
-            return mismatch("history");
-        }
-        let mut output_tree = tree_at(version, &output_leaves)?;
-        drop(output_leaves);
-        if output_tree.root(version).map_err(LedgerError::from)? != claimed.outputs {
-            return mismatch("outputs");
-        }
-        let mut key_index = KeyIndex::restore(
+impl Rest {
+    fn build(
+        version: u64,
+        height: u64,
+        key_index: &[(Hash, Vec<Entry>)],
+        history: Vec<Hash>,
+        reg: &Registry,
+    ) -> Result<Rest, SnapshotError> {
+        // Per key: its list's nodes, its entries and its sizes.
+        let stored = key_index.iter().fold(1usize, |n, (_, list)| {
+            let len = list.len();
+            n.saturating_add(len.saturating_mul(3))
+        });
+        let key_index = KeyIndex::restore(
             SmtMemStore::default(),
-            IndexStore::default(),
+            IndexStore::with_capacity(stored),
             version,
             height,
-            &snap.key_index,
+            key_index,
         )
         .map_err(LedgerError::from)?;
-        if key_index.root(version).map_err(LedgerError::from)? != claimed.keys {
-            return mismatch("keys");
-        }
-        let mut registry = tree_at(version, &registry_leaves)?;
-        if registry.root(version).map_err(LedgerError::from)? != claimed.registry {
-            return mismatch("registry");
-        }
-
-        let keep = Some(snap.params.state_versions_kept);
-        output_tree.set_retention(keep);
-        registry.set_retention(keep);
-        key_index.set_retention(keep);
-        Ok(Ledger {
-            chain: snap.chain,
-            params: snap.params,
-            height,
-            round: snap.round,
-            outputs,
-            assets,
-            items,
-            peers,
-            names,
-            hosted,
-            output_tree,
-            registry,
+        let history =
+            Mmr::from_leaf_nodes(MemStore::default(), history).map_err(LedgerError::from)?;
+        let mut registry = SparseMerkleTree::create_at(SmtMemStore::default(), version - 1)
+            .map_err(LedgerError::from)?;
+        let mut leaves = reg.leaves.clone();
+        leaves.sort_unstable_by_key(|(k, _)| *k);
+        fill(&mut registry, &leaves)?;
+        Ok(Rest {
             key_index,
             history,
-            roots: snap.roots,
-            executor: None,
+            registry,
         })
     }
+}
+
+/// Load a tree just created at `v - 1` with `leaves` (sorted, unique) as
+/// version `v`, and drop the empty start version, which never was this
+/// state.
+fn fill(
+    tree: &mut SparseMerkleTree<SmtMemStore>,
+    leaves: &[(Hash, Option<Hash>)],
+) -> Result<(), LedgerError> {
+    tree.apply_batch(leaves)?;
+    tree.prune(1)?;
+    Ok(())
 }
