@@ -490,14 +490,14 @@ impl Registry {
             *live_items.entry(*asset).or_default() += 1;
         }
         // In id order, so the error names the same asset every time.
-        let mut ids: Vec<&AssetId> = self.assets.keys().collect();
-        ids.sort_unstable();
-        for id in ids {
-            let held = match self.assets[id].def.class {
+        let mut assets: Vec<(&AssetId, &AssetState)> = self.assets.iter().collect();
+        assets.sort_unstable_by_key(|(id, _)| **id);
+        for (id, st) in assets {
+            let held = match st.def.class {
                 AssetClass::Fungible { .. } => outs.unspent.get(id),
                 AssetClass::Unique => live_items.get(id),
             };
-            if held.copied().unwrap_or(0) != self.assets[id].supply {
+            if held.copied().unwrap_or(0) != st.supply {
                 return Err(Inconsistency::Supply(*id).into());
             }
         }
@@ -600,7 +600,9 @@ impl Rest {
         history: Vec<Hash>,
         reg: &Registry,
     ) -> Result<Rest, SnapshotError> {
-        // Per key: its list's nodes, its entries and its sizes.
+        // Room for every store entry up front (at most two list nodes and
+        // the entry itself per entry, one sizes entry per key), so the
+        // bulk load never rehashes.
         let stored = key_index.iter().fold(1usize, |n, (_, list)| {
             let len = list.len();
             n.saturating_add(len.saturating_mul(3))
