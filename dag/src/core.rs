@@ -6,7 +6,7 @@
 //! missing parents, committed sub-DAGs in final order, and equivocation
 //! evidence. No sockets, threads, clocks or disks: the caller supplies `now`.
 
-use crate::committee::{snapshot_of, Committee, Round, SNAPSHOT_INTERVAL};
+use crate::committee::{snapshot_of, Committee, Member, Round, SNAPSHOT_INTERVAL};
 use crate::committer::{CommittedSubDag, SequenceStep};
 use crate::dag_state::DagState;
 use crate::epochs::{fold_seed, Epochs};
@@ -18,6 +18,7 @@ use crate::id_map::IdSet;
 use crate::identity::{EventSigner, PeerKey};
 use crate::pending::{Millis, Pending};
 use proofs::Hash;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use thiserror::Error;
@@ -89,6 +90,15 @@ pub enum Refused {
     PendingFull,
 }
 
+/// Why a [`CoreState`] could not be restored.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum StateError {
+    #[error("stake table of snapshot {0} is invalid: {1}")]
+    Committee(Round, String),
+    #[error("a recent event was refused: {0}")]
+    Event(Refused),
+}
+
 /// What a received event became.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Accepted {
@@ -148,7 +158,7 @@ pub struct OwnProgress {
 
 /// A committed state to start from without the old DAG (catch-up), or to
 /// hand to a peer that needs one. It holds nothing peer-specific.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CoreState {
     pub next_round: Round,
     /// Committed slots of `next_round` already sequenced, and the VRF output
@@ -157,8 +167,9 @@ pub struct CoreState {
     pub next_round_leader_vrf: Option<[u8; 32]>,
     pub next_height: u64,
     pub seed_acc: Hash,
-    /// (snapshot, stake table, epoch seed) for the snapshots still in use.
-    pub epochs: Vec<(Round, Committee, Option<Hash>)>,
+    /// (snapshot, stake table sorted by key, epoch seed) for the snapshots
+    /// still in use.
+    pub epochs: Vec<(Round, Vec<Member>, Option<Hash>)>,
     /// Events at or above the horizon, in round order.
     pub recent: Vec<Event>,
     /// Which of `recent` (and of events not included) are already ordered.
@@ -218,9 +229,14 @@ impl Core {
         own: OwnProgress,
         signer: Box<dyn EventSigner>,
         now: Millis,
-    ) -> Result<Self, Refused> {
+    ) -> Result<Self, StateError> {
         let mut epochs = Epochs::default();
-        for (s, c, seed) in state.epochs {
+        for (s, members, seed) in state.epochs {
+            let c = Committee::new(members.clone())
+                .map_err(|e| StateError::Committee(s, e.to_string()))?;
+            if c.members() != members.as_slice() {
+                return Err(StateError::Committee(s, "members not sorted by key".into()));
+            }
             epochs.set_committee(s, Arc::new(c));
             if let Some(seed) = seed {
                 epochs.set_seed(s, seed);
@@ -240,7 +256,7 @@ impl Core {
         for ev in state.recent {
             match core.receive(now, ev, None) {
                 Ok(_) | Err(Refused::Duplicate) => {}
-                Err(e) => return Err(e),
+                Err(e) => return Err(StateError::Event(e)),
             }
         }
         Ok(core)
@@ -302,7 +318,7 @@ impl Core {
             epochs: self
                 .epochs
                 .snapshots()
-                .map(|(s, c, seed)| (s, (**c).clone(), seed.copied()))
+                .map(|(s, c, seed)| (s, c.members().to_vec(), seed.copied()))
                 .collect(),
             recent,
             ordered,

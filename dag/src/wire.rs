@@ -11,7 +11,7 @@ use crate::committee::{Round, MAX_COMMITTEE};
 use crate::event::{Event, EventRef};
 use crate::identity::{Bytes64, PeerKey};
 use crate::ledger::apply::Outcome;
-use crate::ledger::checkpoint::Checkpoint;
+use crate::ledger::checkpoint::{Certified, Checkpoint, Handover};
 use crate::ledger::transaction::TxId;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -43,7 +43,41 @@ pub enum PeerMessage {
         checkpoint: Box<Checkpoint>,
         signature: Bytes64,
     },
+    /// The sender's signature on the committee of a snapshot.
+    HandoverVote {
+        handover: Box<Handover>,
+        signature: Bytes64,
+    },
+    /// "I hold the state at this certified height": sent to a peer whose
+    /// frontier lies below what the sender's event log still holds. The
+    /// hand-overs (oldest first) let the receiver walk from the genesis
+    /// committee to the one that certified the checkpoint.
+    SnapshotOffer(Box<SnapshotOffer>),
+    /// Ask for the next chunk of the offered snapshot of `height`, from
+    /// byte `offset`.
+    SnapshotFetch { height: u64, offset: u64 },
+    /// Part of a snapshot, answering a fetch: at most [`SNAPSHOT_CHUNK`]
+    /// bytes.
+    SnapshotChunk {
+        height: u64,
+        offset: u64,
+        data: Vec<u8>,
+    },
 }
+
+/// A state snapshot a peer can send (see [`PeerMessage::SnapshotOffer`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotOffer {
+    pub checkpoint: Certified<Checkpoint>,
+    pub handovers: Vec<Certified<Handover>>,
+    /// The encoded snapshot's length.
+    pub bytes: u64,
+}
+
+/// Most bytes in one `SnapshotChunk`.
+pub const SNAPSHOT_CHUNK: usize = 1 << 20;
+/// Most hand-overs in one offer (one per 4096 rounds: years of chain).
+pub const MAX_HANDOVERS: usize = 1 << 14;
 
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum WireError {
@@ -72,7 +106,11 @@ impl PeerMessage {
             PeerMessage::Events(e) => (e.len(), MAX_EVENTS_PER_MESSAGE),
             PeerMessage::Fetch(f) => (f.len(), MAX_FETCH),
             PeerMessage::Transactions(t) => (t.len(), MAX_TXS_PER_MESSAGE),
-            PeerMessage::CheckpointVote { .. } => (0, 0),
+            PeerMessage::CheckpointVote { .. }
+            | PeerMessage::HandoverVote { .. }
+            | PeerMessage::SnapshotFetch { .. } => (0, 0),
+            PeerMessage::SnapshotOffer(o) => (o.handovers.len(), MAX_HANDOVERS),
+            PeerMessage::SnapshotChunk { data, .. } => (data.len(), SNAPSHOT_CHUNK),
         };
         if len > max {
             return Err(WireError::ListTooLong { len, max });
@@ -88,6 +126,10 @@ impl PeerMessage {
             PeerMessage::Fetch(_) => "fetch",
             PeerMessage::Transactions(_) => "transactions",
             PeerMessage::CheckpointVote { .. } => "checkpoint_vote",
+            PeerMessage::HandoverVote { .. } => "handover_vote",
+            PeerMessage::SnapshotOffer(_) => "snapshot_offer",
+            PeerMessage::SnapshotFetch { .. } => "snapshot_fetch",
+            PeerMessage::SnapshotChunk { .. } => "snapshot_chunk",
         }
     }
 }

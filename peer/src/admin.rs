@@ -44,6 +44,12 @@ pub struct Status {
     pub txs_rejected: u64,
     pub checkpoints_certified: u64,
     pub last_certified_height: Option<u64>,
+    /// State snapshots taken since start, and certified committee
+    /// hand-overs.
+    #[serde(default)]
+    pub snapshots: u64,
+    #[serde(default)]
+    pub handovers_certified: u64,
     pub outputs_root: String,
     pub history_root: String,
     /// Drops by reason (malformed messages, refused events, rate limits…).

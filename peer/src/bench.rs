@@ -83,9 +83,14 @@ fn free_base_port(n: u16) -> u16 {
 }
 
 fn peak_rss_mb(pid: u32) -> f64 {
+    proc_status_mb(pid, "VmHWM:")
+}
+
+/// A `/proc/PID/status` figure given in kB, in MB (0 if unknown).
+fn proc_status_mb(pid: u32, field: &str) -> f64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     s.lines()
-        .find(|l| l.starts_with("VmHWM:"))
+        .find(|l| l.starts_with(field))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|kb| kb.parse::<f64>().ok())
         .map_or(0.0, |kb| kb / 1024.0)
@@ -191,7 +196,36 @@ pub fn run(args: BenchArgs) -> Result<()> {
         .worker_threads(1)
         .enable_all()
         .build()?;
-    let result = rt.block_on(load(&args, &genesis, txs, &ids))?;
+    // Resident memory over the run, every 30 s: the largest peer's RSS and
+    // its anonymous part (the rest is LMDB's file pages, which the kernel
+    // reclaims at will).
+    let pids: Vec<u32> = children.0.iter().map(|c| c.id()).collect();
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let start = Instant::now();
+            let mut samples: Vec<(u64, f64, f64)> = Vec::new();
+            let mut next = Duration::ZERO;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                if start.elapsed() >= next {
+                    let max = |f: &str| {
+                        pids.iter()
+                            .map(|p| proc_status_mb(*p, f))
+                            .fold(0.0, f64::max)
+                    };
+                    samples.push((start.elapsed().as_secs(), max("VmRSS:"), max("RssAnon:")));
+                    next += Duration::from_secs(30);
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            samples
+        })
+    };
+    let result = rt.block_on(load(&args, &genesis, txs, &ids));
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let samples = sampler.join().unwrap_or_default();
+    let result = result?;
     let peak = children
         .0
         .iter()
@@ -233,6 +267,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
             "batch_verify_per_sec_one_core": batch_rate.round(),
             "cores": cores,
             "peak_rss_mb_per_peer": (peak * 10.0).round() / 10.0,
+            "rss_mb_samples": samples
+                .iter()
+                .map(|(t, rss, anon)| serde_json::json!([t, rss.round(), anon.round()]))
+                .collect::<Vec<_>>(),
             "mode": match args.rate { Some(r) => format!("rate {r}/s"), None => format!("window {}", args.window) },
         })
     );

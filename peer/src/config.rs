@@ -26,6 +26,28 @@ pub struct Config {
     pub map_size_mb: u64,
     #[serde(default = "default_max_map_size")]
     pub max_map_size_mb: u64,
+    /// Store a state snapshot every this many heights: a restart replays
+    /// only the events after it, and peers far behind download it.
+    #[serde(default = "default_snapshot_interval")]
+    pub snapshot_interval: u64,
+    /// Rounds of events kept in the event log below the current round (for
+    /// peers a little behind); older ones are pruned once a certified
+    /// snapshot covers them.
+    #[serde(default = "default_event_log_rounds")]
+    pub event_log_rounds: u64,
+    /// The largest snapshot accepted from another peer.
+    #[serde(default = "default_max_snapshot")]
+    pub max_snapshot_mb: u64,
+}
+
+fn default_snapshot_interval() -> u64 {
+    2000
+}
+fn default_event_log_rounds() -> u64 {
+    20_000
+}
+fn default_max_snapshot() -> u64 {
+    4096
 }
 
 fn default_genesis() -> PathBuf {
@@ -47,6 +69,9 @@ impl Config {
             metrics: None,
             map_size_mb: default_map_size(),
             max_map_size_mb: default_max_map_size(),
+            snapshot_interval: default_snapshot_interval(),
+            event_log_rounds: default_event_log_rounds(),
+            max_snapshot_mb: default_max_snapshot(),
         }
     }
 
@@ -66,6 +91,15 @@ impl Config {
         dag::ledger::peers::check_address(&self.listen).context("field `listen`")?;
         if self.map_size_mb == 0 || self.max_map_size_mb < self.map_size_mb {
             anyhow::bail!("field `max_map_size_mb` must be at least `map_size_mb` (> 0)");
+        }
+        if self.snapshot_interval == 0 {
+            anyhow::bail!("field `snapshot_interval` must be at least 1 height");
+        }
+        if self.event_log_rounds < 100 {
+            anyhow::bail!("field `event_log_rounds` must be at least 100");
+        }
+        if self.max_snapshot_mb == 0 {
+            anyhow::bail!("field `max_snapshot_mb` must be at least 1");
         }
         Ok(())
     }

@@ -18,7 +18,7 @@ use dag::ledger::admission::{
     PayloadItem,
 };
 use dag::ledger::apply::{HeightInput, HeightOutcome};
-use dag::ledger::checkpoint::{Certified, Checkpoint, Statement};
+use dag::ledger::checkpoint::{Certified, Checkpoint, Handover, Statement};
 use dag::ledger::genesis::Genesis;
 use dag::ledger::{Ledger, StateRoots, Transaction};
 use dag::wire::{PeerMessage, MAX_EVENTS_PER_MESSAGE};
@@ -45,6 +45,18 @@ pub struct HeightRecord {
     pub roots: StateRoots,
 }
 
+/// The state a peer restarts from, or hands to a peer far behind: the
+/// ledger at a height and the consensus position right after it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerSnapshot {
+    pub ledger: dag::ledger::snapshot::LedgerSnapshot,
+    pub core: dag::core::CoreState,
+    /// Transactions applied and rejected up to the snapshot (the status
+    /// counters go on from there; not covered by any root).
+    pub txs_applied: u64,
+    pub txs_rejected: u64,
+}
+
 /// What the event loop must do, in order.
 #[derive(Clone, Debug)]
 pub enum Effect {
@@ -60,7 +72,25 @@ pub enum Effect {
     /// The ordered items of that height and their outcomes (for the wallets
     /// that submitted them).
     Finalized(u64, Vec<(Hash, dag::ledger::apply::Outcome)>),
+    /// The encoded state at `height` ([`PeerSnapshot`]): store it (to
+    /// restart from, and to hand to peers that are far behind once the
+    /// height is certified). Events below `horizon` are no longer needed to
+    /// restart from it.
+    Snapshot {
+        height: u64,
+        horizon: Round,
+        bytes: Vec<u8>,
+    },
+    /// A snapshot height got its certificate.
+    SnapshotCertified(Box<Certified<Checkpoint>>),
+    /// The committee of a snapshot is certified (wallets and joining peers
+    /// walk these from genesis).
+    HandoverCertified(Box<Certified<Handover>>),
 }
+
+/// Signs a statement's digest under its signing context (checkpoints,
+/// hand-overs) with the peer's identity key.
+pub type StatementSigner = Box<dyn FnMut(&'static [u8], &Hash) -> Bytes64>;
 
 /// Counters the status command and metrics report.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -73,6 +103,8 @@ pub struct DriverStats {
     pub txs_applied: u64,
     pub txs_rejected: u64,
     pub checkpoints_certified: u64,
+    pub handovers_certified: u64,
+    pub snapshots: u64,
 }
 
 /// Early checkpoint votes are kept for heights at most this far ahead…
@@ -100,7 +132,19 @@ pub struct Driver {
     /// The last applied height, its leader round and roots, until voted on.
     last_applied: Option<(u64, Round, StateRoots)>,
     last_certified: Option<Certified<Checkpoint>>,
-    sign_checkpoint: Box<dyn FnMut(&Checkpoint) -> dag::identity::Bytes64>,
+    /// The height voted on last (snapshots are taken at voted heights, so
+    /// they can be certified).
+    last_voted: u64,
+    /// Hand-overs we signed, until certified, by snapshot round.
+    handovers: BTreeMap<Round, Certified<Handover>>,
+    /// Others' hand-over votes for snapshots we have not reached yet.
+    early_handover_votes: Vec<(PeerKey, Handover, Bytes64)>,
+    /// Take a state snapshot every this many heights (0: never).
+    snapshot_every: u64,
+    last_snapshot: u64,
+    /// Snapshot heights still waiting for their certificate.
+    snapshot_uncertified: Vec<u64>,
+    sign: StatementSigner,
     rng: ChaCha20Rng,
     effects: VecDeque<Effect>,
     /// Valid events received since the last [`Driver::take_accepted`].
@@ -115,7 +159,7 @@ impl Driver {
     pub fn new(
         genesis: &Genesis,
         signer: Box<dyn EventSigner>,
-        sign_checkpoint: Box<dyn FnMut(&Checkpoint) -> dag::identity::Bytes64>,
+        sign: StatementSigner,
         own: OwnProgress,
         rng_seed: [u8; 32],
         now: Millis,
@@ -135,13 +179,76 @@ impl Driver {
                 next_round_leader_vrf: None,
                 next_height: 1,
                 seed_acc: genesis.epoch_seed(),
-                epochs: vec![(0, committee, Some(genesis.epoch_seed()))],
+                epochs: vec![(0, committee.members().to_vec(), Some(genesis.epoch_seed()))],
                 recent: Vec::new(),
                 ordered: Vec::new(),
             };
             Core::from_state(cfg, state, own, signer, now)
                 .map_err(|e| anyhow::anyhow!("restoring the core: {e}"))?
         };
+        Ok(Driver::assemble(
+            chain, key, core, ledger, sign, rng_seed, now,
+        ))
+    }
+
+    /// A driver continuing from a state snapshot: our own (restart) or one
+    /// from another peer, which must match `certified` (a checkpoint whose
+    /// certificate the caller checked). With `own`, rounds at or below
+    /// `own.last_proposed` are never signed again.
+    #[allow(clippy::too_many_arguments)]
+    pub fn from_snapshot(
+        genesis: &Genesis,
+        snapshot: PeerSnapshot,
+        certified: Option<&Checkpoint>,
+        signer: Box<dyn EventSigner>,
+        sign: StatementSigner,
+        own: OwnProgress,
+        rng_seed: [u8; 32],
+        now: Millis,
+    ) -> anyhow::Result<Driver> {
+        let chain = genesis.chain_id();
+        let PeerSnapshot {
+            ledger,
+            core,
+            txs_applied,
+            txs_rejected,
+        } = snapshot;
+        let ledger = match certified {
+            Some(cp) => Ledger::from_checkpoint(ledger, genesis, cp),
+            None => Ledger::from_snapshot(ledger),
+        }
+        .map_err(|e| anyhow::anyhow!("the snapshot's ledger state: {e}"))?;
+        if ledger.chain() != chain {
+            anyhow::bail!("the snapshot is of another chain");
+        }
+        if core.next_height != ledger.height() + 1 {
+            anyhow::bail!(
+                "the snapshot's consensus state continues at height {} but its ledger is at {}",
+                core.next_height,
+                ledger.height()
+            );
+        }
+        let mut cfg = CoreConfig::new(chain);
+        cfg.genesis_seed = genesis.epoch_seed();
+        let key = signer.key();
+        let core = Core::from_state(cfg, core, own, signer, now)
+            .map_err(|e| anyhow::anyhow!("the snapshot's consensus state: {e}"))?;
+        let mut d = Driver::assemble(chain, key, core, ledger, sign, rng_seed, now);
+        d.last_snapshot = d.ledger.height();
+        d.stats.txs_applied = txs_applied;
+        d.stats.txs_rejected = txs_rejected;
+        Ok(d)
+    }
+
+    fn assemble(
+        chain: Hash,
+        key: PeerKey,
+        core: Core,
+        ledger: Ledger,
+        sign: StatementSigner,
+        rng_seed: [u8; 32],
+        now: Millis,
+    ) -> Driver {
         let mut d = Driver {
             chain,
             key,
@@ -153,7 +260,13 @@ impl Driver {
             early_votes: BTreeMap::new(),
             last_applied: None,
             last_certified: None,
-            sign_checkpoint,
+            last_voted: 0,
+            handovers: BTreeMap::new(),
+            early_handover_votes: Vec::new(),
+            snapshot_every: 0,
+            last_snapshot: 0,
+            snapshot_uncertified: Vec::new(),
+            sign,
             rng: ChaCha20Rng::from_seed(rng_seed),
             effects: VecDeque::new(),
             accepted: Vec::new(),
@@ -161,7 +274,35 @@ impl Driver {
             now,
         };
         d.drain_core();
-        Ok(d)
+        d
+    }
+
+    /// Take a state snapshot ([`Effect::Snapshot`]) every `heights` heights
+    /// (0: never).
+    pub fn set_snapshot_interval(&mut self, heights: u64) {
+        self.snapshot_every = heights;
+    }
+
+    /// The state now, as a snapshot (only between inputs: every committed
+    /// height is applied then, so the core and the ledger agree).
+    pub fn export_snapshot(&self) -> anyhow::Result<PeerSnapshot> {
+        let core = self.core.export_state();
+        if core.next_height != self.ledger.height() + 1 {
+            anyhow::bail!(
+                "the core is at height {} but the ledger at {}",
+                core.next_height,
+                self.ledger.height()
+            );
+        }
+        Ok(PeerSnapshot {
+            ledger: self
+                .ledger
+                .export_snapshot()
+                .map_err(|e| anyhow::anyhow!("exporting the ledger: {e}"))?,
+            core,
+            txs_applied: self.stats.txs_applied,
+            txs_rejected: self.stats.txs_rejected,
+        })
     }
 
     pub fn key(&self) -> PeerKey {
@@ -351,8 +492,87 @@ impl Driver {
                 checkpoint,
                 signature,
             } => self.take_vote(from, *checkpoint, signature),
+            PeerMessage::HandoverVote {
+                handover,
+                signature,
+            } => self.take_handover_vote(from, *handover, signature),
+            // Snapshots travel between the daemons' stores, not through
+            // the protocol state.
+            PeerMessage::SnapshotOffer(_)
+            | PeerMessage::SnapshotFetch { .. }
+            | PeerMessage::SnapshotChunk { .. } => {}
         }
         self.drain_core();
+    }
+
+    fn take_handover_vote(&mut self, from: PeerKey, h: Handover, sig: Bytes64) {
+        if h.chain != self.chain {
+            return;
+        }
+        let Some(entry) = self.handovers.get_mut(&h.snapshot) else {
+            // Not reached yet (or long certified): keep a few for later.
+            let reached = self.core.has_snapshot(h.snapshot);
+            if !reached && self.early_handover_votes.len() < 4 * dag::committee::MAX_COMMITTEE {
+                self.early_handover_votes.push((from, h, sig));
+            }
+            return;
+        };
+        if entry.statement != h {
+            return;
+        }
+        let Some(committee) = self.core.committee(h.certifying_round()) else {
+            return;
+        };
+        let Some(index) = committee.index_of(&from) else {
+            return;
+        };
+        let Ok(key) = from.to_public() else {
+            return;
+        };
+        if dag::identity::verify_digest(&key, Handover::CONTEXT, &h.digest(), &sig).is_err() {
+            return;
+        }
+        entry.add(index, sig);
+        let signed: u64 = entry
+            .signatures
+            .iter()
+            .map(|(i, _)| committee.stake(*i))
+            .sum();
+        if committee.is_quorum(signed) {
+            let done = self.handovers.remove(&h.snapshot).expect("present");
+            self.stats.handovers_certified += 1;
+            self.effects
+                .push_back(Effect::HandoverCertified(Box::new(done)));
+        }
+    }
+
+    /// Sign the committee of snapshot `snapshot` (as the committee that
+    /// governs that round will check it) and collect others' signatures.
+    fn vote_handover(&mut self, snapshot: Round, members: Vec<dag::committee::Member>) {
+        let h = Handover {
+            chain: self.chain,
+            snapshot,
+            members,
+        };
+        let sig = (self.sign)(Handover::CONTEXT, &h.digest());
+        self.handovers.insert(snapshot, Certified::new(h.clone()));
+        // Hand-overs older than the last two never complete now.
+        while self.handovers.len() > 2 {
+            self.handovers.pop_first();
+        }
+        self.take_handover_vote(self.key, h.clone(), sig);
+        for (from, v, sig) in std::mem::take(&mut self.early_handover_votes) {
+            if v.snapshot == snapshot {
+                self.take_handover_vote(from, v, sig);
+            } else if v.snapshot > snapshot {
+                self.early_handover_votes.push((from, v, sig));
+            }
+        }
+        self.effects
+            .push_back(Effect::Broadcast(PeerMessage::HandoverVote {
+                handover: Box::new(h),
+                signature: sig,
+            }));
     }
 
     fn take_vote(&mut self, from: PeerKey, cp: Checkpoint, sig: dag::identity::Bytes64) {
@@ -409,6 +629,15 @@ impl Driver {
         if committee.is_quorum(signed) {
             let done = self.votes.remove(&cp.height).expect("present");
             self.stats.checkpoints_certified += 1;
+            if let Some(at) = self
+                .snapshot_uncertified
+                .iter()
+                .position(|h| *h == cp.height)
+            {
+                self.snapshot_uncertified.remove(at);
+                self.effects
+                    .push_back(Effect::SnapshotCertified(Box::new(done.clone())));
+            }
             self.last_certified = Some(done);
             // Older pending heights will never matter more than this one.
             self.votes = self.votes.split_off(&(cp.height + 1));
@@ -438,13 +667,48 @@ impl Driver {
                     // Every leader up to the snapshot is applied (heights
                     // apply as they commit), so this is the table at S.
                     match self.ledger.stake_table() {
-                        Ok(c) => self.core.set_committee(snapshot, c, self.now),
+                        Ok(c) => {
+                            let members = c.members().to_vec();
+                            self.core.set_committee(snapshot, c, self.now);
+                            self.vote_handover(snapshot, members);
+                        }
                         Err(e) => tracing::error!(snapshot, "no stake table: {e}"),
                     }
                 }
                 Output::RoundSequenced { .. } => self.vote_latest(),
                 Output::Equivocation(_) => {}
             }
+        }
+        self.maybe_snapshot();
+    }
+
+    /// Every `snapshot_every` heights, at a height we voted on (so it can
+    /// be certified), export the state. Called with the core drained, when
+    /// the ledger has applied every height the core committed.
+    fn maybe_snapshot(&mut self) {
+        let h = self.ledger.height();
+        if self.snapshot_every == 0
+            || h < self.last_snapshot + self.snapshot_every
+            || self.last_voted != h
+        {
+            return;
+        }
+        self.last_snapshot = h;
+        match self.export_snapshot() {
+            Ok(snap) => {
+                let horizon = self.core.horizon();
+                self.stats.snapshots += 1;
+                self.snapshot_uncertified.push(h);
+                if self.snapshot_uncertified.len() > 4 {
+                    self.snapshot_uncertified.remove(0);
+                }
+                self.effects.push_back(Effect::Snapshot {
+                    height: h,
+                    horizon,
+                    bytes: proofs::encode(&snap),
+                });
+            }
+            Err(e) => tracing::error!(height = h, "snapshot failed: {e:#}"),
         }
     }
 
@@ -514,7 +778,8 @@ impl Driver {
             round,
             roots,
         };
-        let sig = (self.sign_checkpoint)(&cp);
+        let sig = (self.sign)(Checkpoint::CONTEXT, &cp.digest());
+        self.last_voted = height;
         self.votes.insert(height, Certified::new(cp.clone()));
         self.take_vote(self.key, cp.clone(), sig);
         // Votes that arrived before we got here.

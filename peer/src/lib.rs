@@ -6,10 +6,12 @@
 //! protocol logic without I/O (consensus core, ledger, mempool); [`node`]
 //! is the event loop around it, which owns the [`transport`] (one UDP
 //! socket, QUIC links authenticated by identity keys), the [`store`] (LMDB)
-//! and the clock.
+//! and the clock. [`catchup`] brings a peer far behind up from a certified
+//! state snapshot.
 
 pub mod admin;
 pub mod bench;
+pub mod catchup;
 pub mod config;
 pub mod devnet;
 pub mod driver;

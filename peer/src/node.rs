@@ -12,8 +12,9 @@
 //! every second while the link is down.
 
 use crate::admin::{self, Status};
+use crate::catchup::{self, Download, Step};
 use crate::config::Config;
-use crate::driver::{Driver, Effect, HeightRecord};
+use crate::driver::{Driver, Effect, HeightRecord, PeerSnapshot, StatementSigner};
 use crate::keys;
 use crate::store::{Store, StoreConfig};
 use crate::transport::{Authorize, Link, LinkSigner, Transport, TransportConfig};
@@ -21,9 +22,9 @@ use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use dag::event::Event;
 use dag::identity::{PeerKey, Signer};
-use dag::ledger::checkpoint::Statement;
+use dag::ledger::checkpoint::{Certified, Checkpoint, Handover};
 use dag::ledger::genesis::Genesis;
-use dag::wire::{PeerMessage, WalletMessage};
+use dag::wire::{PeerMessage, SnapshotOffer, WalletMessage, SNAPSHOT_CHUNK};
 use dag::OwnProgress;
 use rand_core::{OsRng, RngCore};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -501,6 +502,16 @@ pub fn prometheus_text(s: &Status) -> String {
     );
     gauge("txs_applied", "Transactions applied.", s.txs_applied as f64);
     gauge(
+        "snapshots",
+        "State snapshots taken since start.",
+        s.snapshots as f64,
+    );
+    gauge(
+        "handovers_certified",
+        "Committee hand-overs certified since start.",
+        s.handovers_certified as f64,
+    );
+    gauge(
         "txs_rejected",
         "Ordered transactions rejected.",
         s.txs_rejected as f64,
@@ -529,31 +540,17 @@ fn driver_loop(
     let chain = genesis.chain_id();
 
     let started = (|| -> Result<(Driver, u64)> {
-        let last_own = store.last_own_round()?;
-        let own = OwnProgress {
-            last_proposed: last_own,
-            own_last: None,
-        };
-        let mut seed = [0u8; 32];
-        OsRng.fill_bytes(&mut seed);
-        let mut cp_signer = keys::signer(secret);
-        let mut driver = Driver::new(
-            &genesis,
-            Box::new(keys::signer(secret)),
-            Box::new(move |cp| cp.sign(&mut cp_signer)),
-            own,
-            seed,
-            now(),
-        )?;
-        // Replay our event log: the core re-derives the committed heights,
-        // which must equal the stored ones.
+        let (mut driver, replay_from) = start_driver(&genesis, secret, &store, now())?;
+        driver.set_snapshot_interval(cfg.snapshot_interval);
+        // Replay our event log from the snapshot on: the core re-derives
+        // the committed heights, which must equal the stored ones.
         let mut events: Vec<Event> = Vec::new();
-        for (_, _, bytes) in store.events_from_round(0)? {
+        for (_, _, bytes) in store.events_from_round(replay_from)? {
             events.push(
                 proofs::decode(&bytes, dag::wire::MAX_PEER_MESSAGE).context("a stored event")?,
             );
         }
-        for (_, bytes) in store.own_events_from(0)? {
+        for (_, bytes) in store.own_events_from(replay_from)? {
             events.push(
                 proofs::decode(&bytes, dag::wire::MAX_PEER_MESSAGE)
                     .context("a stored own event")?,
@@ -586,8 +583,15 @@ fn driver_loop(
     // Which wallet submitted which transaction (oldest forgotten first).
     let mut submitters: HashMap<proofs::Hash, PeerKey> = HashMap::new();
     let mut submit_order: VecDeque<proofs::Hash> = VecDeque::new();
-    // When each peer was last answered from the event log.
+    // When each peer was last answered from the event log, or offered a
+    // snapshot.
     let mut served_from_log: HashMap<PeerKey, Instant> = HashMap::new();
+    let mut offered: HashMap<PeerKey, Instant> = HashMap::new();
+    // Snapshots we took, by height: the round below which they need no
+    // events (the log is pruned to there once one is certified).
+    let mut snapshot_horizons: BTreeMap<u64, u64> = BTreeMap::new();
+    // The snapshot we are fetching, if we are far behind.
+    let mut download: Option<Download> = None;
 
     // Writes gathered over a burst of inputs and made durable together:
     // one sync for many received events and committed heights, instead of
@@ -620,6 +624,55 @@ fn driver_loop(
                         pending_heights.push((record.height, proofs::encode(&*record)));
                     }
                 }
+                Effect::Snapshot {
+                    height,
+                    horizon,
+                    bytes,
+                } => {
+                    // The heights before it go first: a restart from this
+                    // snapshot appends the heights after it.
+                    flush(&store, &mut pending_events, &mut pending_heights)?;
+                    let t = Instant::now();
+                    store
+                        .put_snapshot(height, &bytes, false)
+                        .context("storing a snapshot")?;
+                    info!(
+                        height,
+                        bytes = bytes.len(),
+                        ms = t.elapsed().as_millis() as u64,
+                        "snapshot stored"
+                    );
+                    snapshot_horizons.insert(height, horizon);
+                    while snapshot_horizons.len() > 4 {
+                        snapshot_horizons.pop_first();
+                    }
+                }
+                Effect::SnapshotCertified(cert) => {
+                    let height = cert.statement.height;
+                    if store
+                        .put_snapshot_certificate(height, &proofs::encode(&*cert))
+                        .context("storing a snapshot certificate")?
+                    {
+                        if let Some(horizon) = snapshot_horizons.get(&height) {
+                            // Keep the recent window for peers a little
+                            // behind; below it, the certified snapshot
+                            // replaces the events.
+                            let keep = driver
+                                .core()
+                                .next_round()
+                                .saturating_sub(cfg.event_log_rounds)
+                                .min(*horizon);
+                            let n = store.prune_events_below(keep)?
+                                + store.prune_own_events_below(keep)?;
+                            debug!(height, below = keep, removed = n, "event log pruned");
+                        }
+                    }
+                }
+                Effect::HandoverCertified(cert) => {
+                    store
+                        .put_handover(cert.statement.snapshot, &proofs::encode(&*cert))
+                        .context("storing a hand-over")?;
+                }
                 Effect::Finalized(height, outcomes) => {
                     let mut by_wallet: HashMap<PeerKey, Vec<_>> = HashMap::new();
                     for (id, outcome) in outcomes {
@@ -644,20 +697,7 @@ fn driver_loop(
         }
         // Nothing more to do right now: make the burst durable.
         if in_rx.is_empty() {
-            if !pending_events.is_empty() {
-                let refs: Vec<(u64, proofs::Hash, &[u8])> = pending_events
-                    .iter()
-                    .map(|(r, id, b)| (*r, *id, b.as_slice()))
-                    .collect();
-                store.put_events(&refs).context("storing events")?;
-                pending_events.clear();
-            }
-            if !pending_heights.is_empty() {
-                store
-                    .append_heights(&pending_heights)
-                    .context("storing committed heights")?;
-                pending_heights.clear();
-            }
+            flush(&store, &mut pending_events, &mut pending_heights)?;
             for (w, b) in pending_notices.drain(..) {
                 send(&out_tx, &counters, Out::Send(w, b));
             }
@@ -680,8 +720,93 @@ fn driver_loop(
             Received::Closed => return Ok(()),
         };
         match input {
+            Input::Msg(from, PeerMessage::SnapshotFetch { height, offset }) => {
+                if let Some(data) = store.snapshot_chunk(height, offset, SNAPSHOT_CHUNK)? {
+                    let msg = PeerMessage::SnapshotChunk {
+                        height,
+                        offset,
+                        data,
+                    };
+                    send(&out_tx, &counters, Out::Send(from, frame(&msg)));
+                }
+            }
+            Input::Msg(from, PeerMessage::SnapshotOffer(offer)) => {
+                if download.as_ref().is_some_and(|d| !d.stalled())
+                    || offer.checkpoint.statement.height <= driver.ledger().height()
+                {
+                    continue;
+                }
+                let started = catchup::check_offer(&genesis, &offer).and_then(|chain| {
+                    Download::start(from, *offer, chain, cfg.max_snapshot_mb << 20)
+                });
+                match started {
+                    Ok((d, fetch)) => {
+                        download = Some(d);
+                        send(&out_tx, &counters, Out::Send(from, frame(&fetch)));
+                    }
+                    Err(e) => warn!(from = %from, "refused a snapshot offer: {e:#}"),
+                }
+            }
+            Input::Msg(
+                from,
+                PeerMessage::SnapshotChunk {
+                    height,
+                    offset,
+                    data,
+                },
+            ) => {
+                let Some(d) = download.as_mut() else {
+                    continue;
+                };
+                match d.on_chunk(from, height, offset, data) {
+                    Ok(None) => {}
+                    Ok(Some(Step::Fetch(m))) => {
+                        send(&out_tx, &counters, Out::Send(from, frame(&m)))
+                    }
+                    Ok(Some(Step::Done(bytes))) => {
+                        let d = download.take().expect("downloading");
+                        flush(&store, &mut pending_events, &mut pending_heights)?;
+                        match install(&genesis, secret, &store, d, bytes, now()) {
+                            Ok(mut new) => {
+                                new.set_snapshot_interval(cfg.snapshot_interval);
+                                driver = new;
+                                info!(
+                                    height = driver.ledger().height(),
+                                    round = driver.core().next_round(),
+                                    "caught up from a certified snapshot; following the DAG"
+                                );
+                                send(
+                                    &out_tx,
+                                    &counters,
+                                    Out::Broadcast(frame(&driver.frontier_message())),
+                                );
+                            }
+                            Err(e) => warn!("the downloaded snapshot was refused: {e:#}"),
+                        }
+                    }
+                    Err(e) => {
+                        warn!(from = %from, "snapshot download abandoned: {e:#}");
+                        download = None;
+                    }
+                }
+            }
             Input::Msg(from, msg) => {
                 if let PeerMessage::Frontier(f) = &msg {
+                    if needs_snapshot(&store, &driver, f)? {
+                        // Our log no longer reaches back to what it lacks:
+                        // offer our certified state instead (now and then).
+                        let due = offered
+                            .get(&from)
+                            .is_none_or(|t| t.elapsed() >= Duration::from_secs(3));
+                        if due {
+                            if let Some(offer) = snapshot_offer(&store)? {
+                                offered.insert(from, Instant::now());
+                                let msg = PeerMessage::SnapshotOffer(Box::new(offer));
+                                send(&out_tx, &counters, Out::Send(from, frame(&msg)));
+                            }
+                        }
+                        continue;
+                    }
                     // A peer behind our memory window catches up from our
                     // event log (the core only holds recent rounds). At most
                     // one log answer per peer per 200 ms: a small frontier
@@ -763,8 +888,14 @@ fn driver_loop(
                 );
             }
             Input::Height(h, reply) => {
+                // A bad record is the asker's answer (none), not the
+                // driver's end.
                 let rec = store
-                    .heights_from(h, 1)?
+                    .heights_from(h, 1)
+                    .unwrap_or_else(|e| {
+                        warn!(height = h, "reading a height for the admin socket: {e}");
+                        Vec::new()
+                    })
                     .into_iter()
                     .find(|(k, _)| *k == h)
                     .and_then(|(_, b)| proofs::decode::<HeightRecord>(&b, usize::MAX).ok());
@@ -780,6 +911,187 @@ fn driver_loop(
             driver.handle_timeout(now());
         }
     }
+}
+
+/// The driver to start with: from our newest stored snapshot if there is
+/// one (then only the events from its horizon on need replaying), else from
+/// genesis. Returns the round the replay starts at.
+fn start_driver(
+    genesis: &Genesis,
+    secret: [u8; 32],
+    store: &Store,
+    now: u64,
+) -> Result<(Driver, u64)> {
+    let own = OwnProgress {
+        last_proposed: store.last_own_round()?,
+        own_last: None,
+    };
+    let mut seed = [0u8; 32];
+    OsRng.fill_bytes(&mut seed);
+    let Some((height, bytes)) = store.latest_snapshot()? else {
+        let d = Driver::new(
+            genesis,
+            Box::new(keys::signer(secret)),
+            statement_signer(secret),
+            own,
+            seed,
+            now,
+        )?;
+        return Ok((d, 0));
+    };
+    let t = Instant::now();
+    let snap: PeerSnapshot = proofs::decode(&bytes, bytes.len())
+        .with_context(|| format!("the stored snapshot of height {height}"))?;
+    let from = replay_start(&snap);
+    let d = Driver::from_snapshot(
+        genesis,
+        snap,
+        None,
+        Box::new(keys::signer(secret)),
+        statement_signer(secret),
+        own,
+        seed,
+        now,
+    )
+    .with_context(|| format!("restoring the stored snapshot of height {height}"))?;
+    info!(
+        height,
+        bytes = bytes.len(),
+        ms = t.elapsed().as_millis() as u64,
+        "restored the stored snapshot"
+    );
+    Ok((d, from))
+}
+
+/// The first round of events a driver started from `snap` can use.
+fn replay_start(snap: &PeerSnapshot) -> u64 {
+    let gc = dag::CoreConfig::new(proofs::Hash::ZERO).gc_depth;
+    snap.core.next_round.saturating_sub(gc)
+}
+
+fn statement_signer(secret: [u8; 32]) -> StatementSigner {
+    let mut s = keys::signer(secret);
+    Box::new(move |ctx, digest| s.sign_digest(ctx, digest))
+}
+
+/// Make the gathered events and heights durable (one transaction each).
+fn flush(
+    store: &Store,
+    events: &mut Vec<(u64, proofs::Hash, Vec<u8>)>,
+    heights: &mut Vec<(u64, Vec<u8>)>,
+) -> Result<()> {
+    if !events.is_empty() {
+        let refs: Vec<(u64, proofs::Hash, &[u8])> = events
+            .iter()
+            .map(|(r, id, b)| (*r, *id, b.as_slice()))
+            .collect();
+        store.put_events(&refs).context("storing events")?;
+        events.clear();
+    }
+    if !heights.is_empty() {
+        store
+            .append_heights(heights)
+            .context("storing committed heights")?;
+        heights.clear();
+    }
+    Ok(())
+}
+
+/// Check a downloaded snapshot against the offer's certificate and build
+/// the driver that continues from it; store it as our own base.
+fn install(
+    genesis: &Genesis,
+    secret: [u8; 32],
+    store: &Store,
+    d: Download,
+    bytes: Vec<u8>,
+    now: u64,
+) -> Result<Driver> {
+    let t = Instant::now();
+    let snap: PeerSnapshot = proofs::decode(&bytes, bytes.len()).context("decoding")?;
+    catchup::check_committees(&snap, &d.chain)?;
+    let from = replay_start(&snap);
+    let cp = &d.offer.checkpoint.statement;
+    let own = OwnProgress {
+        last_proposed: store.last_own_round()?,
+        own_last: None,
+    };
+    let mut seed = [0u8; 32];
+    OsRng.fill_bytes(&mut seed);
+    let driver = Driver::from_snapshot(
+        genesis,
+        snap,
+        Some(cp),
+        Box::new(keys::signer(secret)),
+        statement_signer(secret),
+        own,
+        seed,
+        now,
+    )?;
+    store.put_snapshot(cp.height, &bytes, true)?;
+    store.put_snapshot_certificate(cp.height, &proofs::encode(&d.offer.checkpoint))?;
+    for h in &d.offer.handovers {
+        store.put_handover(h.statement.snapshot, &proofs::encode(h))?;
+    }
+    // Older events can never be used again: the snapshot replaces them.
+    store.prune_events_below(from)?;
+    info!(
+        height = cp.height,
+        ms = t.elapsed().as_millis() as u64,
+        "snapshot verified against the certified roots and installed"
+    );
+    Ok(driver)
+}
+
+/// Whether a peer with frontier `f` lacks events our log no longer holds.
+fn needs_snapshot(
+    store: &Store,
+    driver: &Driver,
+    f: &[(PeerKey, dag::committee::Round)],
+) -> Result<bool> {
+    let lowest = lowest_lacking(driver, f);
+    if lowest >= driver.core().horizon() {
+        return Ok(false);
+    }
+    let base = match store.events_page(0, 1)?.first() {
+        Some((round, _, _)) => *round,
+        None => return Ok(false),
+    };
+    Ok(lowest < base)
+}
+
+/// Our newest certified snapshot, as an offer.
+fn snapshot_offer(store: &Store) -> Result<Option<SnapshotOffer>> {
+    let Some((_, cert, bytes)) = store.latest_certified_snapshot()? else {
+        return Ok(None);
+    };
+    let checkpoint: Certified<Checkpoint> =
+        proofs::decode(&cert, dag::wire::MAX_PEER_MESSAGE).context("a stored certificate")?;
+    let mut handovers = Vec::new();
+    for (_, h) in store.handovers()? {
+        let h: Certified<Handover> =
+            proofs::decode(&h, dag::wire::MAX_PEER_MESSAGE).context("a stored hand-over")?;
+        handovers.push(h);
+    }
+    Ok(Some(SnapshotOffer {
+        checkpoint,
+        handovers,
+        bytes,
+    }))
+}
+
+/// The lowest round a peer with frontier `f` may lack: just above its
+/// lowest entry among the creators we know of (0 for a creator it has
+/// nothing of).
+fn lowest_lacking(driver: &Driver, f: &[(PeerKey, dag::committee::Round)]) -> u64 {
+    let known: HashMap<PeerKey, u64> = f.iter().copied().collect();
+    driver
+        .core()
+        .frontier()
+        .iter()
+        .map(|(k, _)| known.get(k).map_or(0, |r| r + 1))
+        .min()
+        .unwrap_or(0)
 }
 
 /// Replay stored events, reporting progress: a tracing line every tenth,
@@ -840,15 +1152,7 @@ fn from_log(
 ) -> Result<Option<Vec<Event>>> {
     let horizon = driver.core().horizon();
     let known: HashMap<PeerKey, u64> = frontier.iter().copied().collect();
-    // The lowest round the peer may lack: just above its lowest frontier
-    // entry among the creators we know of (0 for a creator it has nothing of).
-    let lowest = driver
-        .core()
-        .frontier()
-        .iter()
-        .map(|(k, _)| known.get(k).map_or(0, |r| r + 1))
-        .min()
-        .unwrap_or(0);
+    let lowest = lowest_lacking(driver, frontier);
     if lowest >= horizon {
         return Ok(None);
     }
@@ -971,6 +1275,8 @@ fn status(
         txs_rejected: d.stats().txs_rejected,
         checkpoints_certified: d.stats().checkpoints_certified,
         last_certified_height: d.last_certified().map(|c| c.statement.height),
+        snapshots: d.stats().snapshots,
+        handovers_certified: d.stats().handovers_certified,
         outputs_root: roots.outputs.to_string(),
         history_root: roots.history.to_string(),
         drops,

@@ -4,7 +4,7 @@
 //! a round it signed before.
 
 use dag::identity::{PeerKey, Signer};
-use dag::ledger::checkpoint::Statement;
+use dag::ledger::checkpoint::{Certified, Checkpoint, Handover};
 use dag::ledger::genesis::{Genesis, GenesisOutput, GenesisPeer, NativeAsset};
 use dag::ledger::multisig::sign_local;
 use dag::ledger::output::{output_id, Output, Value};
@@ -13,7 +13,7 @@ use dag::ledger::transaction::{Transaction, TxBody};
 use dag::ledger::AssetId;
 use dag::wire::PeerMessage;
 use dag::OwnProgress;
-use peer::driver::{Driver, Effect, HeightRecord};
+use peer::driver::{Driver, Effect, HeightRecord, PeerSnapshot};
 use schnorrkel::{ExpansionMode, Keypair, MiniSecretKey};
 use std::collections::BTreeMap;
 
@@ -54,7 +54,7 @@ fn driver(g: &Genesis, i: u8, own: OwnProgress) -> Driver {
     Driver::new(
         g,
         Box::new(Signer::from_seed([i + 1; 32], [i; 32])),
-        Box::new(move |cp| cp.sign(&mut cp_signer)),
+        Box::new(move |ctx, digest| cp_signer.sign_digest(ctx, digest)),
         own,
         [i; 32],
         0,
@@ -71,6 +71,27 @@ struct Net {
     persisted: Vec<BTreeMap<u64, dag::EventId>>,
     /// Every event each driver persisted or received (its event store).
     stored: Vec<Vec<dag::Event>>,
+    /// Snapshots each driver took (height, bytes) and the certificates of
+    /// their heights.
+    snapshots: Vec<Vec<(u64, Vec<u8>)>>,
+    certified: Vec<Vec<Certified<Checkpoint>>>,
+    handovers: Vec<Vec<Certified<Handover>>>,
+}
+
+impl Net {
+    fn new(drivers: Vec<Driver>) -> Net {
+        let n = drivers.len();
+        Net {
+            drivers,
+            now: 0,
+            records: vec![Vec::new(); n],
+            persisted: vec![BTreeMap::new(); n],
+            stored: vec![Vec::new(); n],
+            snapshots: vec![Vec::new(); n],
+            certified: vec![Vec::new(); n],
+            handovers: vec![Vec::new(); n],
+        }
+    }
 }
 
 impl Net {
@@ -103,6 +124,11 @@ impl Net {
                     }
                     Effect::Committed(r) => self.records[i].push(*r),
                     Effect::Finalized(..) => {}
+                    Effect::Snapshot { height, bytes, .. } => {
+                        self.snapshots[i].push((height, bytes))
+                    }
+                    Effect::SnapshotCertified(c) => self.certified[i].push(*c),
+                    Effect::HandoverCertified(h) => self.handovers[i].push(*h),
                 }
             }
         }
@@ -121,15 +147,11 @@ impl Net {
 fn four_drivers_agree_apply_a_transfer_and_certify() {
     let g = genesis(4);
     let chain = g.chain_id();
-    let mut net = Net {
-        drivers: (0..4)
+    let mut net = Net::new(
+        (0..4)
             .map(|i| driver(&g, i, OwnProgress::default()))
             .collect(),
-        now: 0,
-        records: vec![Vec::new(); 4],
-        persisted: vec![BTreeMap::new(); 4],
-        stored: vec![Vec::new(); 4],
-    };
+    );
     for _ in 0..50 {
         net.step();
     }
@@ -211,4 +233,145 @@ fn four_drivers_agree_apply_a_transfer_and_certify() {
     let n = net.records[3].len().min(net.records[0].len());
     assert!(n > 10, "the restarted driver re-derived the heights");
     assert_eq!(net.records[3][..n], net.records[0][..n]);
+}
+
+#[test]
+fn a_driver_started_from_a_certified_snapshot_goes_on_with_the_others() {
+    let g = genesis(4);
+    let mut net = Net::new(
+        (0..4)
+            .map(|i| {
+                let mut d = driver(&g, i, OwnProgress::default());
+                d.set_snapshot_interval(15);
+                d
+            })
+            .collect(),
+    );
+    for _ in 0..300 {
+        net.step();
+        if !net.certified[0].is_empty() {
+            break;
+        }
+    }
+    let cert = net.certified[0]
+        .first()
+        .cloned()
+        .expect("a snapshot got certified");
+    let cp = cert.statement.clone();
+    assert!(cp.height >= 15);
+    cert.verify(&g.chain_id(), &g.committee().unwrap()).unwrap();
+    let (_, bytes) = net.snapshots[0]
+        .iter()
+        .find(|(h, _)| *h == cp.height)
+        .cloned()
+        .expect("the certified snapshot");
+    // Every driver took the same snapshot of that height, byte for byte
+    // except what only the driver knows (none: the core state is shared).
+    for i in 1..4 {
+        let theirs = net.snapshots[i].iter().find(|(h, _)| *h == cp.height);
+        if let Some((_, b)) = theirs {
+            let a: PeerSnapshot = proofs::decode(&bytes, usize::MAX).unwrap();
+            let b: PeerSnapshot = proofs::decode(b, usize::MAX).unwrap();
+            assert_eq!(a.ledger, b.ledger, "ledger snapshot of driver {i}");
+        }
+    }
+    // Wrong certified roots are refused.
+    let snap: PeerSnapshot = proofs::decode(&bytes, usize::MAX).unwrap();
+    let mut wrong = cp.clone();
+    wrong.roots.outputs.0[0] ^= 1;
+    let mut signer = Signer::from_seed([4; 32], [9; 32]);
+    assert!(Driver::from_snapshot(
+        &g,
+        snap.clone(),
+        Some(&wrong),
+        Box::new(Signer::from_seed([4; 32], [3; 32])),
+        Box::new(move |ctx, digest| signer.sign_digest(ctx, digest)),
+        OwnProgress::default(),
+        [3; 32],
+        net.now,
+    )
+    .is_err());
+    // Driver 3 is replaced by one started from driver 0's snapshot (keeping
+    // its own last round, as the daemon does): it goes on with the others.
+    let last = net.persisted[3].keys().next_back().copied();
+    let mut signer = Signer::from_seed([4; 32], [9; 32]);
+    net.drivers[3] = Driver::from_snapshot(
+        &g,
+        snap,
+        Some(&cp),
+        Box::new(Signer::from_seed([4; 32], [3; 32])),
+        Box::new(move |ctx, digest| signer.sign_digest(ctx, digest)),
+        OwnProgress {
+            last_proposed: last,
+            own_last: None,
+        },
+        [3; 32],
+        net.now,
+    )
+    .expect("a certified snapshot restores");
+    assert_eq!(net.drivers[3].ledger().height(), cp.height);
+    net.records[3].clear();
+    for _ in 0..200 {
+        net.step();
+    }
+    let mine = &net.records[3];
+    assert!(
+        mine.len() > 10,
+        "the restored driver commits: {}",
+        mine.len()
+    );
+    assert_eq!(
+        mine[0].height,
+        cp.height + 1,
+        "it goes on right after the snapshot"
+    );
+    for r in mine {
+        let theirs = net.records[0].iter().find(|x| x.height == r.height);
+        if let Some(t) = theirs {
+            assert_eq!(t, r, "height {}", r.height);
+        }
+    }
+}
+
+#[test]
+fn drivers_certify_the_committee_handover_at_the_first_snapshot() {
+    let g = genesis(4);
+    let chain = g.chain_id();
+    let mut net = Net::new(
+        (0..4)
+            .map(|i| driver(&g, i, OwnProgress::default()))
+            .collect(),
+    );
+    // Snapshot 4096's table is known once every leader up to round 4096 is
+    // sequenced; the committee governing round 4096 (genesis) certifies it.
+    let mut steps = 0;
+    while net.handovers.iter().any(|h| h.is_empty()) {
+        net.step();
+        steps += 1;
+        assert!(
+            steps < 20_000,
+            "no hand-over by round {}",
+            net.drivers[0].core().next_round()
+        );
+    }
+    let mut walk = dag::ledger::checkpoint::CommitteeChain::new(chain, g.committee().unwrap());
+    let h = &net.handovers[0][0];
+    assert_eq!(h.statement.snapshot, dag::committee::SNAPSHOT_INTERVAL);
+    walk.extend(h)
+        .expect("a hand-over certified by the genesis committee");
+    assert_eq!(
+        walk.committee_at(dag::committee::SNAPSHOT_INTERVAL)
+            .unwrap()
+            .members(),
+        g.committee().unwrap().members(),
+        "nobody moved stake: the same committee"
+    );
+    for other in &net.handovers[1..] {
+        assert_eq!(other[0].statement, h.statement);
+    }
+    // A hand-over with a forged signature does not extend the walk.
+    let mut forged = h.clone();
+    forged.signatures[0].1 .0[5] ^= 1;
+    let mut walk = dag::ledger::checkpoint::CommitteeChain::new(chain, g.committee().unwrap());
+    assert!(walk.extend(&forged).is_err());
 }

@@ -66,6 +66,21 @@ impl LocalNet {
         }
     }
 
+    /// Set top-level `key = value` lines in peer `i`'s `config.toml`
+    /// (before it starts), replacing the keys' current lines.
+    pub fn configure(&self, i: usize, toml: &str) {
+        let path = self.dirs[i].join("config.toml");
+        let text = std::fs::read_to_string(&path).expect("config.toml");
+        let key = |l: &str| l.split('=').next().unwrap_or("").trim().to_string();
+        let new: Vec<&str> = toml.lines().filter(|l| l.contains('=')).collect();
+        let mut lines: Vec<&str> = text
+            .lines()
+            .filter(|l| !new.iter().any(|n| key(n) == key(l)))
+            .collect();
+        lines.extend(new);
+        std::fs::write(&path, lines.join("\n") + "\n").expect("config.toml written");
+    }
+
     pub fn start(&mut self, i: usize) {
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -81,6 +96,9 @@ impl LocalNet {
             .arg("--dir")
             .arg(&self.dirs[i])
             .env("RUST_LOG", "info")
+            // An error's message, not pages of frames, ends the log.
+            .env_remove("RUST_BACKTRACE")
+            .env_remove("RUST_LIB_BACKTRACE")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -136,7 +154,10 @@ impl LocalNet {
         if !out.status.success() {
             return None;
         }
-        serde_json::from_slice(&out.stdout).ok()
+        // `null`: the peer has no such height.
+        serde_json::from_slice(&out.stdout)
+            .ok()
+            .filter(|v: &serde_json::Value| !v.is_null())
     }
 
     /// Wait until every listed peer reports at least `height`.

@@ -88,6 +88,63 @@ fn four_peers_agree_and_a_killed_peer_rejoins() {
 }
 
 #[test]
+fn a_peer_started_late_catches_up_from_a_certified_snapshot() {
+    let mut net = LocalNet::prepare(4);
+    // Snapshots every 100 heights and a short event log: the others prune
+    // their logs long before peer 3 starts, so it cannot replay the chain.
+    for i in 0..4 {
+        net.configure(i, "snapshot_interval = 100\nevent_log_rounds = 100\n");
+    }
+    for i in 0..3 {
+        net.start(i);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = system_tests::self_transfers(&net, 0, stop.clone());
+    assert!(
+        net.wait_height(&[0, 1, 2], 600, Duration::from_secs(90)),
+        "three peers stalled; peer 0 log:\n{}",
+        net.log_tail(0)
+    );
+    net.start(3);
+    let target = net.height(0) + 20;
+    assert!(
+        net.wait_height(&[0, 1, 2, 3], target, Duration::from_secs(90)),
+        "the late peer did not catch up; its log:\n{}",
+        net.log_tail(3)
+    );
+    stop.store(true, Ordering::Relaxed);
+    let applied = load.join().expect("load thread");
+    assert!(applied > 20, "the load applied only {applied} transfers");
+    let log = std::fs::read_to_string(net.dirs[3].join("peer.log")).unwrap();
+    assert!(
+        log.contains("snapshot verified against the certified roots"),
+        "peer 3 did not install a snapshot:\n{}",
+        net.log_tail(3)
+    );
+    // It holds no early heights (it never replayed them) yet agrees on the
+    // ones after its snapshot.
+    assert!(net.roots_at(3, 5).is_none());
+    let after = net.height(3) + 5;
+    assert!(
+        net.wait_height(&[0, 1, 2, 3], after, Duration::from_secs(60)),
+        "no progress after the catch-up; peer 0 log:\n{}\npeer 3 log:\n{}",
+        net.log_tail(0),
+        net.log_tail(3)
+    );
+    same_roots(&net, &[0, 1, 2, 3], after);
+    // kill -9 and restart: it resumes from its own stored snapshot.
+    net.kill(3);
+    net.start(3);
+    let target = net.height(0) + 10;
+    assert!(
+        net.wait_height(&[0, 1, 2, 3], target, Duration::from_secs(60)),
+        "the restarted late peer did not go on; its log:\n{}",
+        net.log_tail(3)
+    );
+    same_roots(&net, &[0, 1, 2, 3], target);
+}
+
+#[test]
 fn seven_peers_keep_committing_with_two_stopped() {
     let mut net = LocalNet::prepare(7);
     // Peers 5 and 6 hold 2/8 of the stake (the 8 test wallets are hosted

@@ -45,6 +45,7 @@ pub const DB_OWN_EVENTS: &str = "own_events";
 pub const DB_EVENTS: &str = "events";
 pub const DB_EVENT_INDEX: &str = "event_index";
 pub const DB_HEIGHTS: &str = "heights";
+pub const DB_SNAPSHOTS: &str = "snapshots";
 /// Node databases are named `nodes/<name>`.
 pub const NODES_PREFIX: &str = "nodes/";
 
@@ -53,6 +54,14 @@ pub const RESERVED_META_PREFIX: &[u8] = b"store/";
 const META_SCHEMA: &[u8] = b"store/schema";
 const META_CHAIN: &[u8] = b"store/chain";
 const META_OWN_PROGRESS: &[u8] = b"store/own-progress";
+/// The height a snapshot from another peer was installed at: the heights
+/// table continues from there.
+const META_HEIGHTS_BASE: &[u8] = b"store/heights-base";
+/// Certified hand-overs: `store/handover/` + snapshot round (8 bytes BE).
+const META_HANDOVER_PREFIX: &[u8] = b"store/handover/";
+/// Snapshots kept: the newest and the one before (in case the newest's
+/// certificate never completes).
+const SNAPSHOTS_KEPT: usize = 2;
 const META_NODES_PREFIX: &str = "store/nodes/";
 
 /// The file whose exclusive lock marks the directory as in use.
@@ -228,6 +237,7 @@ struct Inner {
     events: Db,
     event_index: Db,
     heights: Db,
+    snapshots: Db,
     /// Node databases with a live [`LmdbNodes`]: two overlays over one
     /// database would overwrite each other's writes.
     open_nodes: Mutex<HashSet<String>>,
@@ -281,6 +291,29 @@ fn parse_u64_key(db: &str, bytes: &[u8]) -> Result<u64, StoreError> {
     read_be_u64(bytes)
         .ok_or_else(|| StoreError::corrupt(db, format!("key of {} bytes, not 8", bytes.len())))
 }
+
+/// The next height the heights table takes: one past the last stored, or
+/// past the installed snapshot's height if that is higher.
+fn next_height(txn: &RoTxn, heights: Db, meta: Db) -> Result<u64, StoreError> {
+    let last = match heights.last(txn)? {
+        Some((k, _)) => parse_u64_key(DB_HEIGHTS, k)?,
+        None => 0,
+    };
+    let base = match meta.get(txn, META_HEIGHTS_BASE)? {
+        Some(b) => parse_u64_key(DB_META, b)?,
+        None => 0,
+    };
+    Ok(last.max(base) + 1)
+}
+
+fn snapshot_key(height: u64, part: u8) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[..8].copy_from_slice(&be_u64(height));
+    k[8] = part;
+    k
+}
+const SNAPSHOT_DATA: u8 = b'd';
+const SNAPSHOT_CERT: u8 = b'c';
 
 impl Store {
     /// Open the store in `dir` (created if missing) for `config.chain_id`.
@@ -340,9 +373,10 @@ impl Store {
                 create(DB_EVENTS)?,
                 create(DB_EVENT_INDEX)?,
                 create(DB_HEIGHTS)?,
+                create(DB_SNAPSHOTS)?,
             ])
         })?;
-        let [meta, own_events, events, event_index, heights] = dbs;
+        let [meta, own_events, events, event_index, heights, snapshots] = dbs;
         let store = Store {
             inner: Arc::new(Inner {
                 handle,
@@ -353,6 +387,7 @@ impl Store {
                 events,
                 event_index,
                 heights,
+                snapshots,
                 open_nodes: Mutex::new(HashSet::new()),
                 _lock: lock,
             }),
@@ -435,9 +470,10 @@ impl Store {
         })
     }
 
-    fn fixed_dbs(&self) -> [(&'static str, Db); 5] {
+    fn fixed_dbs(&self) -> [(&'static str, Db); 6] {
         let i = &*self.inner;
         [
+            (DB_SNAPSHOTS, i.snapshots),
             (DB_META, i.meta),
             (DB_OWN_EVENTS, i.own_events),
             (DB_EVENTS, i.events),
@@ -670,11 +706,9 @@ impl Store {
         let db = self.inner.heights;
         let batches = self.encode_pending(nodes)?;
         let key = be_u64(height);
+        let meta = self.inner.meta;
         self.write(|txn| {
-            let expected = match db.last(txn)? {
-                Some((k, _)) => parse_u64_key(DB_HEIGHTS, k)? + 1,
-                None => 1,
-            };
+            let expected = next_height(txn, db, meta)?;
             if height != expected {
                 return Err(StoreError::HeightNotNext {
                     expected,
@@ -697,11 +731,9 @@ impl Store {
             return Ok(());
         }
         let db = self.inner.heights;
+        let meta = self.inner.meta;
         self.write(|txn| {
-            let first = match db.last(txn)? {
-                Some((k, _)) => parse_u64_key(DB_HEIGHTS, k)? + 1,
-                None => 1,
-            };
+            let first = next_height(txn, db, meta)?;
             for (expected, (height, record)) in (first..).zip(records) {
                 if *height != expected {
                     return Err(StoreError::HeightNotNext {
@@ -759,21 +791,28 @@ impl Store {
     /// Up to `limit` committed heights from `from` on, in order. A gap in
     /// the stored sequence is reported as corruption.
     pub fn heights_from(&self, from: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
-        let db = self.inner.heights;
+        let (db, meta) = (self.inner.heights, self.inner.meta);
         let start = be_u64(from.max(1));
         self.read(|txn| {
+            // Heights up to an installed snapshot's were never stored here:
+            // the one gap allowed is from below it to just after it.
+            let base = match meta.get(txn, META_HEIGHTS_BASE)? {
+                Some(b) => parse_u64_key(DB_META, b)?,
+                None => 0,
+            };
             let mut out: Vec<(u64, Vec<u8>)> = Vec::new();
-            let range = db.range(txn, &from_key(&start))?.take(limit);
-            for (expected, item) in (from.max(1)..).zip(range) {
+            let mut expected = from.max(1);
+            for item in db.range(txn, &from_key(&start))?.take(limit) {
                 let (k, v) = item?;
                 let h = parse_u64_key(DB_HEIGHTS, k)?;
-                if h != expected {
+                if h != expected && !(expected <= base && h == base + 1) {
                     return Err(StoreError::corrupt(
                         DB_HEIGHTS,
                         format!("height {expected} missing (next stored is {h})"),
                     ));
                 }
                 out.push((h, v.to_vec()));
+                expected = h + 1;
             }
             Ok(out)
         })
@@ -785,6 +824,133 @@ impl Store {
         self.read(|txn| match db.last(txn)? {
             Some((k, _)) => Ok(Some(parse_u64_key(DB_HEIGHTS, k)?)),
             None => Ok(None),
+        })
+    }
+
+    /// The height the next committed height follows (the last stored, or
+    /// an installed snapshot's height).
+    pub fn heights_base(&self) -> Result<u64, StoreError> {
+        let (db, meta) = (self.inner.heights, self.inner.meta);
+        self.read(|txn| Ok(next_height(txn, db, meta)? - 1))
+    }
+
+    // ---- snapshots -----------------------------------------------------
+
+    /// Store the encoded state snapshot of `height` durably, keeping only
+    /// the newest [`SNAPSHOTS_KEPT`]. With `installed` (a snapshot from
+    /// another peer, ahead of our heights) the heights table continues
+    /// after `height`; heights in between are never stored here.
+    pub fn put_snapshot(
+        &self,
+        height: u64,
+        data: &[u8],
+        installed: bool,
+    ) -> Result<(), StoreError> {
+        let (db, meta, heights) = (self.inner.snapshots, self.inner.meta, self.inner.heights);
+        self.write(|txn| {
+            db.put(txn, &snapshot_key(height, SNAPSHOT_DATA), data)?;
+            if installed && next_height(txn, heights, meta)? <= height {
+                meta.put(txn, META_HEIGHTS_BASE, &be_u64(height))?;
+            }
+            let mut kept: Vec<u64> = Vec::new();
+            for item in db.rev_iter(txn)? {
+                let (k, _) = item?;
+                let h = parse_u64_key(DB_SNAPSHOTS, &k[..k.len().min(8)])?;
+                if kept.last() != Some(&h) {
+                    kept.push(h);
+                }
+            }
+            for h in kept.into_iter().skip(SNAPSHOTS_KEPT) {
+                db.delete(txn, &snapshot_key(h, SNAPSHOT_DATA))?;
+                db.delete(txn, &snapshot_key(h, SNAPSHOT_CERT))?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Attach the certificate of a stored snapshot's height (ignored if that
+    /// snapshot is gone).
+    pub fn put_snapshot_certificate(&self, height: u64, cert: &[u8]) -> Result<bool, StoreError> {
+        let db = self.inner.snapshots;
+        self.write(|txn| {
+            if db.get(txn, &snapshot_key(height, SNAPSHOT_DATA))?.is_none() {
+                return Ok(false);
+            }
+            db.put(txn, &snapshot_key(height, SNAPSHOT_CERT), cert)?;
+            Ok(true)
+        })
+    }
+
+    /// The newest stored snapshot: its height and bytes.
+    pub fn latest_snapshot(&self) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+        let db = self.inner.snapshots;
+        self.read(|txn| {
+            for item in db.rev_iter(txn)? {
+                let (k, v) = item?;
+                if k.len() == 9 && k[8] == SNAPSHOT_DATA {
+                    return Ok(Some((parse_u64_key(DB_SNAPSHOTS, &k[..8])?, v.to_vec())));
+                }
+            }
+            Ok(None)
+        })
+    }
+
+    /// The newest snapshot with a certificate: height, certificate bytes and
+    /// the snapshot's length.
+    pub fn latest_certified_snapshot(&self) -> Result<Option<(u64, Vec<u8>, u64)>, StoreError> {
+        let db = self.inner.snapshots;
+        self.read(|txn| {
+            for item in db.rev_iter(txn)? {
+                let (k, v) = item?;
+                if k.len() == 9 && k[8] == SNAPSHOT_CERT {
+                    let h = parse_u64_key(DB_SNAPSHOTS, &k[..8])?;
+                    if let Some(data) = db.get(txn, &snapshot_key(h, SNAPSHOT_DATA))? {
+                        return Ok(Some((h, v.to_vec(), data.len() as u64)));
+                    }
+                }
+            }
+            Ok(None)
+        })
+    }
+
+    /// At most `max` bytes of the snapshot of `height` from `offset` (empty
+    /// past its end); `None` if that snapshot is not stored.
+    pub fn snapshot_chunk(
+        &self,
+        height: u64,
+        offset: u64,
+        max: usize,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let db = self.inner.snapshots;
+        self.read(|txn| {
+            Ok(db.get(txn, &snapshot_key(height, SNAPSHOT_DATA))?.map(|d| {
+                let start = usize::try_from(offset).unwrap_or(usize::MAX).min(d.len());
+                d[start..(start.saturating_add(max)).min(d.len())].to_vec()
+            }))
+        })
+    }
+
+    // ---- hand-overs ----------------------------------------------------
+
+    /// Store the certified hand-over to snapshot `snapshot`.
+    pub fn put_handover(&self, snapshot: u64, cert: &[u8]) -> Result<(), StoreError> {
+        let db = self.inner.meta;
+        let mut key = META_HANDOVER_PREFIX.to_vec();
+        key.extend_from_slice(&be_u64(snapshot));
+        self.write(|txn| Ok(db.put(txn, &key, cert)?))
+    }
+
+    /// Every stored certified hand-over, oldest snapshot first.
+    pub fn handovers(&self) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        let db = self.inner.meta;
+        self.read(|txn| {
+            let mut out = Vec::new();
+            for item in db.prefix_iter(txn, META_HANDOVER_PREFIX)? {
+                let (k, v) = item?;
+                let s = parse_u64_key(DB_META, &k[META_HANDOVER_PREFIX.len()..])?;
+                out.push((s, v.to_vec()));
+            }
+            Ok(out)
         })
     }
 

@@ -667,3 +667,66 @@ fn store_and_nodes_are_send_and_sync() {
     check::<LmdbNodes<IndexKey, IndexValue>>();
     check::<LmdbNodes<u64, Hash>>();
 }
+
+#[test]
+fn snapshots_keep_the_newest_two_and_an_installed_one_moves_the_heights_base() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    for h in 1..=3 {
+        s.append_height(h, b"h").unwrap();
+    }
+    assert_eq!(s.latest_snapshot().unwrap(), None);
+    s.put_snapshot(2, b"two", false).unwrap();
+    s.put_snapshot(3, b"three", false).unwrap();
+    assert_eq!(s.latest_certified_snapshot().unwrap(), None);
+    assert!(s.put_snapshot_certificate(2, b"cert2").unwrap());
+    assert!(
+        !s.put_snapshot_certificate(9, b"none").unwrap(),
+        "no snapshot 9"
+    );
+    assert_eq!(
+        s.latest_certified_snapshot().unwrap(),
+        Some((2, b"cert2".to_vec(), 3))
+    );
+    assert_eq!(s.snapshot_chunk(3, 1, 3).unwrap(), Some(b"hre".to_vec()));
+    assert_eq!(s.snapshot_chunk(3, 4, 10).unwrap(), Some(b"e".to_vec()));
+    assert_eq!(s.snapshot_chunk(3, u64::MAX, 10).unwrap(), Some(vec![]));
+    assert_eq!(s.snapshot_chunk(7, 0, 10).unwrap(), None);
+    // A third one pushes out the oldest, certificate and all.
+    s.put_snapshot(4, b"four", false).unwrap();
+    assert_eq!(s.snapshot_chunk(2, 0, 10).unwrap(), None);
+    assert_eq!(s.latest_certified_snapshot().unwrap(), None);
+    assert_eq!(s.latest_snapshot().unwrap(), Some((4, b"four".to_vec())));
+    // Our own snapshot does not move the heights; an installed one ahead
+    // of them does, and the heights go on after it, with one gap.
+    assert_eq!(s.heights_base().unwrap(), 3);
+    s.put_snapshot(10, b"ten", true).unwrap();
+    assert_eq!(s.heights_base().unwrap(), 10);
+    assert!(matches!(
+        s.append_height(4, b"h"),
+        Err(StoreError::HeightNotNext {
+            expected: 11,
+            got: 4
+        })
+    ));
+    s.append_heights(&[(11, b"e".to_vec()), (12, b"t".to_vec())])
+        .unwrap();
+    let all: Vec<u64> = s
+        .heights_from(1, usize::MAX)
+        .unwrap()
+        .into_iter()
+        .map(|(h, _)| h)
+        .collect();
+    assert_eq!(all, vec![1, 2, 3, 11, 12]);
+    assert_eq!(s.heights_from(5, 1).unwrap()[0].0, 11);
+    // The base persists.
+    drop(s);
+    let s = open(dir.path());
+    assert_eq!(s.heights_base().unwrap(), 12);
+    s.put_handover(4096, b"h1").unwrap();
+    s.put_handover(8192, b"h2").unwrap();
+    assert_eq!(
+        s.handovers().unwrap(),
+        vec![(4096, b"h1".to_vec()), (8192, b"h2".to_vec())]
+    );
+}
