@@ -277,6 +277,17 @@ impl Driver {
         d
     }
 
+    /// Keep the ledger's history in `store` (see
+    /// [`Ledger::set_history_store`]). Returns whether it had to copy it.
+    pub fn set_history_store(
+        &mut self,
+        store: dag::ledger::state::HistoryStore,
+    ) -> anyhow::Result<bool> {
+        self.ledger
+            .set_history_store(store)
+            .map_err(|e| anyhow::anyhow!("moving the history: {e}"))
+    }
+
     /// Take a state snapshot ([`Effect::Snapshot`]) every `heights` heights
     /// (0: never).
     pub fn set_snapshot_interval(&mut self, heights: u64) {

@@ -16,7 +16,7 @@ use crate::catchup::{self, Download, Step};
 use crate::config::Config;
 use crate::driver::{Driver, Effect, HeightRecord, PeerSnapshot, StatementSigner};
 use crate::keys;
-use crate::store::{Store, StoreConfig};
+use crate::store::{SharedNodes, Store, StoreConfig};
 use crate::transport::{Authorize, Link, LinkSigner, Transport, TransportConfig};
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
@@ -539,8 +539,10 @@ fn driver_loop(
     let now = || start.elapsed().as_millis() as u64;
     let chain = genesis.chain_id();
 
-    let started = (|| -> Result<(Driver, u64)> {
-        let (mut driver, replay_from) = start_driver(&genesis, secret, &store, now())?;
+    let started = (|| -> Result<(Driver, u64, SharedNodes<u64, proofs::Hash>)> {
+        // The history only grows: its nodes live in LMDB, not in memory.
+        let history = SharedNodes::new(store.nodes::<u64, proofs::Hash>("history")?);
+        let (mut driver, replay_from) = start_driver(&genesis, secret, &store, &history, now())?;
         driver.set_snapshot_interval(cfg.snapshot_interval);
         // Replay our event log from the snapshot on: the core re-derives
         // the committed heights, which must equal the stored ones.
@@ -566,9 +568,9 @@ fn driver_loop(
             );
         }
         replay_with_progress(&mut driver, events);
-        Ok((driver, stored_heights))
+        Ok((driver, stored_heights, history))
     })();
-    let (mut driver, stored_heights) = match started {
+    let (mut driver, stored_heights, history) = match started {
         Ok(x) => {
             let _ = ready.send(Ok(()));
             x
@@ -631,7 +633,7 @@ fn driver_loop(
                 } => {
                     // The heights before it go first: a restart from this
                     // snapshot appends the heights after it.
-                    flush(&store, &mut pending_events, &mut pending_heights)?;
+                    flush(&store, &history, &mut pending_events, &mut pending_heights)?;
                     let t = Instant::now();
                     store
                         .put_snapshot(height, &bytes, false)
@@ -697,7 +699,7 @@ fn driver_loop(
         }
         // Nothing more to do right now: make the burst durable.
         if in_rx.is_empty() {
-            flush(&store, &mut pending_events, &mut pending_heights)?;
+            flush(&store, &history, &mut pending_events, &mut pending_heights)?;
             for (w, b) in pending_notices.drain(..) {
                 send(&out_tx, &counters, Out::Send(w, b));
             }
@@ -765,8 +767,8 @@ fn driver_loop(
                     }
                     Ok(Some(Step::Done(bytes))) => {
                         let d = download.take().expect("downloading");
-                        flush(&store, &mut pending_events, &mut pending_heights)?;
-                        match install(&genesis, secret, &store, d, bytes, now()) {
+                        flush(&store, &history, &mut pending_events, &mut pending_heights)?;
+                        match install(&genesis, secret, &store, &history, d, bytes, now()) {
                             Ok(mut new) => {
                                 new.set_snapshot_interval(cfg.snapshot_interval);
                                 driver = new;
@@ -920,6 +922,7 @@ fn start_driver(
     genesis: &Genesis,
     secret: [u8; 32],
     store: &Store,
+    history: &SharedNodes<u64, proofs::Hash>,
     now: u64,
 ) -> Result<(Driver, u64)> {
     let own = OwnProgress {
@@ -929,7 +932,7 @@ fn start_driver(
     let mut seed = [0u8; 32];
     OsRng.fill_bytes(&mut seed);
     let Some((height, bytes)) = store.latest_snapshot()? else {
-        let d = Driver::new(
+        let mut d = Driver::new(
             genesis,
             Box::new(keys::signer(secret)),
             statement_signer(secret),
@@ -937,13 +940,14 @@ fn start_driver(
             seed,
             now,
         )?;
+        d.set_history_store(Box::new(history.clone()))?;
         return Ok((d, 0));
     };
     let t = Instant::now();
     let snap: PeerSnapshot = proofs::decode(&bytes, bytes.len())
         .with_context(|| format!("the stored snapshot of height {height}"))?;
     let from = replay_start(&snap);
-    let d = Driver::from_snapshot(
+    let mut d = Driver::from_snapshot(
         genesis,
         snap,
         None,
@@ -954,6 +958,12 @@ fn start_driver(
         now,
     )
     .with_context(|| format!("restoring the stored snapshot of height {height}"))?;
+    if d.set_history_store(Box::new(history.clone()))? {
+        warn!(
+            height,
+            "the stored history did not match the snapshot's: rebuilt it"
+        );
+    }
     info!(
         height,
         bytes = bytes.len(),
@@ -977,6 +987,7 @@ fn statement_signer(secret: [u8; 32]) -> StatementSigner {
 /// Make the gathered events and heights durable (one transaction each).
 fn flush(
     store: &Store,
+    history: &SharedNodes<u64, proofs::Hash>,
     events: &mut Vec<(u64, proofs::Hash, Vec<u8>)>,
     heights: &mut Vec<(u64, Vec<u8>)>,
 ) -> Result<()> {
@@ -994,6 +1005,13 @@ fn flush(
             .context("storing committed heights")?;
         heights.clear();
     }
+    // The heights' history nodes (a crash in between costs nothing: a
+    // restart rebuilds them from the snapshot and the replayed heights).
+    if history.pending().pending_len() > 0 {
+        store
+            .commit_nodes(&[history.pending()])
+            .context("storing history nodes")?;
+    }
     Ok(())
 }
 
@@ -1003,6 +1021,7 @@ fn install(
     genesis: &Genesis,
     secret: [u8; 32],
     store: &Store,
+    history: &SharedNodes<u64, proofs::Hash>,
     d: Download,
     bytes: Vec<u8>,
     now: u64,
@@ -1018,7 +1037,7 @@ fn install(
     };
     let mut seed = [0u8; 32];
     OsRng.fill_bytes(&mut seed);
-    let driver = Driver::from_snapshot(
+    let mut driver = Driver::from_snapshot(
         genesis,
         snap,
         Some(cp),
@@ -1028,6 +1047,10 @@ fn install(
         seed,
         now,
     )?;
+    driver.set_history_store(Box::new(history.clone()))?;
+    store
+        .commit_nodes(&[history.pending()])
+        .context("storing the history")?;
     store.put_snapshot(cp.height, &bytes, true)?;
     store.put_snapshot_certificate(cp.height, &proofs::encode(&d.offer.checkpoint))?;
     for h in &d.offer.handovers {

@@ -561,6 +561,25 @@ impl<S: NodeStore<u64, Hash>> Mmr<S> {
         Ok(mmr)
     }
 
+    /// Resume the MMR of `size` leaves with root `root` from `store`, or
+    /// hand the store back if it does not hold exactly that (nodes missing
+    /// or different): a restart checks its stored history this way before
+    /// rebuilding it.
+    pub fn open_expecting(store: S, size: u64, root: &Hash) -> Result<Self, S> {
+        if size > MAX_LEAVES {
+            return Err(store);
+        }
+        let mut mmr = Mmr::new(store);
+        match mmr.nodes(blocks(0, size)) {
+            Ok(peaks) if bag_peaks(size, &peaks) == *root => {
+                mmr.peaks = peaks;
+                mmr.size = size;
+                Ok(mmr)
+            }
+            _ => Err(mmr.store),
+        }
+    }
+
     /// The number of leaves.
     pub fn size(&self) -> u64 {
         self.size

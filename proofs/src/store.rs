@@ -63,6 +63,26 @@ pub trait NodeStore<K, V> {
     }
 }
 
+/// A boxed store is a store, so a structure can hold a store chosen at run
+/// time (memory in tests and wallets, LMDB in the peer).
+impl<K, V> NodeStore<K, V> for Box<dyn NodeStore<K, V> + Send + Sync> {
+    fn get(&self, key: &K) -> Result<Option<V>, StoreError> {
+        (**self).get(key)
+    }
+
+    fn put(&mut self, key: K, value: V) -> Result<(), StoreError> {
+        (**self).put(key, value)
+    }
+
+    fn remove(&mut self, key: &K) -> Result<(), StoreError> {
+        (**self).remove(key)
+    }
+
+    fn take(&mut self, key: &K) -> Result<Option<V>, StoreError> {
+        (**self).take(key)
+    }
+}
+
 /// The in-memory store.
 #[derive(Debug, Clone)]
 pub struct MemStore<K, V> {

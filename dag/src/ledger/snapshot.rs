@@ -34,8 +34,8 @@ use crate::ledger::genesis::Genesis;
 use crate::ledger::output::{OutputId, OutputState, Value};
 use crate::ledger::peers::{name_key, PeerRecord, PeerStatus};
 use crate::ledger::state::{
-    asset_key, asset_value, item_key, item_value, peer_value, IndexStore, ItemState, Ledger,
-    LedgerError, Params,
+    asset_key, asset_value, item_key, item_value, peer_value, HistoryStore, IndexStore, ItemState,
+    Ledger, LedgerError, Params,
 };
 use proofs::key_index::{Entry, KeyIndex};
 use proofs::smt::SmtMemStore;
@@ -588,7 +588,7 @@ impl Outputs {
 /// The key index, history and registry trees of a snapshot.
 struct Rest {
     key_index: KeyIndex<SmtMemStore, IndexStore>,
-    history: Mmr<MemStore<u64, Hash>>,
+    history: Mmr<HistoryStore>,
     registry: SparseMerkleTree<SmtMemStore>,
 }
 
@@ -615,8 +615,8 @@ impl Rest {
             key_index,
         )
         .map_err(LedgerError::from)?;
-        let history =
-            Mmr::from_leaf_nodes(MemStore::default(), history).map_err(LedgerError::from)?;
+        let history = Mmr::from_leaf_nodes(Box::new(MemStore::default()) as HistoryStore, history)
+            .map_err(LedgerError::from)?;
         let mut registry = SparseMerkleTree::create_at(SmtMemStore::default(), version - 1)
             .map_err(LedgerError::from)?;
         let mut leaves = reg.leaves.clone();

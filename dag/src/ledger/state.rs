@@ -22,7 +22,8 @@ use crate::ledger::peers::{name_key, PeerRecord};
 use proofs::key_index::{IndexKey, IndexValue, KeyIndex, KeyIndexError};
 use proofs::smt::SmtMemStore;
 use proofs::{
-    Domain, Executor, Hash, Hasher, MemStore, Mmr, MmrError, SmtError, SparseMerkleTree, StoreError,
+    Domain, Executor, Hash, Hasher, MemStore, Mmr, MmrError, NodeStore, SmtError, SparseMerkleTree,
+    StoreError,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -115,6 +116,11 @@ pub enum LedgerError {
 
 pub type IndexStore = MemStore<IndexKey, IndexValue>;
 
+/// Where the history's nodes live: memory unless the owner moves them
+/// ([`Ledger::set_history_store`]; the peer keeps them in LMDB, since the
+/// history only grows).
+pub type HistoryStore = Box<dyn NodeStore<u64, Hash> + Send + Sync>;
+
 /// The whole ledger state of one chain.
 pub struct Ledger {
     pub(crate) chain: Hash,
@@ -132,7 +138,7 @@ pub struct Ledger {
     pub(crate) output_tree: SparseMerkleTree<SmtMemStore>,
     pub(crate) registry: SparseMerkleTree<SmtMemStore>,
     pub(crate) key_index: KeyIndex<SmtMemStore, IndexStore>,
-    pub(crate) history: Mmr<MemStore<u64, Hash>>,
+    pub(crate) history: Mmr<HistoryStore>,
     pub(crate) roots: StateRoots,
     /// Runs the trees' updates of a height as parallel jobs, if set.
     pub(crate) executor: Option<Arc<dyn Executor>>,
@@ -173,7 +179,7 @@ impl Ledger {
             output_tree,
             registry,
             key_index,
-            history: Mmr::new(MemStore::default()),
+            history: Mmr::new(Box::new(MemStore::default())),
             roots: StateRoots::default(),
             executor: None,
         })
@@ -259,8 +265,33 @@ impl Ledger {
         &self.key_index
     }
 
-    pub fn history(&self) -> &Mmr<MemStore<u64, Hash>> {
+    pub fn history(&self) -> &Mmr<HistoryStore> {
         &self.history
+    }
+
+    /// Move the history into `store`. If `store` already holds this very
+    /// history (a restart), only its peaks are read; otherwise every leaf
+    /// node is copied and the rest rebuilt. Returns whether it copied.
+    pub fn set_history_store(&mut self, store: HistoryStore) -> Result<bool, LedgerError> {
+        let (size, root) = (self.history.size(), self.history.root());
+        let store = match Mmr::open_expecting(store, size, &root) {
+            Ok(mmr) => {
+                self.history = mmr;
+                return Ok(false);
+            }
+            Err(store) => store,
+        };
+        let leaves = (0..size)
+            .map(|i| self.history.leaf_node(i))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mmr = Mmr::from_leaf_nodes(store, leaves)?;
+        if mmr.root() != root {
+            return Err(LedgerError::Store(StoreError::Backend(
+                "the history store changed the history while it was copied".into(),
+            )));
+        }
+        self.history = mmr;
+        Ok(true)
     }
 
     /// The tree version holding the state after `height`.

@@ -13,7 +13,7 @@ mod nodes;
 mod tests;
 
 pub use keys::{be_u64, read_be_u64, KeyBytes};
-pub use nodes::{LmdbNodes, PendingNodes};
+pub use nodes::{LmdbNodes, PendingNodes, SharedNodes};
 
 use heed::types::Bytes;
 use heed::{Database, Env, EnvOpenOptions, MdbError, RoTxn, RwTxn, WithoutTls};

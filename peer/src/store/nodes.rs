@@ -138,6 +138,56 @@ where
     }
 }
 
+/// One [`LmdbNodes`] shared by a structure that writes through it and the
+/// event loop that commits its writes (the structure lives inside the
+/// ledger, out of the loop's reach). Writes go to the shared overlay.
+pub struct SharedNodes<K, V>(Arc<LmdbNodes<K, V>>);
+
+impl<K, V> Clone for SharedNodes<K, V> {
+    fn clone(&self) -> Self {
+        SharedNodes(self.0.clone())
+    }
+}
+
+impl<K, V> SharedNodes<K, V> {
+    pub fn new(nodes: LmdbNodes<K, V>) -> Self {
+        SharedNodes(Arc::new(nodes))
+    }
+
+    /// What [`Store::commit_nodes`] takes.
+    pub fn pending(&self) -> &LmdbNodes<K, V> {
+        &self.0
+    }
+}
+
+impl<K, V> NodeStore<K, V> for SharedNodes<K, V>
+where
+    K: KeyBytes + Eq + StdHash + Clone,
+    V: Serialize + DeserializeOwned + Clone,
+{
+    fn get(&self, key: &K) -> Result<Option<V>, proofs::StoreError> {
+        self.0.get(key)
+    }
+
+    fn put(&mut self, key: K, value: V) -> Result<(), proofs::StoreError> {
+        self.0
+            .pending
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key, Some(value));
+        Ok(())
+    }
+
+    fn remove(&mut self, key: &K) -> Result<(), proofs::StoreError> {
+        self.0
+            .pending
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key.clone(), None);
+        Ok(())
+    }
+}
+
 impl<K, V> Drop for LmdbNodes<K, V> {
     fn drop(&mut self) {
         let n = self.pending.get_mut().map_or(0, |p| p.len());
