@@ -66,7 +66,10 @@ enum Cmd {
         height: Option<u64>,
     },
     /// Load test: a fresh local network of N peer processes, T signed
-    /// transfers submitted over wallet links; prints one JSON line last.
+    /// transfers submitted over wallet links; prints one JSON line last
+    /// (throughput, latency percentiles, the signature-verification
+    /// ceiling, peak RSS, and `rss_mb_samples`: [seconds, largest peer's
+    /// RSS MB, its anonymous part MB] every 30 s of the load).
     Bench {
         #[arg(long, default_value_t = 4)]
         peers: usize,

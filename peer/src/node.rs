@@ -40,6 +40,9 @@ use tracing::{debug, error, info, warn};
 
 /// How often we tell every peer what we hold.
 const FRONTIER_EVERY: Duration = Duration::from_millis(500);
+/// How often the LMDB file's pages are unmapped from the process (see
+/// `Store::release_mapped_pages`).
+const RELEASE_MAPPED_EVERY: Duration = Duration::from_secs(10);
 /// Inputs waiting for the driver thread, at most.
 const INPUT_QUEUE: usize = 10_000;
 /// Frames waiting to be handed to links, at most.
@@ -581,6 +584,7 @@ fn driver_loop(
         }
     };
     let mut last_frontier = Instant::now() - FRONTIER_EVERY;
+    let mut last_release = Instant::now();
     let mut connected: HashSet<PeerKey> = HashSet::new();
     // Which wallet submitted which transaction (oldest forgotten first).
     let mut submitters: HashMap<proofs::Hash, PeerKey> = HashMap::new();
@@ -688,6 +692,10 @@ fn driver_loop(
                     }
                 }
             }
+        }
+        if last_release.elapsed() >= RELEASE_MAPPED_EVERY {
+            last_release = Instant::now();
+            store.release_mapped_pages();
         }
         if last_frontier.elapsed() >= FRONTIER_EVERY {
             last_frontier = Instant::now();

@@ -580,6 +580,37 @@ impl<S: NodeStore<u64, Hash>> Mmr<S> {
         }
     }
 
+    /// Resume the MMR of `size` leaves from its peaks alone (highest
+    /// first, as [`Self::peaks`] gives them), written into `store` at their
+    /// positions. Appends, the root and proofs about later leaves work;
+    /// proofs that need nodes below these peaks fail with
+    /// `StoreError::Missing` until those nodes are stored.
+    pub fn from_peaks(mut store: S, size: u64, peaks: &[Hash]) -> Result<Self, MmrError> {
+        if size > MAX_LEAVES {
+            return Err(MmrError::SizeTooLarge {
+                size,
+                max: MAX_LEAVES,
+            });
+        }
+        let blocks: Vec<(u32, u64)> = blocks(0, size).collect();
+        if blocks.len() != peaks.len() {
+            return Err(StoreError::Backend(format!(
+                "{} peaks given for {size} leaves, which have {}",
+                peaks.len(),
+                blocks.len()
+            ))
+            .into());
+        }
+        for ((height, index), peak) in blocks.into_iter().zip(peaks) {
+            store.put(node_position(height, index), *peak)?;
+        }
+        Ok(Mmr {
+            store,
+            size,
+            peaks: peaks.to_vec(),
+        })
+    }
+
     /// The number of leaves.
     pub fn size(&self) -> u64 {
         self.size

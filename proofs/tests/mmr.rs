@@ -380,6 +380,54 @@ proptest! {
         prop_assert_eq!(back.root(), m.root());
         prop_assert_eq!(back.root(), model_root(&[&all[..], &fresh[..]].concat()));
     }
+
+    #[test]
+    fn resumed_from_peaks_goes_on_like_the_original(
+        seed: u64,
+        n in 1usize..80,
+        more in 1usize..30,
+    ) {
+        let all = leaves(seed, n);
+        let mut m = build(&all);
+        let size = n as u64;
+        let mut back = Mmr::from_peaks(Store::new(), size, m.peaks()).unwrap();
+        prop_assert_eq!(back.root(), m.root());
+        // Only the peaks are stored: nothing below them is provable.
+        prop_assert_eq!(back.store().len(), size.count_ones() as usize);
+        if size > 1 {
+            prop_assert!(back.inclusion_proof(0).is_err());
+        }
+        let fresh = leaves(seed ^ 0x5555, more);
+        m.append_batch(fresh.iter().copied()).unwrap();
+        back.append_batch(fresh.iter().copied()).unwrap();
+        prop_assert_eq!(back.root(), m.root());
+        // Leaves appended after the resume are provable, the same way.
+        for i in size..m.size() {
+            prop_assert_eq!(back.inclusion_proof(i).unwrap(), m.inclusion_proof(i).unwrap());
+        }
+        prop_assert_eq!(back.consistency_proof(size).unwrap(), m.consistency_proof(size).unwrap());
+        // A wrong peak count is refused.
+        let mut extra = m.peaks().to_vec();
+        extra.push(Hash::ZERO);
+        prop_assert!(Mmr::from_peaks(Store::new(), m.size(), &extra).is_err());
+    }
+
+    #[test]
+    fn open_expecting_takes_only_the_same_history(seed: u64, n in 0usize..60) {
+        let all = leaves(seed, n);
+        let m = build(&all);
+        let (size, root) = (m.size(), m.root());
+        let store = m.into_store();
+        let back = Mmr::open_expecting(store, size, &root);
+        prop_assert!(back.is_ok());
+        let store = back.ok().unwrap().into_store();
+        // Another root, or a size whose nodes are not stored: the store comes back.
+        let store = match Mmr::open_expecting(store, size, &other_hash(&root)) {
+            Ok(_) => return Err(TestCaseError::fail("a wrong root was accepted")),
+            Err(s) => s,
+        };
+        prop_assert!(Mmr::open_expecting(store, size + 1, &root).is_err());
+    }
 }
 
 proptest! {

@@ -4,7 +4,7 @@
 //!
 //! A [`LedgerSnapshot`] holds the contents, not the trees: every output with
 //! its state (spent ones too), assets, items, peers, the key index lists and
-//! the history's leaf nodes, each in one canonical order (increasing key, no
+//! the history's peaks, each in one canonical order (increasing key, no
 //! duplicates), with the height, round and the [`StateRoots`] they claim.
 //! [`Ledger::from_snapshot`] checks the contents fit together (outputs name
 //! listed assets and hosts, supplies equal the unspent outputs, live items
@@ -22,8 +22,9 @@
 //! so everything "as of height h" is provable at once, and later heights
 //! give the same roots as on a ledger that never stopped. Tree versions
 //! before it (the output set, registry and key index at earlier heights)
-//! are not available after a restore; the whole history is, since every
-//! leaf is kept.
+//! are not available after a restore, nor are the history's nodes below its
+//! peaks (a restarting peer still has them in its own store; a peer that
+//! joined from another's snapshot proves history only from `height` on).
 
 use crate::committee::Round;
 use crate::id_map::{IdMap, IdSet};
@@ -39,7 +40,7 @@ use crate::ledger::state::{
 };
 use proofs::key_index::{Entry, KeyIndex};
 use proofs::smt::SmtMemStore;
-use proofs::{CodecError, Executor, Hash, MemStore, Mmr, MmrError, SparseMerkleTree};
+use proofs::{CodecError, Executor, Hash, MemStore, Mmr, SparseMerkleTree};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -69,9 +70,10 @@ pub struct LedgerSnapshot {
     pub peers: Vec<PeerRecord>,
     /// Per index key (increasing), its whole list in list order.
     pub key_index: Vec<(Hash, Vec<Entry>)>,
-    /// The history's leaf nodes ([`proofs::mmr::leaf_hash`] of each leaf),
-    /// all of them, in order: the history store keeps nodes, not leaves,
-    /// and the nodes rebuild the same MMR.
+    /// The history's peaks, highest first (one per set bit of
+    /// `roots.history_leaves`): with the size they give the root, and
+    /// appends go on from them. The whole history would make the snapshot
+    /// grow with the chain's age.
     pub history: Vec<Hash>,
 }
 
@@ -199,9 +201,7 @@ impl Ledger {
             .map(|((asset, item), st)| (*asset, *item, *st))
             .collect();
         items.sort_unstable_by_key(|(asset, item, _)| (*asset, *item));
-        let history = (0..self.history.size())
-            .map(|i| self.history.leaf_node(i))
-            .collect::<Result<Vec<_>, MmrError>>()?;
+        let history = self.history.peaks().to_vec();
         Ok(LedgerSnapshot {
             format: SNAPSHOT_FORMAT,
             chain: self.chain,
@@ -296,7 +296,7 @@ impl Ledger {
                 return Err(Inconsistency::IndexList(*key).into());
             }
         }
-        if snap.history.len() as u64 != snap.roots.history_leaves {
+        if snap.history.len() as u32 != snap.roots.history_leaves.count_ones() {
             return Err(SnapshotError::RootMismatch {
                 which: "history_leaves",
             });
@@ -334,6 +334,7 @@ impl Ledger {
                     exec.as_ref().map(|(e, jobs)| (e.clone(), *jobs)),
                 ))
             };
+            let history = (roots.history_leaves, history);
             let rest_job =
                 || built_rest = Some(Rest::build(version, height, key_index, history, registry));
             match &exec {
@@ -597,7 +598,7 @@ impl Rest {
         version: u64,
         height: u64,
         key_index: &[(Hash, Vec<Entry>)],
-        history: Vec<Hash>,
+        (history_size, history_peaks): (u64, Vec<Hash>),
         reg: &Registry,
     ) -> Result<Rest, SnapshotError> {
         // Room for every store entry up front (at most two list nodes and
@@ -615,8 +616,12 @@ impl Rest {
             key_index,
         )
         .map_err(LedgerError::from)?;
-        let history = Mmr::from_leaf_nodes(Box::new(MemStore::default()) as HistoryStore, history)
-            .map_err(LedgerError::from)?;
+        let history = Mmr::from_peaks(
+            Box::new(MemStore::default()) as HistoryStore,
+            history_size,
+            &history_peaks,
+        )
+        .map_err(LedgerError::from)?;
         let mut registry = SparseMerkleTree::create_at(SmtMemStore::default(), version - 1)
             .map_err(LedgerError::from)?;
         let mut leaves = reg.leaves.clone();

@@ -270,26 +270,29 @@ impl Ledger {
     }
 
     /// Move the history into `store`. If `store` already holds this very
-    /// history (a restart), only its peaks are read; otherwise every leaf
-    /// node is copied and the rest rebuilt. Returns whether it copied.
+    /// history (a restart), only its peaks are read; otherwise every node
+    /// the current store holds is copied (all of them for a history built
+    /// here, the peaks for one restored from a snapshot). Returns whether
+    /// it copied.
     pub fn set_history_store(&mut self, store: HistoryStore) -> Result<bool, LedgerError> {
         let (size, root) = (self.history.size(), self.history.root());
-        let store = match Mmr::open_expecting(store, size, &root) {
+        let mut store = match Mmr::open_expecting(store, size, &root) {
             Ok(mmr) => {
                 self.history = mmr;
                 return Ok(false);
             }
             Err(store) => store,
         };
-        let leaves = (0..size)
-            .map(|i| self.history.leaf_node(i))
-            .collect::<Result<Vec<_>, _>>()?;
-        let mmr = Mmr::from_leaf_nodes(store, leaves)?;
-        if mmr.root() != root {
-            return Err(LedgerError::Store(StoreError::Backend(
-                "the history store changed the history while it was copied".into(),
-            )));
+        for pos in 0..proofs::mmr::node_count(size) {
+            if let Some(node) = self.history.store().get(&pos)? {
+                store.put(pos, node)?;
+            }
         }
+        let mmr = Mmr::open_expecting(store, size, &root).map_err(|_| {
+            LedgerError::Store(StoreError::Backend(
+                "the history store does not return the history copied into it".into(),
+            ))
+        })?;
         self.history = mmr;
         Ok(true)
     }

@@ -493,6 +493,35 @@ impl Store {
         self.inner.handle.write(f)
     }
 
+    /// Unmap the data file's pages from this process (they stay in the
+    /// kernel's page cache; the next read maps them again). LMDB reads
+    /// through a shared read-only map, so every page ever read would count
+    /// as this process's resident memory until the kernel wants it back;
+    /// the daemon calls this now and then so that its RSS shows what it
+    /// holds, not the file it has read.
+    pub fn release_mapped_pages(&self) {
+        let h = &self.inner.handle;
+        // No transaction of this process is open while the resize lock is
+        // held for writing, so nothing refers into the map now.
+        let _guard = h.resize.write().unwrap_or_else(PoisonError::into_inner);
+        let info = h.env.info();
+        if info.map_addr.is_null() {
+            return;
+        }
+        // SAFETY: the range is exactly LMDB's mapping of the data file, a
+        // shared read-only file mapping (the store never opens it with
+        // WRITEMAP): MADV_DONTNEED only drops this process's page-table
+        // entries, and a later access reads the same bytes back from the
+        // file. No reference into the map is alive (see the guard above).
+        let rc = unsafe { libc::madvise(info.map_addr, info.map_size, libc::MADV_DONTNEED) };
+        if rc != 0 {
+            debug!(
+                "madvise(DONTNEED) on the map failed: {}",
+                io::Error::last_os_error()
+            );
+        }
+    }
+
     pub fn dir(&self) -> &Path {
         &self.inner.dir
     }

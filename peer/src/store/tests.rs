@@ -730,3 +730,22 @@ fn snapshots_keep_the_newest_two_and_an_installed_one_moves_the_heights_base() {
         vec![(4096, b"h1".to_vec()), (8192, b"h2".to_vec())]
     );
 }
+
+#[test]
+fn released_map_pages_read_back_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let events: Vec<(u64, Hash, Vec<u8>)> = (0..2000u64)
+        .map(|i| (i / 4, h(i), vec![(i % 251) as u8; 300]))
+        .collect();
+    let refs: Vec<(u64, Hash, &[u8])> = events
+        .iter()
+        .map(|(r, id, b)| (*r, *id, b.as_slice()))
+        .collect();
+    s.put_events(&refs).unwrap();
+    let before = s.events_from_round(0).unwrap();
+    s.release_mapped_pages();
+    assert_eq!(s.events_from_round(0).unwrap(), before);
+    s.release_mapped_pages();
+    assert_eq!(s.get_event(&h(1999)).unwrap().unwrap().1, events[1999].2);
+}
