@@ -504,21 +504,50 @@ impl Store {
         // No transaction of this process is open while the resize lock is
         // held for writing, so nothing refers into the map now.
         let _guard = h.resize.write().unwrap_or_else(PoisonError::into_inner);
-        let info = h.env.info();
-        if info.map_addr.is_null() {
+        // LMDB does not tell where it mapped the file (its "map address" is
+        // only set for fixed maps), so find the mapping in /proc.
+        let Ok(file) = std::fs::canonicalize(self.inner.dir.join("data.mdb")) else {
             return;
-        }
-        // SAFETY: the range is exactly LMDB's mapping of the data file, a
-        // shared read-only file mapping (the store never opens it with
-        // WRITEMAP): MADV_DONTNEED only drops this process's page-table
-        // entries, and a later access reads the same bytes back from the
-        // file. No reference into the map is alive (see the guard above).
-        let rc = unsafe { libc::madvise(info.map_addr, info.map_size, libc::MADV_DONTNEED) };
-        if rc != 0 {
-            debug!(
-                "madvise(DONTNEED) on the map failed: {}",
-                io::Error::last_os_error()
-            );
+        };
+        let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
+            return;
+        };
+        for line in maps.lines() {
+            // "start-end perms offset dev inode path"
+            let mut fields = line.split_whitespace();
+            let (Some(range), Some(path)) = (fields.next(), fields.nth(4)) else {
+                continue;
+            };
+            if Path::new(path) != file {
+                continue;
+            }
+            let Some((start, end)) = range.split_once('-') else {
+                continue;
+            };
+            let (Ok(start), Ok(end)) = (
+                usize::from_str_radix(start, 16),
+                usize::from_str_radix(end, 16),
+            ) else {
+                continue;
+            };
+            // SAFETY: the range is a mapping of LMDB's data file, which the
+            // store maps shared and read-only (never with WRITEMAP):
+            // MADV_DONTNEED only drops this process's page-table entries,
+            // and a later access reads the same bytes back from the file.
+            // No reference into the map is alive (see the guard above).
+            let rc = unsafe {
+                libc::madvise(
+                    start as *mut libc::c_void,
+                    end.saturating_sub(start),
+                    libc::MADV_DONTNEED,
+                )
+            };
+            if rc != 0 {
+                debug!(
+                    "madvise(DONTNEED) on the map failed: {}",
+                    io::Error::last_os_error()
+                );
+            }
         }
     }
 

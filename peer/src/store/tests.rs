@@ -744,7 +744,31 @@ fn released_map_pages_read_back_the_same() {
         .collect();
     s.put_events(&refs).unwrap();
     let before = s.events_from_round(0).unwrap();
+    let mapped = || {
+        let maps = std::fs::read_to_string("/proc/self/smaps").unwrap_or_default();
+        let file = std::fs::canonicalize(dir.path().join("data.mdb")).unwrap();
+        let mut rss_kb = 0u64;
+        let mut inside = false;
+        for line in maps.lines() {
+            if line
+                .split_whitespace()
+                .next()
+                .is_some_and(|f| f.contains('-') && !f.ends_with(':'))
+            {
+                inside = line.split_whitespace().nth(5).map(Path::new) == Some(file.as_path());
+            } else if inside && line.starts_with("Rss:") {
+                rss_kb += line
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+            }
+        }
+        rss_kb
+    };
+    assert!(mapped() > 0, "reading mapped the file's pages");
     s.release_mapped_pages();
+    assert_eq!(mapped(), 0, "released");
     assert_eq!(s.events_from_round(0).unwrap(), before);
     s.release_mapped_pages();
     assert_eq!(s.get_event(&h(1999)).unwrap().unwrap().1, events[1999].2);
