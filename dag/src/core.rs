@@ -329,6 +329,13 @@ impl Core {
         self.me
     }
 
+    /// Change the local wait for a round's last events (see
+    /// [`CoreConfig::round_wait_ms`]): a tuning of this peer, not a rule
+    /// others must share.
+    pub fn set_round_wait_ms(&mut self, ms: Millis) {
+        self.cfg.round_wait_ms = ms;
+    }
+
     pub fn stats(&self) -> &Stats {
         &self.stats
     }

@@ -35,6 +35,12 @@ pub struct Config {
     /// snapshot covers them.
     #[serde(default = "default_event_log_rounds")]
     pub event_log_rounds: u64,
+    /// Once a round has a quorum of events, wait at most this long for its
+    /// other events before building on the quorum alone. Above the network's
+    /// usual delay between peers: 100 ms across continents, less on a LAN
+    /// (`peer devnet` writes 20).
+    #[serde(default = "default_round_wait")]
+    pub round_wait_ms: u64,
     /// The largest snapshot accepted from another peer.
     #[serde(default = "default_max_snapshot")]
     pub max_snapshot_mb: u64,
@@ -45,6 +51,9 @@ fn default_snapshot_interval() -> u64 {
 }
 fn default_event_log_rounds() -> u64 {
     20_000
+}
+fn default_round_wait() -> u64 {
+    100
 }
 fn default_max_snapshot() -> u64 {
     4096
@@ -71,6 +80,7 @@ impl Config {
             max_map_size_mb: default_max_map_size(),
             snapshot_interval: default_snapshot_interval(),
             event_log_rounds: default_event_log_rounds(),
+            round_wait_ms: default_round_wait(),
             max_snapshot_mb: default_max_snapshot(),
         }
     }
@@ -97,6 +107,9 @@ impl Config {
         }
         if self.event_log_rounds < 100 {
             anyhow::bail!("field `event_log_rounds` must be at least 100");
+        }
+        if self.round_wait_ms > 10_000 {
+            anyhow::bail!("field `round_wait_ms` must be at most 10000");
         }
         if self.max_snapshot_mb == 0 {
             anyhow::bail!("field `max_snapshot_mb` must be at least 1");

@@ -77,7 +77,9 @@ pub fn prepare_with(
         let name = format!("peer-{i}");
         let listen = SocketAddr::new(bind, base_port + i as u16);
         let secret = keys::create(&dir)?;
-        let cfg = Config::new(&name, listen);
+        let mut cfg = Config::new(&name, listen);
+        // Every peer on one host: a round's last events are never far behind.
+        cfg.round_wait_ms = 20;
         std::fs::write(dir.join("config.toml"), cfg.to_toml())?;
         gpeers.push(GenesisPeer {
             name,

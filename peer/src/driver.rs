@@ -288,6 +288,12 @@ impl Driver {
             .map_err(|e| anyhow::anyhow!("moving the history: {e}"))
     }
 
+    /// How long to wait for a round's last events once it has a quorum
+    /// (local tuning: short on a LAN, longer across continents).
+    pub fn set_round_wait_ms(&mut self, ms: Millis) {
+        self.core.set_round_wait_ms(ms);
+    }
+
     /// Take a state snapshot ([`Effect::Snapshot`]) every `heights` heights
     /// (0: never).
     pub fn set_snapshot_interval(&mut self, heights: u64) {

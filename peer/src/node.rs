@@ -40,6 +40,9 @@ use tracing::{debug, error, info, warn};
 
 /// How often we tell every peer what we hold.
 const FRONTIER_EVERY: Duration = Duration::from_millis(500);
+/// Writes gather for at most this long before they are made durable even
+/// though inputs keep coming (finality notices wait for them).
+const MAX_BURST: Duration = Duration::from_millis(15);
 /// How often the LMDB file's pages are unmapped from the process (see
 /// `Store::release_mapped_pages`).
 const RELEASE_MAPPED_EVERY: Duration = Duration::from_secs(10);
@@ -606,6 +609,8 @@ fn driver_loop(
     let mut pending_heights: Vec<(u64, Vec<u8>)> = Vec::new();
     // Finality notices wait until their heights are on disk.
     let mut pending_notices: Vec<(PeerKey, Bytes)> = Vec::new();
+    // When the writes now pending started gathering.
+    let mut burst_started: Option<Instant> = None;
 
     loop {
         // Effects first: they may include sends the network is waiting for.
@@ -628,6 +633,7 @@ fn driver_loop(
                         check_replayed(&store, &record)?;
                     } else {
                         pending_heights.push((record.height, proofs::encode(&*record)));
+                        burst_started.get_or_insert_with(Instant::now);
                     }
                 }
                 Effect::Snapshot {
@@ -705,8 +711,11 @@ fn driver_loop(
                 Out::Broadcast(frame(&driver.frontier_message())),
             );
         }
-        // Nothing more to do right now: make the burst durable.
-        if in_rx.is_empty() {
+        // Nothing more to do right now, or finality notices have waited long
+        // enough under a steady stream of inputs: make the burst durable.
+        let overdue = burst_started.is_some_and(|t: Instant| t.elapsed() >= MAX_BURST);
+        if in_rx.is_empty() || overdue {
+            burst_started = None;
             flush(&store, &history, &mut pending_events, &mut pending_heights)?;
             for (w, b) in pending_notices.drain(..) {
                 send(&out_tx, &counters, Out::Send(w, b));
@@ -779,6 +788,7 @@ fn driver_loop(
                         match install(&genesis, secret, &store, &history, d, bytes, now()) {
                             Ok(mut new) => {
                                 new.set_snapshot_interval(cfg.snapshot_interval);
+                                new.set_round_wait_ms(cfg.round_wait_ms);
                                 driver = new;
                                 info!(
                                     height = driver.ledger().height(),
