@@ -88,6 +88,38 @@ pub enum Effect {
     HandoverCertified(Box<Certified<Handover>>),
 }
 
+/// Add `from`'s signature to `cert` if `statement` is the one being
+/// certified, `from` is a member of `committee` and the signature verifies
+/// under the statement's context. Whether the signatures now carry more
+/// than 2/3 of the committee's stake.
+fn add_vote<T: Statement + PartialEq>(
+    cert: &mut Certified<T>,
+    statement: &T,
+    committee: &dag::Committee,
+    from: &PeerKey,
+    sig: Bytes64,
+) -> bool {
+    if cert.statement != *statement {
+        return false;
+    }
+    let Some(index) = committee.index_of(from) else {
+        return false;
+    };
+    let Ok(key) = from.to_public() else {
+        return false;
+    };
+    if dag::identity::verify_digest(&key, T::CONTEXT, &statement.digest(), &sig).is_err() {
+        return false;
+    }
+    cert.add(index, sig);
+    let signed: u64 = cert
+        .signatures
+        .iter()
+        .map(|(i, _)| committee.stake(*i))
+        .sum();
+    committee.is_quorum(signed)
+}
+
 /// Signs a statement's digest under its signing context (checkpoints,
 /// hand-overs) with the peer's identity key.
 pub type StatementSigner = Box<dyn FnMut(&'static [u8], &Hash) -> Bytes64>;
@@ -534,28 +566,10 @@ impl Driver {
             }
             return;
         };
-        if entry.statement != h {
-            return;
-        }
         let Some(committee) = self.core.committee(h.certifying_round()) else {
             return;
         };
-        let Some(index) = committee.index_of(&from) else {
-            return;
-        };
-        let Ok(key) = from.to_public() else {
-            return;
-        };
-        if dag::identity::verify_digest(&key, Handover::CONTEXT, &h.digest(), &sig).is_err() {
-            return;
-        }
-        entry.add(index, sig);
-        let signed: u64 = entry
-            .signatures
-            .iter()
-            .map(|(i, _)| committee.stake(*i))
-            .sum();
-        if committee.is_quorum(signed) {
+        if add_vote(entry, &h, committee, &from, sig) {
             let done = self.handovers.remove(&h.snapshot).expect("present");
             self.stats.handovers_certified += 1;
             self.effects
@@ -614,36 +628,10 @@ impl Driver {
         let Some(entry) = self.votes.get_mut(&cp.height) else {
             return;
         };
-        if entry.statement != cp {
-            return;
-        }
         let Some(committee) = self.core.committee(cp.round) else {
             return;
         };
-        let Some(index) = committee.index_of(&from) else {
-            return;
-        };
-        let key = match from.to_public() {
-            Ok(k) => k,
-            Err(_) => return,
-        };
-        if dag::identity::verify_digest(
-            &key,
-            dag::ledger::checkpoint::CHECKPOINT_CONTEXT,
-            &cp.digest(),
-            &sig,
-        )
-        .is_err()
-        {
-            return;
-        }
-        entry.add(index, sig);
-        let signed: u64 = entry
-            .signatures
-            .iter()
-            .map(|(i, _)| committee.stake(*i))
-            .sum();
-        if committee.is_quorum(signed) {
+        if add_vote(entry, &cp, committee, &from, sig) {
             let done = self.votes.remove(&cp.height).expect("present");
             self.stats.checkpoints_certified += 1;
             if let Some(at) = self

@@ -943,12 +943,7 @@ fn start_driver(
     history: &SharedNodes<u64, proofs::Hash>,
     now: u64,
 ) -> Result<(Driver, u64)> {
-    let own = OwnProgress {
-        last_proposed: store.last_own_round()?,
-        own_last: None,
-    };
-    let mut seed = [0u8; 32];
-    OsRng.fill_bytes(&mut seed);
+    let (own, seed) = own_progress_and_seed(store)?;
     let Some((height, bytes)) = store.latest_snapshot()? else {
         let mut d = Driver::new(
             genesis,
@@ -989,6 +984,18 @@ fn start_driver(
         "restored the stored snapshot"
     );
     Ok((d, from))
+}
+
+/// What only we know (our last own round: never signed again) and a fresh
+/// seed for the driver's randomness.
+fn own_progress_and_seed(store: &Store) -> Result<(OwnProgress, [u8; 32])> {
+    let own = OwnProgress {
+        last_proposed: store.last_own_round()?,
+        own_last: None,
+    };
+    let mut seed = [0u8; 32];
+    OsRng.fill_bytes(&mut seed);
+    Ok((own, seed))
 }
 
 /// The first round of events a driver started from `snap` can use.
@@ -1049,12 +1056,7 @@ fn install(
     catchup::check_committees(&snap, &d.chain)?;
     let from = replay_start(&snap);
     let cp = &d.offer.checkpoint.statement;
-    let own = OwnProgress {
-        last_proposed: store.last_own_round()?,
-        own_last: None,
-    };
-    let mut seed = [0u8; 32];
-    OsRng.fill_bytes(&mut seed);
+    let (own, seed) = own_progress_and_seed(store)?;
     let mut driver = Driver::from_snapshot(
         genesis,
         snap,
