@@ -83,6 +83,13 @@ pub enum Effect {
     },
     /// A snapshot height got its certificate.
     SnapshotCertified(Box<Certified<Checkpoint>>),
+    /// More than 2/3 of the stake signed another checkpoint than ours for a
+    /// height we applied: our state has left the chain (a bug, a damaged
+    /// store, or a lying snapshot server). The certificate is the evidence.
+    Diverged {
+        ours: Box<Checkpoint>,
+        certified: Box<Certified<Checkpoint>>,
+    },
     /// The committee of a snapshot is certified (wallets and joining peers
     /// walk these from genesis).
     HandoverCertified(Box<Certified<Handover>>),
@@ -136,6 +143,7 @@ pub struct DriverStats {
     pub txs_rejected: u64,
     pub checkpoints_certified: u64,
     pub handovers_certified: u64,
+    pub conflicting_votes: u64,
     pub snapshots: u64,
 }
 
@@ -167,6 +175,12 @@ pub struct Driver {
     /// The height voted on last (snapshots are taken at voted heights, so
     /// they can be certified).
     last_voted: u64,
+    /// Our own checkpoints of the last heights we voted on, to tell votes
+    /// for other roots apart…
+    voted: BTreeMap<u64, Checkpoint>,
+    /// …and those other checkpoints with their signatures: more than 2/3 of
+    /// the stake on one of them means our state is not the chain's.
+    conflicts: BTreeMap<u64, Vec<Certified<Checkpoint>>>,
     /// Hand-overs we signed, until certified, by snapshot round.
     handovers: BTreeMap<Round, Certified<Handover>>,
     /// Others' hand-over votes for snapshots we have not reached yet.
@@ -293,6 +307,8 @@ impl Driver {
             last_applied: None,
             last_certified: None,
             last_voted: 0,
+            voted: BTreeMap::new(),
+            conflicts: BTreeMap::new(),
             handovers: BTreeMap::new(),
             early_handover_votes: Vec::new(),
             snapshot_every: 0,
@@ -371,6 +387,11 @@ impl Driver {
     }
     pub fn last_certified(&self) -> Option<&Certified<Checkpoint>> {
         self.last_certified.as_ref()
+    }
+
+    /// Our own checkpoint of the last height we voted on.
+    pub fn last_voted(&self) -> Option<&Checkpoint> {
+        self.voted.values().next_back()
     }
     pub fn mempool_len(&self) -> usize {
         self.core.queued_payload_items()
@@ -554,6 +575,50 @@ impl Driver {
         self.drain_core();
     }
 
+    /// A vote for other roots than ours at a height we voted on. At most
+    /// four other checkpoints per height are tracked (a Byzantine member
+    /// could sign junk ones, but cannot crowd out a real one with more).
+    fn take_conflicting_vote(&mut self, from: PeerKey, cp: Checkpoint, sig: Bytes64) {
+        let Some(committee) = self.core.committee(cp.round) else {
+            return;
+        };
+        if committee.index_of(&from).is_none() {
+            return;
+        }
+        self.stats.conflicting_votes += 1;
+        let height = cp.height;
+        let alternatives = self.conflicts.entry(height).or_default();
+        let at = match alternatives.iter().position(|c| c.statement == cp) {
+            Some(at) => at,
+            None if alternatives.len() < 4 => {
+                alternatives.push(Certified::new(cp.clone()));
+                alternatives.len() - 1
+            }
+            None => return,
+        };
+        if add_vote(&mut alternatives[at], &cp, committee, &from, sig) {
+            let certified = alternatives.swap_remove(at);
+            let ours = self
+                .voted
+                .get(&height)
+                .cloned()
+                .expect("checked by the caller");
+            tracing::error!(
+                height,
+                ours = ?ours.roots,
+                certified = ?certified.statement.roots,
+                "more than 2/3 of the stake certified other roots than ours"
+            );
+            self.effects.push_back(Effect::Diverged {
+                ours: Box::new(ours),
+                certified: Box::new(certified),
+            });
+        }
+        while self.conflicts.len() > 64 {
+            self.conflicts.pop_first();
+        }
+    }
+
     fn take_handover_vote(&mut self, from: PeerKey, h: Handover, sig: Bytes64) {
         if h.chain != self.chain {
             return;
@@ -611,6 +676,12 @@ impl Driver {
         // are kept: a vote on other roots is a fork we would not certify.
         if cp.chain != self.chain {
             return;
+        }
+        if let Some(ours) = self.voted.get(&cp.height) {
+            if *ours != cp {
+                self.take_conflicting_vote(from, cp, sig);
+                return;
+            }
         }
         if cp.height > self.ledger.height()
             || (cp.height == self.ledger.height() && !self.votes.contains_key(&cp.height))
@@ -785,6 +856,11 @@ impl Driver {
         };
         let sig = (self.sign)(Checkpoint::CONTEXT, &cp.digest());
         self.last_voted = height;
+        self.voted.insert(height, cp.clone());
+        while self.voted.len() > 64 {
+            self.voted.pop_first();
+        }
+
         self.votes.insert(height, Certified::new(cp.clone()));
         self.take_vote(self.key, cp.clone(), sig);
         // Votes that arrived before we got here.

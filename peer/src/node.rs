@@ -680,6 +680,23 @@ fn driver_loop(
                         }
                     }
                 }
+                Effect::Diverged { ours, certified } => {
+                    // Going on would sign and serve a state that is not the
+                    // chain's: stop, with the evidence, for the operator.
+                    bail!(
+                        "this peer's state left the chain at height {}: its roots {:?}, but more \
+                         than 2/3 of the stake signed {:?} (signers {:?}); restore the directory \
+                         from a good copy or start it afresh",
+                        ours.height,
+                        ours.roots,
+                        certified.statement.roots,
+                        certified
+                            .signatures
+                            .iter()
+                            .map(|(i, _)| *i)
+                            .collect::<Vec<_>>()
+                    );
+                }
                 Effect::HandoverCertified(cert) => {
                     store
                         .put_handover(cert.statement.snapshot, &proofs::encode(&*cert))
@@ -1290,6 +1307,7 @@ fn status(
         ("handshake_failure", t.handshake_failures),
         ("event_refused", d.stats().events_refused),
         ("tx_refused", d.stats().txs_refused),
+        ("conflicting_checkpoint_vote", d.stats().conflicting_votes),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))

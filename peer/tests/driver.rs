@@ -4,7 +4,7 @@
 //! a round it signed before.
 
 use dag::identity::{PeerKey, Signer};
-use dag::ledger::checkpoint::{Certified, Checkpoint, Handover};
+use dag::ledger::checkpoint::{Certified, Checkpoint, Handover, Statement};
 use dag::ledger::genesis::{Genesis, GenesisOutput, GenesisPeer, NativeAsset};
 use dag::ledger::multisig::sign_local;
 use dag::ledger::output::{output_id, Output, Value};
@@ -76,6 +76,7 @@ struct Net {
     snapshots: Vec<Vec<(u64, Vec<u8>)>>,
     certified: Vec<Vec<Certified<Checkpoint>>>,
     handovers: Vec<Vec<Certified<Handover>>>,
+    diverged: Vec<Vec<Certified<Checkpoint>>>,
 }
 
 impl Net {
@@ -90,6 +91,7 @@ impl Net {
             snapshots: vec![Vec::new(); n],
             certified: vec![Vec::new(); n],
             handovers: vec![Vec::new(); n],
+            diverged: vec![Vec::new(); n],
         }
     }
 }
@@ -129,6 +131,7 @@ impl Net {
                     }
                     Effect::SnapshotCertified(c) => self.certified[i].push(*c),
                     Effect::HandoverCertified(h) => self.handovers[i].push(*h),
+                    Effect::Diverged { certified, .. } => self.diverged[i].push(*certified),
                 }
             }
         }
@@ -374,4 +377,57 @@ fn drivers_certify_the_committee_handover_at_the_first_snapshot() {
     forged.signatures[0].1 .0[5] ^= 1;
     let mut walk = dag::ledger::checkpoint::CommitteeChain::new(chain, g.committee().unwrap());
     assert!(walk.extend(&forged).is_err());
+}
+
+#[test]
+fn a_quorum_signing_other_roots_is_reported_as_divergence() {
+    let g = genesis(4);
+    let mut net = Net::new(
+        (0..4)
+            .map(|i| driver(&g, i, OwnProgress::default()))
+            .collect(),
+    );
+    for _ in 0..60 {
+        net.step();
+    }
+    let ours = net.drivers[0]
+        .last_voted()
+        .cloned()
+        .expect("driver 0 voted");
+    let mut other = ours.clone();
+    other.roots.outputs.0[0] ^= 1;
+    let keys: Vec<PeerKey> = net.drivers.iter().map(|d| d.key()).collect();
+    let vote = |i: u8, cp: &Checkpoint| {
+        let mut s = Signer::from_seed([i + 1; 32], [5; 32]);
+        PeerMessage::CheckpointVote {
+            checkpoint: Box::new(cp.clone()),
+            signature: s.sign_digest(Checkpoint::CONTEXT, &cp.digest()),
+        }
+    };
+    let now = net.now;
+    // One member, then two, sign other roots: not yet a quorum (3 of 4).
+    net.drivers[0].handle_message(keys[1], vote(1, &other), now);
+    net.drivers[0].handle_message(keys[2], vote(2, &other), now);
+    // A forged vote (wrong signer) counts for nothing.
+    net.drivers[0].handle_message(keys[3], vote(1, &other), now);
+    let drained: Vec<Effect> = std::iter::from_fn(|| net.drivers[0].poll_effect()).collect();
+    assert!(
+        !drained.iter().any(|e| matches!(e, Effect::Diverged { .. })),
+        "two of four members are not a quorum"
+    );
+    net.drivers[0].handle_message(keys[3], vote(3, &other), now);
+    let diverged: Vec<Effect> = std::iter::from_fn(|| net.drivers[0].poll_effect())
+        .filter(|e| matches!(e, Effect::Diverged { .. }))
+        .collect();
+    match diverged.as_slice() {
+        [Effect::Diverged { ours: o, certified }] => {
+            assert_eq!(**o, ours);
+            assert_eq!(certified.statement, other);
+            certified
+                .verify(&g.chain_id(), &g.committee().unwrap())
+                .expect("the evidence is a valid certificate");
+        }
+        other => panic!("expected one divergence, got {other:?}"),
+    }
+    assert!(net.drivers[0].stats().conflicting_votes >= 4);
 }
