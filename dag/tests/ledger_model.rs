@@ -499,15 +499,4 @@ proptest! {
     }
 }
 
-/// Runs each job on its own scoped thread.
-struct ScopedThreads;
-
-impl proofs::Executor for ScopedThreads {
-    fn run_all<'a>(&self, jobs: Vec<Box<dyn FnOnce() + Send + 'a>>) {
-        std::thread::scope(|s| {
-            for job in jobs {
-                s.spawn(job);
-            }
-        });
-    }
-}
+use proofs::ScopedThreads;

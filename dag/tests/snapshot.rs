@@ -405,18 +405,7 @@ fn snapshot_and_continue(d: &mut Driver, more: usize) {
     }
 }
 
-/// Runs each job on its own scoped thread.
-struct ScopedThreads;
-
-impl proofs::Executor for ScopedThreads {
-    fn run_all<'a>(&self, jobs: Vec<Box<dyn FnOnce() + Send + 'a>>) {
-        std::thread::scope(|s| {
-            for job in jobs {
-                s.spawn(job);
-            }
-        });
-    }
-}
+use proofs::ScopedThreads;
 
 #[test]
 fn a_restored_ledger_goes_on_like_the_original() {

@@ -220,15 +220,4 @@ fn main() {
     );
 }
 
-/// Runs each job on its own scoped thread.
-struct ScopedThreads;
-
-impl proofs::Executor for ScopedThreads {
-    fn run_all<'a>(&self, jobs: Vec<Box<dyn FnOnce() + Send + 'a>>) {
-        std::thread::scope(|s| {
-            for job in jobs {
-                s.spawn(job);
-            }
-        });
-    }
-}
+use proofs::ScopedThreads;

@@ -21,4 +21,4 @@ pub use codec::{decode, encode, CodecError};
 pub use hash::{Domain, Hash, Hasher};
 pub use mmr::{ConsistencyProof, InclusionProof, Mmr, MmrError, ProofError, RangeProof};
 pub use smt::{SmtError, SparseMerkleTree, SparseProof};
-pub use store::{Executor, MemStore, NodeStore, StoreError};
+pub use store::{Executor, MemStore, NodeStore, ScopedThreads, StoreError};

@@ -163,6 +163,21 @@ pub trait Executor: Send + Sync {
     fn run_all<'a>(&self, jobs: Vec<Box<dyn FnOnce() + Send + 'a>>);
 }
 
+/// The plain executor: each job on its own scoped thread, all joined
+/// before `run_all` returns. Only a caller that chooses it starts threads.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ScopedThreads;
+
+impl Executor for ScopedThreads {
+    fn run_all<'a>(&self, jobs: Vec<Box<dyn FnOnce() + Send + 'a>>) {
+        std::thread::scope(|s| {
+            for job in jobs {
+                s.spawn(job);
+            }
+        });
+    }
+}
+
 impl std::fmt::Debug for dyn Executor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Executor")

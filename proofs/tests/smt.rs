@@ -1100,15 +1100,4 @@ fn parallel_threads_match_sequential() {
     check_parallel_matches_sequential(&random_batches(7, 6, 3000), 2);
 }
 
-/// Runs each job on its own scoped thread.
-struct ScopedThreads;
-
-impl proofs::Executor for ScopedThreads {
-    fn run_all<'a>(&self, jobs: Vec<Box<dyn FnOnce() + Send + 'a>>) {
-        std::thread::scope(|s| {
-            for job in jobs {
-                s.spawn(job);
-            }
-        });
-    }
-}
+use proofs::ScopedThreads;
