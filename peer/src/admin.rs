@@ -50,6 +50,12 @@ pub struct Status {
     pub snapshots: u64,
     #[serde(default)]
     pub handovers_certified: u64,
+    /// The newest stored state snapshot's height.
+    #[serde(default)]
+    pub snapshot_height: Option<u64>,
+    /// The first round still in the event log (older ones are pruned).
+    #[serde(default)]
+    pub event_log_from_round: Option<u64>,
     pub outputs_root: String,
     pub history_root: String,
     /// Drops by reason (malformed messages, refused events, rate limits…).

@@ -1113,9 +1113,8 @@ fn needs_snapshot(
     if lowest >= driver.core().horizon() {
         return Ok(false);
     }
-    let base = match store.events_page(0, 1)?.first() {
-        Some((round, _, _)) => *round,
-        None => return Ok(false),
+    let Some(base) = store.first_event_round()? else {
+        return Ok(false);
     };
     Ok(lowest < base)
 }
@@ -1338,6 +1337,8 @@ fn status(
         last_certified_height: d.last_certified().map(|c| c.statement.height),
         snapshots: d.stats().snapshots,
         handovers_certified: d.stats().handovers_certified,
+        snapshot_height: store.latest_snapshot_height().ok().flatten(),
+        event_log_from_round: store.first_event_round().ok().flatten(),
         outputs_root: roots.outputs.to_string(),
         history_root: roots.history.to_string(),
         drops,

@@ -105,6 +105,21 @@ fn a_peer_started_late_catches_up_from_a_certified_snapshot() {
         "three peers stalled; peer 0 log:\n{}",
         net.log_tail(0)
     );
+    // Their logs no longer reach back to round 0.
+    let pruned = |net: &LocalNet| {
+        net.status(0)
+            .and_then(|s| s["event_log_from_round"].as_u64())
+            .unwrap_or(0)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while pruned(&net) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "peer 0 never pruned its event log: {:?}",
+            net.status(0)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     net.start(3);
     let target = net.height(0) + 20;
     assert!(

@@ -939,6 +939,25 @@ impl Store {
         })
     }
 
+    /// The height of the newest stored snapshot (reads no snapshot bytes).
+    pub fn latest_snapshot_height(&self) -> Result<Option<u64>, StoreError> {
+        let db = self.inner.snapshots;
+        self.read(|txn| match db.last(txn)? {
+            Some((k, _)) if k.len() == 9 => Ok(Some(parse_u64_key(DB_SNAPSHOTS, &k[..8])?)),
+            Some(_) => Err(StoreError::corrupt(DB_SNAPSHOTS, "bad key")),
+            None => Ok(None),
+        })
+    }
+
+    /// The first round still in the event log.
+    pub fn first_event_round(&self) -> Result<Option<u64>, StoreError> {
+        let db = self.inner.events;
+        self.read(|txn| match db.first(txn)? {
+            Some((k, _)) => Ok(Some(parse_event_key(k)?.0)),
+            None => Ok(None),
+        })
+    }
+
     /// The newest stored snapshot: its height and bytes.
     pub fn latest_snapshot(&self) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
         let db = self.inner.snapshots;

@@ -676,6 +676,7 @@ fn snapshots_keep_the_newest_two_and_an_installed_one_moves_the_heights_base() {
         s.append_height(h, b"h").unwrap();
     }
     assert_eq!(s.latest_snapshot().unwrap(), None);
+    assert_eq!(s.latest_snapshot_height().unwrap(), None);
     s.put_snapshot(2, b"two", false).unwrap();
     s.put_snapshot(3, b"three", false).unwrap();
     assert_eq!(s.latest_certified_snapshot().unwrap(), None);
@@ -697,6 +698,7 @@ fn snapshots_keep_the_newest_two_and_an_installed_one_moves_the_heights_base() {
     assert_eq!(s.snapshot_chunk(2, 0, 10).unwrap(), None);
     assert_eq!(s.latest_certified_snapshot().unwrap(), None);
     assert_eq!(s.latest_snapshot().unwrap(), Some((4, b"four".to_vec())));
+    assert_eq!(s.latest_snapshot_height().unwrap(), Some(4));
     // Our own snapshot does not move the heights; an installed one ahead
     // of them does, and the heights go on after it, with one gap.
     assert_eq!(s.heights_base().unwrap(), 3);
@@ -742,7 +744,11 @@ fn released_map_pages_read_back_the_same() {
         .iter()
         .map(|(r, id, b)| (*r, *id, b.as_slice()))
         .collect();
+    assert_eq!(s.first_event_round().unwrap(), None);
     s.put_events(&refs).unwrap();
+    assert_eq!(s.first_event_round().unwrap(), Some(0));
+    s.prune_events_below(7).unwrap();
+    assert_eq!(s.first_event_round().unwrap(), Some(7));
     let before = s.events_from_round(0).unwrap();
     let mapped = || {
         let maps = std::fs::read_to_string("/proc/self/smaps").unwrap_or_default();
