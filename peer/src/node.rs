@@ -284,13 +284,22 @@ async fn serve(
         });
     }
 
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => info!("interrupted, stopping"),
-        _ = wait_thread(driver_thread) => error!("the driver thread stopped"),
-    }
+    // A driver that stopped on an error (a store failure, a state that left
+    // the chain) ends the process with that error: a supervisor sees a
+    // failure, not a clean exit.
+    let ended = tokio::select! {
+        _ = tokio::signal::ctrl_c() => {
+            info!("interrupted, stopping");
+            Ok(())
+        }
+        r = wait_thread(driver_thread) => {
+            error!("the driver thread stopped");
+            r
+        }
+    };
     transport.close().await;
     let _ = std::fs::remove_file(&sock_path);
-    Ok(())
+    ended
 }
 
 /// Peers notice a dead link (a peer killed and restarted) within 5 s, so
@@ -303,13 +312,21 @@ fn link_config(listen: SocketAddr, chain: proofs::Hash) -> TransportConfig {
     c
 }
 
-async fn wait_thread(h: std::thread::JoinHandle<Result<()>>) {
-    let _ = tokio::task::spawn_blocking(move || match h.join() {
-        Ok(Err(e)) => error!("driver: {e:#}"),
-        Err(_) => error!("driver thread panicked"),
-        Ok(Ok(())) => {}
+/// The driver thread's end: its error, if it stopped on one.
+async fn wait_thread(h: std::thread::JoinHandle<Result<()>>) -> Result<()> {
+    tokio::task::spawn_blocking(move || match h.join() {
+        Ok(Err(e)) => {
+            error!("driver: {e:#}");
+            Err(e)
+        }
+        Err(_) => {
+            error!("driver thread panicked");
+            bail!("the driver thread panicked")
+        }
+        Ok(Ok(())) => Ok(()),
     })
-    .await;
+    .await
+    .context("waiting for the driver thread")?
 }
 
 /// Take a new authenticated link: keep it (replacing an older one to the
