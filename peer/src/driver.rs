@@ -57,6 +57,23 @@ pub struct PeerSnapshot {
     pub txs_rejected: u64,
 }
 
+impl PeerSnapshot {
+    /// The first round of events a driver started from this snapshot can
+    /// use (older ones are below its core's horizon).
+    pub fn first_useful_round(&self) -> Round {
+        // gc_depth is consensus-critical, the same on every chain.
+        let gc = CoreConfig::new(Hash::ZERO).gc_depth;
+        self.core.next_round.saturating_sub(gc)
+    }
+}
+
+/// The consensus core's configuration for the chain `genesis` starts.
+fn core_config(genesis: &Genesis) -> CoreConfig {
+    let mut cfg = CoreConfig::new(genesis.chain_id());
+    cfg.genesis_seed = genesis.epoch_seed();
+    cfg
+}
+
 /// What the event loop must do, in order.
 #[derive(Clone, Debug)]
 pub enum Effect {
@@ -213,8 +230,7 @@ impl Driver {
         let ledger = genesis.ledger()?;
         let committee = ledger.stake_table()?;
         let chain = genesis.chain_id();
-        let mut cfg = CoreConfig::new(chain);
-        cfg.genesis_seed = genesis.epoch_seed();
+        let cfg = core_config(genesis);
         let key = signer.key();
         let core = if own == OwnProgress::default() {
             Core::new(cfg, committee, signer, now)
@@ -274,8 +290,7 @@ impl Driver {
                 ledger.height()
             );
         }
-        let mut cfg = CoreConfig::new(chain);
-        cfg.genesis_seed = genesis.epoch_seed();
+        let cfg = core_config(genesis);
         let key = signer.key();
         let core = Core::from_state(cfg, core, own, signer, now)
             .map_err(|e| anyhow::anyhow!("the snapshot's consensus state: {e}"))?;

@@ -993,7 +993,7 @@ fn start_driver(
     let t = Instant::now();
     let snap: PeerSnapshot = proofs::decode(&bytes, bytes.len())
         .with_context(|| format!("the stored snapshot of height {height}"))?;
-    let from = replay_start(&snap);
+    let from = snap.first_useful_round();
     let mut d = Driver::from_snapshot(
         genesis,
         snap,
@@ -1030,12 +1030,6 @@ fn own_progress_and_seed(store: &Store) -> Result<(OwnProgress, [u8; 32])> {
     let mut seed = [0u8; 32];
     OsRng.fill_bytes(&mut seed);
     Ok((own, seed))
-}
-
-/// The first round of events a driver started from `snap` can use.
-fn replay_start(snap: &PeerSnapshot) -> u64 {
-    let gc = dag::CoreConfig::new(proofs::Hash::ZERO).gc_depth;
-    snap.core.next_round.saturating_sub(gc)
 }
 
 fn statement_signer(secret: [u8; 32]) -> StatementSigner {
@@ -1088,7 +1082,7 @@ fn install(
     let t = Instant::now();
     let snap: PeerSnapshot = proofs::decode(&bytes, bytes.len()).context("decoding")?;
     catchup::check_committees(&snap, &d.chain)?;
-    let from = replay_start(&snap);
+    let from = snap.first_useful_round();
     let cp = &d.offer.checkpoint.statement;
     let (own, seed) = own_progress_and_seed(store)?;
     let mut driver = Driver::from_snapshot(
