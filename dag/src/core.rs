@@ -23,6 +23,11 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use thiserror::Error;
 
+/// Rounds after the last event with payload (counted from the round being
+/// sequenced) before the idle pace starts: an event of round `r` is ordered
+/// by the leader of `r` or of a round just above it.
+const IDLE_AFTER_ROUNDS: Round = 2;
+
 /// Parameters every peer of a chain must share (the first four) and local
 /// tuning (the rest).
 #[derive(Clone, Debug)]
@@ -41,6 +46,12 @@ pub struct CoreConfig {
     /// Never build two own events closer than this (a lone or very fast
     /// committee would otherwise spin through rounds).
     pub min_round_interval_ms: Millis,
+    /// While idle (nothing queued here and no event with payload in the
+    /// DAG still waiting to be sequenced), build own events no closer than
+    /// this instead: an idle chain then grows by a few heights a second,
+    /// not hundreds. Payload, queued here or seen in a received event,
+    /// ends the idle pace at once. Local tuning, not a rule.
+    pub idle_round_interval_ms: Millis,
     /// Re-ask for a missing parent after this long.
     pub fetch_retry_ms: Millis,
     /// Resend our latest event when no round completed for this long.
@@ -62,6 +73,7 @@ impl CoreConfig {
             gc_depth: 50,
             round_wait_ms: 100,
             min_round_interval_ms: 10,
+            idle_round_interval_ms: 10,
             fetch_retry_ms: 300,
             rebroadcast_ms: 1000,
             max_pending: 20_000,
@@ -198,6 +210,8 @@ pub struct Core {
     quorum_round: Option<(Round, Millis)>,
     last_progress: Millis,
     payload: VecDeque<Vec<u8>>,
+    /// Highest round of an event in the DAG that carries payload.
+    last_payload_round: Option<Round>,
     outputs: VecDeque<Output>,
     evidence: VecDeque<EquivocationEvidence>,
     stats: Stats,
@@ -290,6 +304,7 @@ impl Core {
             quorum_round: None,
             last_progress: now,
             payload: VecDeque::new(),
+            last_payload_round: None,
             outputs: VecDeque::new(),
             evidence: VecDeque::new(),
             stats: Stats::default(),
@@ -334,6 +349,11 @@ impl Core {
     /// others must share.
     pub fn set_round_wait_ms(&mut self, ms: Millis) {
         self.cfg.round_wait_ms = ms;
+    }
+
+    /// Change the local idle pace (see [`CoreConfig::idle_round_interval_ms`]).
+    pub fn set_idle_round_interval_ms(&mut self, ms: Millis) {
+        self.cfg.idle_round_interval_ms = ms;
     }
 
     pub fn stats(&self) -> &Stats {
@@ -440,7 +460,7 @@ impl Core {
         }
         if let Some((q, since)) = self.quorum_round {
             if self.last_proposed.is_none_or(|p| p <= q) {
-                let paced = self.last_proposed_at + self.cfg.min_round_interval_ms;
+                let paced = self.last_proposed_at + self.round_interval();
                 // A complete round waits only for the pacing, not for
                 // stragglers (there are none).
                 let ready = if self.dag.round_complete(q) {
@@ -620,6 +640,9 @@ impl Core {
                         .entry(copy.body.creator)
                         .or_insert(round);
                     *h = (*h).max(round);
+                    if !copy.body.payload.is_empty() {
+                        self.last_payload_round = self.last_payload_round.max(Some(round));
+                    }
                     if let Some(first) = ins.equivocates_with {
                         self.record_equivocation(first, copy);
                     }
@@ -713,6 +736,28 @@ impl Core {
         }
     }
 
+    /// Whether there is work for the next rounds: payload queued here, or
+    /// an event with payload that may not be sequenced yet. Rounds up to
+    /// two below the one being decided still count, since an event is
+    /// ordered by a leader of a later round that reaches it.
+    pub fn busy(&self) -> bool {
+        !self.payload.is_empty()
+            || self
+                .last_payload_round
+                .is_some_and(|r| r + IDLE_AFTER_ROUNDS >= self.dag.next_round)
+    }
+
+    /// The least time between two own events now.
+    fn round_interval(&self) -> Millis {
+        if self.busy() {
+            self.cfg.min_round_interval_ms
+        } else {
+            self.cfg
+                .min_round_interval_ms
+                .max(self.cfg.idle_round_interval_ms)
+        }
+    }
+
     /// Build our next event when the round above the highest quorum round is
     /// open to us.
     fn maybe_propose(&mut self) {
@@ -733,8 +778,7 @@ impl Core {
         if self.last_proposed.is_some_and(|p| p >= target) {
             return;
         }
-        if self.last_proposed.is_some()
-            && self.now < self.last_proposed_at + self.cfg.min_round_interval_ms
+        if self.last_proposed.is_some() && self.now < self.last_proposed_at + self.round_interval()
         {
             return; // paced: poll_timeout wakes us
         }

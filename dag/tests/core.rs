@@ -222,3 +222,61 @@ fn a_lone_member_commits_by_itself() {
         "queued payload rides in an event"
     );
 }
+
+/// Idle, a member builds rounds at the idle pace; payload brings back the
+/// fast pace at once, until what it queued is sequenced.
+#[test]
+fn an_idle_member_slows_down_until_payload_arrives() {
+    let me = Signer::from_seed([5; 32], [5; 32]);
+    let c = Committee::new(vec![Member {
+        key: me.key(),
+        stake: 1,
+    }])
+    .unwrap();
+    let mut config = cfg();
+    config.min_round_interval_ms = 10;
+    config.idle_round_interval_ms = 500;
+    let mut core = Core::new(config, c, Box::new(me), 0);
+    // Run to `until` in 1 ms steps; return the rounds proposed and the
+    // committed sub-DAGs that carried payload.
+    let mut now = 0;
+    let mut run = |core: &mut Core, until: u64| {
+        let (mut proposed, mut carried) = (0, 0);
+        while now < until {
+            now += 1;
+            if core.poll_timeout().is_some_and(|t| t <= now) {
+                core.handle_timeout(now);
+            }
+            for o in drain(core) {
+                match o {
+                    Output::Broadcast(_) => proposed += 1,
+                    Output::Committed(sd) => {
+                        carried += sd
+                            .events
+                            .iter()
+                            .filter(|v| !v.event.body.payload.is_empty())
+                            .count()
+                    }
+                    _ => {}
+                }
+            }
+        }
+        (proposed, carried)
+    };
+    let (idle, _) = run(&mut core, 5_000);
+    assert!(!core.busy());
+    assert!((9..=12).contains(&idle), "{idle} rounds in 5 idle seconds");
+    core.queue_payload(b"tx".to_vec()).unwrap();
+    assert!(core.busy());
+    // The payload rides in the next event (within one idle interval) and
+    // the rounds that sequence it follow at the fast pace.
+    let (busy, carried) = run(&mut core, 5_600);
+    assert_eq!(carried, 1, "the payload is committed");
+    assert!(busy >= 4, "{busy} rounds after the payload");
+    assert!(!core.busy(), "idle again once it is sequenced");
+    let (later, _) = run(&mut core, 10_600);
+    assert!(
+        (9..=12).contains(&later),
+        "{later} rounds in 5 idle seconds"
+    );
+}

@@ -41,14 +41,22 @@ pub struct Config {
     /// (`peer devnet` writes 20).
     #[serde(default = "default_round_wait")]
     pub round_wait_ms: u64,
+    /// While no transaction waits to be ordered, build our events no more
+    /// often than this: an idle chain then adds a few heights a second
+    /// (each stored forever) instead of hundreds. The first transaction
+    /// after a pause waits up to this long more; under load the pace is
+    /// set by the network alone (`peer devnet` writes 100).
+    #[serde(default = "default_idle_round")]
+    pub idle_round_ms: u64,
     /// The largest snapshot accepted from another peer.
     #[serde(default = "default_max_snapshot")]
     pub max_snapshot_mb: u64,
 }
 
 fn default_snapshot_interval() -> u64 {
-    // About a minute of an idle devnet (~350 heights/s); a snapshot of a
-    // large state stalls the driver for its export, so not much more often.
+    // About 40 minutes of an idle chain (~8 heights/s at the default idle
+    // pace), seconds under load; a snapshot of a large state stalls the
+    // driver for its export, so not much more often.
     20_000
 }
 fn default_event_log_rounds() -> u64 {
@@ -56,6 +64,9 @@ fn default_event_log_rounds() -> u64 {
 }
 fn default_round_wait() -> u64 {
     100
+}
+fn default_idle_round() -> u64 {
+    500
 }
 fn default_max_snapshot() -> u64 {
     4096
@@ -83,6 +94,7 @@ impl Config {
             snapshot_interval: default_snapshot_interval(),
             event_log_rounds: default_event_log_rounds(),
             round_wait_ms: default_round_wait(),
+            idle_round_ms: default_idle_round(),
             max_snapshot_mb: default_max_snapshot(),
         }
     }
@@ -112,6 +124,9 @@ impl Config {
         }
         if self.round_wait_ms > 10_000 {
             anyhow::bail!("field `round_wait_ms` must be at most 10000");
+        }
+        if self.idle_round_ms > 10_000 {
+            anyhow::bail!("field `idle_round_ms` must be at most 10000");
         }
         if self.max_snapshot_mb == 0 {
             anyhow::bail!("field `max_snapshot_mb` must be at least 1");

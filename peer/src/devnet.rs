@@ -80,6 +80,8 @@ pub fn prepare_with(
         let mut cfg = Config::new(&name, listen);
         // Every peer on one host: a round's last events are never far behind.
         cfg.round_wait_ms = 20;
+        // A local chain to try wallets on: quick to wake, still slow to grow.
+        cfg.idle_round_ms = 100;
         std::fs::write(dir.join("config.toml"), cfg.to_toml())?;
         gpeers.push(GenesisPeer {
             name,

@@ -357,6 +357,12 @@ impl Driver {
         self.core.set_round_wait_ms(ms);
     }
 
+    /// The least time between two own events while nothing waits to be
+    /// ordered (local tuning: how fast an idle chain grows).
+    pub fn set_idle_round_ms(&mut self, ms: Millis) {
+        self.core.set_idle_round_interval_ms(ms);
+    }
+
     /// Take a state snapshot ([`Effect::Snapshot`]) every `heights` heights
     /// (0: never).
     pub fn set_snapshot_interval(&mut self, heights: u64) {

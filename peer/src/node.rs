@@ -566,7 +566,7 @@ fn driver_loop(
         // The history only grows: its nodes live in LMDB, not in memory.
         let history = SharedNodes::new(store.nodes::<u64, proofs::Hash>("history")?);
         let (mut driver, replay_from) = start_driver(&genesis, secret, &store, &history, now())?;
-        driver.set_snapshot_interval(cfg.snapshot_interval);
+        tune(&mut driver, &cfg);
         // Replay our event log from the snapshot on: the core re-derives
         // the committed heights, which must equal the stored ones.
         let mut events: Vec<Event> = Vec::new();
@@ -821,8 +821,7 @@ fn driver_loop(
                         flush(&store, &history, &mut pending_events, &mut pending_heights)?;
                         match install(&genesis, secret, &store, &history, d, bytes, now()) {
                             Ok(mut new) => {
-                                new.set_snapshot_interval(cfg.snapshot_interval);
-                                new.set_round_wait_ms(cfg.round_wait_ms);
+                                tune(&mut new, &cfg);
                                 driver = new;
                                 info!(
                                     height = driver.ledger().height(),
@@ -970,6 +969,13 @@ fn driver_loop(
 /// The driver to start with: from our newest stored snapshot if there is
 /// one (then only the events from its horizon on need replaying), else from
 /// genesis. Returns the round the replay starts at.
+/// The config's local tuning of a driver (after a start or a catch-up).
+fn tune(driver: &mut Driver, cfg: &Config) {
+    driver.set_snapshot_interval(cfg.snapshot_interval);
+    driver.set_round_wait_ms(cfg.round_wait_ms);
+    driver.set_idle_round_ms(cfg.idle_round_ms);
+}
+
 fn start_driver(
     genesis: &Genesis,
     secret: [u8; 32],
