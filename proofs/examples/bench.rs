@@ -4,7 +4,7 @@
 //! `cargo run --release -p proofs --example bench -- --outputs 1000000`
 
 use clap::Parser;
-use proofs::smt::SparseMerkleTree;
+use proofs::smt::{MemTree, SparseMerkleTree};
 use proofs::{Domain, Hash, Hasher, MemStore, Mmr};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -74,6 +74,77 @@ impl Rng {
     }
 }
 
+type Batch = Vec<(Hash, Option<Hash>)>;
+
+/// The batches both trees get: the build (n outputs, 100k at a time), then
+/// warm-up and measured batches, made before any timing so the figures are
+/// the tree's work alone.
+struct Workload {
+    build: Vec<Batch>,
+    warmup: Vec<Batch>,
+    measured: Vec<Batch>,
+    /// Keys created in all.
+    keys: u64,
+}
+
+impl Workload {
+    fn new(n: u64, a: &Args) -> Self {
+        let build = (0..n)
+            .step_by(100_000)
+            .map(|from| {
+                (from..(from + 100_000).min(n))
+                    .map(|i| (key(i), Some(value(i, 0))))
+                    .collect()
+            })
+            .collect();
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        let mut next_key = n;
+        // Steady state first: the 8 kept versions' stale nodes fill the
+        // tree during these warm-up batches, not during the measured ones.
+        const WARMUP: usize = 8;
+        let mut batches: Vec<Batch> = (0..WARMUP + a.batches)
+            .map(|b| {
+                // Spends change values, new outputs are inserted, a few are
+                // deleted.
+                (0..a.batch)
+                    .map(|j| match j % 10 {
+                        0..=6 => {
+                            let i = rng.next() % next_key;
+                            (key(i), Some(value(i, b as u64 + 1)))
+                        }
+                        7 | 8 => {
+                            next_key += 1;
+                            (key(next_key - 1), Some(value(next_key - 1, 0)))
+                        }
+                        _ => (key(rng.next() % next_key), None),
+                    })
+                    .collect()
+            })
+            .collect();
+        let measured = batches.split_off(WARMUP);
+        Workload {
+            build,
+            warmup: batches,
+            measured,
+            keys: next_key,
+        }
+    }
+
+    /// Updates per second over the measured batches, after the warm-up.
+    fn measure(&self, mut apply: impl FnMut(&[(Hash, Option<Hash>)])) -> f64 {
+        for b in &self.warmup {
+            apply(b);
+        }
+        let t = Instant::now();
+        let mut updates = 0;
+        for b in &self.measured {
+            apply(b);
+            updates += b.len();
+        }
+        updates as f64 / t.elapsed().as_secs_f64()
+    }
+}
+
 fn median(mut v: Vec<usize>) -> usize {
     v.sort_unstable();
     v[v.len() / 2]
@@ -101,64 +172,32 @@ fn main() {
     }
     let hash_ceiling = hashes as f64 / t.elapsed().as_secs_f64();
 
-    // Output set: build n outputs, then measure batches of updates.
+    // Output set: build n outputs, then measure batches of updates, first
+    // in the in-memory arena tree (what the ledger holds), then in the
+    // paged tree (the layout for a key-value store such as LMDB).
+    let work = Workload::new(n, &a);
     let before = LIVE.load(Ordering::Relaxed);
-    let mut smt = SparseMerkleTree::new();
+    let mut mem = MemTree::new();
     // Keep only the newest version while building, so the memory figure is
     // the tree itself; then keep 8 versions, as a peer answering "as of
     // root R" would.
-    smt.set_retention(Some(1));
-    smt.set_parallelism(threads, std::sync::Arc::new(ScopedThreads));
-    let mut next_key = 0u64;
-    while next_key < n {
-        let end = (next_key + 100_000).min(n);
-        let batch: Vec<(Hash, Option<Hash>)> = (next_key..end)
-            .map(|i| (key(i), Some(value(i, 0))))
-            .collect();
-        smt.apply_batch(&batch)
-            .expect("in-memory store does not fail");
-        next_key = end;
+    mem.set_retention(Some(1));
+    for batch in &work.build {
+        mem.apply_batch(batch).expect("in-memory tree does not fail");
     }
     let memory_per_output = (LIVE.load(Ordering::Relaxed) - before) as f64 / n as f64;
-    smt.set_retention(Some(8));
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
-    let mut updates = 0usize;
-    // Steady state first: the 8 kept versions' stale pages fill the store
-    // (and its hash table grows) during these warm-up batches, not during
-    // the measured ones.
-    const WARMUP: usize = 8;
-    let mut t = Instant::now();
-    for b in 0..WARMUP + a.batches {
-        if b == WARMUP {
-            t = Instant::now();
-            updates = 0;
-        }
-        // Spends change values, new outputs are inserted, a few are deleted.
-        let batch: Vec<(Hash, Option<Hash>)> = (0..a.batch)
-            .map(|j| match j % 10 {
-                0..=6 => {
-                    let i = rng.next() % next_key;
-                    (key(i), Some(value(i, b as u64 + 1)))
-                }
-                7 | 8 => {
-                    next_key += 1;
-                    (key(next_key - 1), Some(value(next_key - 1, 0)))
-                }
-                _ => (key(rng.next() % next_key), None),
-            })
-            .collect();
-        smt.apply_batch(&batch)
-            .expect("in-memory store does not fail");
-        updates += batch.len();
-    }
-    let smt_rate = updates as f64 / t.elapsed().as_secs_f64();
-    let version = smt.latest_version();
-    let root = smt.root(version).expect("latest version exists");
+    mem.set_retention(Some(8));
+    let smt_rate = work.measure(|b| {
+        mem.apply_batch(b).expect("in-memory tree does not fail");
+    });
+    let version = mem.latest_version();
+    let root = mem.root(version).expect("latest version exists");
+    let mut rng = Rng(0x5DEE_CE66_D1CE_4E5B);
     let mut proofs = Vec::new();
     let mut sizes = Vec::new();
     while proofs.len() < 2000 {
-        let k = key(rng.next() % next_key);
-        let (v, p) = smt
+        let k = key(rng.next() % work.keys);
+        let (v, p) = mem
             .get_with_proof(&k, version)
             .expect("latest version exists");
         if let Some(v) = v {
@@ -176,7 +215,28 @@ fn main() {
     }
     let verify_rate = verified as f64 / t.elapsed().as_secs_f64();
     drop(proofs);
-    drop(smt);
+    drop(mem);
+
+    let before = LIVE.load(Ordering::Relaxed);
+    let mut paged = SparseMerkleTree::new();
+    paged.set_retention(Some(1));
+    paged.set_parallelism(threads, std::sync::Arc::new(ScopedThreads));
+    for batch in &work.build {
+        paged
+            .apply_batch(batch)
+            .expect("in-memory store does not fail");
+    }
+    let paged_memory_per_output = (LIVE.load(Ordering::Relaxed) - before) as f64 / n as f64;
+    paged.set_retention(Some(8));
+    let paged_rate = work.measure(|b| {
+        paged.apply_batch(b).expect("in-memory store does not fail");
+    });
+    assert_eq!(
+        paged.root(paged.latest_version()).expect("latest version exists"),
+        root,
+        "both trees hold the same set"
+    );
+    drop(paged);
 
     // History: append n leaves, then proof sizes.
     let mut mmr = Mmr::new(MemStore::new());
@@ -208,7 +268,9 @@ fn main() {
             "outputs": n,
             "smt_batch_updates_per_sec": smt_rate.round(),
             "smt_batch_size": a.batch,
-            "smt_threads": threads,
+            "paged_smt_batch_updates_per_sec": paged_rate.round(),
+            "paged_smt_threads": threads,
+            "paged_memory_bytes_per_output": paged_memory_per_output.round(),
             "smt_proof_bytes_p50": median(sizes),
             "smt_verify_per_sec": verify_rate.round(),
             "mmr_appends_per_sec": mmr_rate.round(),

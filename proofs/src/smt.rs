@@ -182,10 +182,12 @@
 //! depth and sibling count, no placeholder sent as a sibling, non-empty last
 //! sibling), so every (tree, key) has exactly one accepted proof.
 
+mod arena;
 mod batch;
 mod page;
 mod proof;
 
+pub use arena::MemTree;
 pub use page::Slots;
 pub use proof::{ProofError, SparseProof, MAX_PROOF_BYTES};
 
@@ -391,6 +393,8 @@ pub enum SmtError {
     AlreadyExists,
     #[error("corrupt tree storage: {0}")]
     Corrupt(String),
+    #[error("the batch could overflow the in-memory tree's node indices")]
+    Full,
     #[error(transparent)]
     Store(#[from] StoreError),
 }

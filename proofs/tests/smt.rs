@@ -3,8 +3,8 @@
 //! bit by bit, with the hashing rules restated here rather than imported.
 
 use proofs::smt::{
-    leaf_hash, node_hash, ProofError, SmtError, SmtMemStore, SparseMerkleTree, SparseProof,
-    StoreKey, StoreValue, MAX_PROOF_BYTES,
+    leaf_hash, node_hash, MemTree, ProofError, SmtError, SmtMemStore, SparseMerkleTree,
+    SparseProof, StoreKey, StoreValue, MAX_PROOF_BYTES,
 };
 use proofs::{Domain, Hash, Hasher};
 use proptest::prelude::*;
@@ -62,6 +62,18 @@ fn model_pages(entries: &[(Hash, Hash)], depth: usize) -> u64 {
             u64::from(depth.is_multiple_of(4))
                 + model_pages(&l, depth + 1)
                 + model_pages(&r, depth + 1)
+        }
+    }
+}
+
+/// How many nodes (internal and leaves) the canonical tree of a key set has.
+fn model_nodes(entries: &[(Hash, Hash)], depth: usize) -> u64 {
+    match entries {
+        [] => 0,
+        [_] => 1,
+        _ => {
+            let (l, r): (Vec<_>, Vec<_>) = entries.iter().partition(|(k, _)| !key_bit(k, depth));
+            1 + model_nodes(&l, depth + 1) + model_nodes(&r, depth + 1)
         }
     }
 }
@@ -269,6 +281,57 @@ proptest! {
         prop_assert_eq!(tree.store().len() as u64, expect + 2);
         let last = snaps.last().unwrap();
         check_version(&tree, tree.latest_version(), last, &probes_for(last, &extra), Depth::CrossKey);
+    }
+
+    /// The in-memory arena tree is the paged tree: same versions, roots,
+    /// leaves and proofs byte for byte at every kept version, the same
+    /// errors for pruned and future versions; after pruning to the latest
+    /// version it holds exactly that version's nodes (nothing leaks); and
+    /// rebuilt from its leaves at the same version it goes on alike.
+    #[test]
+    fn mem_tree_is_the_paged_tree(
+        batches in proptest::collection::vec(batch_strategy(), 1..10),
+        keep in 1u64..4,
+        extra in any::<[u8; 32]>(),
+    ) {
+        let extra = Hash(extra);
+        let mut paged = SparseMerkleTree::new();
+        let mut mem = MemTree::new();
+        let mut model = Model::new();
+        for batch in &batches {
+            apply_model(&mut model, batch);
+            prop_assert_eq!(mem.apply_batch(batch).unwrap(), paged.apply_batch(batch).unwrap());
+            prop_assert_eq!(mem.prune(keep).is_ok(), paged.prune(keep).is_ok());
+            prop_assert_eq!(mem.oldest_version(), paged.oldest_version());
+            prop_assert_eq!(mem.latest_version(), paged.latest_version());
+            for v in 0..=paged.latest_version() + 1 {
+                prop_assert_eq!(mem.root(v), paged.root(v));
+                if v < paged.oldest_version() || v > paged.latest_version() {
+                    continue;
+                }
+                prop_assert_eq!(mem.leaves(v).unwrap(), paged.leaves(v).unwrap());
+                for k in probes_for(&model, &extra) {
+                    let (mv, mp) = mem.get_with_proof(&k, v).unwrap();
+                    let (pv, pp) = paged.get_with_proof(&k, v).unwrap();
+                    prop_assert_eq!(mv, pv);
+                    prop_assert_eq!(mp.encode(), pp.encode());
+                    prop_assert_eq!(mem.get(&k, v).unwrap(), mv);
+                }
+            }
+        }
+        mem.prune(1).unwrap();
+        prop_assert_eq!(mem.node_count(), model_nodes(&entries(&model), 0));
+        // A restore: the latest leaves in one batch onto an empty start.
+        let v = mem.latest_version();
+        let mut restored = MemTree::create_at(v - 1);
+        let leaves: Vec<(Hash, Option<Hash>)> =
+            mem.leaves(v).unwrap().into_iter().map(|(k, x)| (k, Some(x))).collect();
+        prop_assert_eq!(restored.apply_batch(&leaves).unwrap(), (v, mem.root(v).unwrap()));
+        restored.prune(1).unwrap();
+        prop_assert_eq!(restored.node_count(), mem.node_count());
+        for batch in batches.iter().take(3) {
+            prop_assert_eq!(restored.apply_batch(batch).unwrap(), mem.apply_batch(batch).unwrap());
+        }
     }
 
     /// A tree rebuilt from its leaves in one batch at the same version (a
