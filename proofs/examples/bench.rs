@@ -183,7 +183,8 @@ fn main() {
     // root R" would.
     mem.set_retention(Some(1));
     for batch in &work.build {
-        mem.apply_batch(batch).expect("in-memory tree does not fail");
+        mem.apply_batch(batch)
+            .expect("in-memory tree does not fail");
     }
     let memory_per_output = (LIVE.load(Ordering::Relaxed) - before) as f64 / n as f64;
     mem.set_retention(Some(8));
@@ -232,7 +233,9 @@ fn main() {
         paged.apply_batch(b).expect("in-memory store does not fail");
     });
     assert_eq!(
-        paged.root(paged.latest_version()).expect("latest version exists"),
+        paged
+            .root(paged.latest_version())
+            .expect("latest version exists"),
         root,
         "both trees hold the same set"
     );

@@ -42,7 +42,9 @@
 use crate::codec;
 use crate::hash::{Domain, Hash, Hasher};
 use crate::mmr::{self, Mmr, MmrError, RangeProof};
-use crate::smt::{self, SmtError, SparseMerkleTree, SparseProof, StoreKey, StoreValue};
+use crate::smt::{
+    self, MemTree, SmtError, SparseMerkleTree, SparseProof, StoreKey, StoreValue, VersionedTree,
+};
 use crate::store::{NodeStore, StoreError};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -128,6 +130,8 @@ pub enum RestoreError {
     EmptyList(Hash),
     #[error("key {0:?}: entry heights decrease or pass the last height")]
     BadHeights(Hash),
+    #[error("a restore at version {version} needs an empty tree at version {version} - 1")]
+    TreeStart { version: u64 },
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -286,24 +290,82 @@ impl<S: NodeStore<IndexKey, IndexValue>> NodeStore<u64, Hash> for ListStore<'_, 
     }
 }
 
+/// The key index over a tree `T` (either representation, see
+/// [`VersionedTree`]) and a store `S` of lists, entries and sizes.
 pub struct KeyIndex<T, S> {
-    tree: SparseMerkleTree<T>,
+    tree: T,
     store: S,
     last_height: Option<u64>,
 }
 
-impl<T: NodeStore<StoreKey, StoreValue>, S: NodeStore<IndexKey, IndexValue>> KeyIndex<T, S> {
-    /// An empty index (tree version 0).
-    pub fn create(tree_store: T, store: S) -> Result<Self, KeyIndexError> {
+impl<St: NodeStore<StoreKey, StoreValue>, S: NodeStore<IndexKey, IndexValue>>
+    KeyIndex<SparseMerkleTree<St>, S>
+{
+    /// An empty index (tree version 0) whose tree is paged into `tree_store`.
+    pub fn create(tree_store: St, store: S) -> Result<Self, KeyIndexError> {
+        Self::over(SparseMerkleTree::create(tree_store)?, store)
+    }
+
+    /// Reopen an index from its stores.
+    pub fn open(tree_store: St, store: S) -> Result<Self, KeyIndexError> {
+        Self::reopen(SparseMerkleTree::open(tree_store)?, store)
+    }
+
+    /// [`KeyIndex::restore_over`] a paged tree created in `tree_store`.
+    pub fn restore(
+        tree_store: St,
+        store: S,
+        version: u64,
+        last_height: u64,
+        lists: &[(Hash, Vec<Entry>)],
+    ) -> Result<Self, KeyIndexError> {
+        let start = version.checked_sub(1).ok_or(RestoreError::VersionZero)?;
+        let tree = SparseMerkleTree::create_at(tree_store, start)?;
+        Self::restore_over(tree, store, version, last_height, lists)
+    }
+
+    /// Hand the stores back (to reopen, or to close the backend).
+    pub fn into_stores(self) -> (St, S) {
+        (self.tree.into_store(), self.store)
+    }
+}
+
+impl<S: NodeStore<IndexKey, IndexValue>> KeyIndex<MemTree, S> {
+    /// An empty index (tree version 0) whose tree is held in memory.
+    pub fn in_memory(store: S) -> Result<Self, KeyIndexError> {
+        Self::over(MemTree::new(), store)
+    }
+
+    /// [`KeyIndex::restore_over`] a tree held in memory.
+    pub fn restore_in_memory(
+        store: S,
+        version: u64,
+        last_height: u64,
+        lists: &[(Hash, Vec<Entry>)],
+    ) -> Result<Self, KeyIndexError> {
+        let start = version.checked_sub(1).ok_or(RestoreError::VersionZero)?;
+        Self::restore_over(
+            MemTree::create_at(start),
+            store,
+            version,
+            last_height,
+            lists,
+        )
+    }
+}
+
+impl<T: VersionedTree, S: NodeStore<IndexKey, IndexValue>> KeyIndex<T, S> {
+    /// A new index over an empty `tree` and an empty `store`.
+    pub fn over(tree: T, store: S) -> Result<Self, KeyIndexError> {
         Ok(KeyIndex {
-            tree: SparseMerkleTree::create(tree_store)?,
+            tree,
             store,
             last_height: None,
         })
     }
 
-    /// Reopen an index from its stores.
-    pub fn open(tree_store: T, store: S) -> Result<Self, KeyIndexError> {
+    /// An index whose `tree` and `store` an earlier index left.
+    pub fn reopen(tree: T, store: S) -> Result<Self, KeyIndexError> {
         let last_height = match store.get(&IndexKey::LastHeight)? {
             None => None,
             Some(IndexValue::Height(h)) => Some(h),
@@ -314,31 +376,34 @@ impl<T: NodeStore<StoreKey, StoreValue>, S: NodeStore<IndexKey, IndexValue>> Key
             }
         };
         Ok(KeyIndex {
-            tree: SparseMerkleTree::open(tree_store)?,
+            tree,
             store,
             last_height,
         })
     }
 
-    /// Rebuild, in empty stores, the index that holds exactly `lists` (each
-    /// key's whole list, in list order) at `version`, the last
-    /// [`KeyIndex::apply`] having been for height `last_height`. Its root
-    /// and later behaviour equal those of the index that appended the same
-    /// entries height by height, because a list's root depends only on its
-    /// entries and the tree only on its key set. Only `version` is readable
-    /// afterwards: the lists say nothing of older versions.
+    /// Rebuild, in `tree` (empty, at version `version - 1`) and the empty
+    /// `store`, the index that holds exactly `lists` (each key's whole
+    /// list, in list order) at `version`, the last [`KeyIndex::apply`]
+    /// having been for height `last_height`. Its root and later behaviour
+    /// equal those of the index that appended the same entries height by
+    /// height, because a list's root depends only on its entries and the
+    /// tree only on its key set. Only `version` is readable afterwards: the
+    /// lists say nothing of older versions.
     ///
     /// Keys must be strictly increasing, every list non-empty, and heights
     /// non-decreasing and at most `last_height` (what `apply` guarantees).
-    pub fn restore(
-        tree_store: T,
+    pub fn restore_over(
+        mut tree: T,
         mut store: S,
         version: u64,
         last_height: u64,
         lists: &[(Hash, Vec<Entry>)],
     ) -> Result<Self, KeyIndexError> {
         let start = version.checked_sub(1).ok_or(RestoreError::VersionZero)?;
-        let mut tree = SparseMerkleTree::create_at(tree_store, start)?;
+        if tree.latest_version() != start || tree.root(start)? != Hash::ZERO {
+            return Err(RestoreError::TreeStart { version }.into());
+        }
         let mut heads = Vec::with_capacity(lists.len());
         let mut previous: Option<&Hash> = None;
         for (key, entries) in lists {
@@ -386,7 +451,7 @@ impl<T: NodeStore<StoreKey, StoreValue>, S: NodeStore<IndexKey, IndexValue>> Key
     pub fn lists(&self) -> Result<Vec<(Hash, Vec<Entry>)>, KeyIndexError> {
         let mut keys = Vec::new();
         self.tree
-            .for_each_leaf(self.tree.latest_version(), |key, _| keys.push(*key))?;
+            .each_leaf(self.tree.latest_version(), &mut |key, _| keys.push(*key))?;
         keys.into_iter()
             .map(|key| {
                 let count = self.sizes(&key)?.last().map_or(0, |(_, n)| *n);
@@ -408,9 +473,9 @@ impl<T: NodeStore<StoreKey, StoreValue>, S: NodeStore<IndexKey, IndexValue>> Key
         self.tree.oldest_version()
     }
 
-    /// Hand the stores back (to reopen, or to close the backend).
-    pub fn into_stores(self) -> (T, S) {
-        (self.tree.into_store(), self.store)
+    /// Hand the tree and the store back.
+    pub fn into_parts(self) -> (T, S) {
+        (self.tree, self.store)
     }
 
     pub fn latest_version(&self) -> u64 {

@@ -402,6 +402,72 @@ pub enum SmtError {
 /// The in-memory store the tree uses by default.
 pub type SmtMemStore = MemStore<StoreKey, StoreValue>;
 
+/// Either representation of the tree, as a structure built on one (the
+/// key index) uses it: the paged [`SparseMerkleTree`] over a store, or the
+/// in-memory [`MemTree`]. Same versions, roots and proofs.
+pub trait VersionedTree {
+    /// See [`SparseMerkleTree::apply_batch`].
+    fn apply_batch(&mut self, updates: &[(Hash, Option<Hash>)]) -> Result<(u64, Hash), SmtError>;
+    /// See [`SparseMerkleTree::prune`].
+    fn prune(&mut self, keep_versions: u64) -> Result<u64, SmtError>;
+    fn set_retention(&mut self, keep: Option<u64>);
+    fn latest_version(&self) -> u64;
+    fn oldest_version(&self) -> u64;
+    fn root(&self, version: u64) -> Result<Hash, SmtError>;
+    fn get_with_proof(
+        &self,
+        key: &Hash,
+        version: u64,
+    ) -> Result<(Option<Hash>, SparseProof), SmtError>;
+    /// Every leaf of `version` in key order.
+    fn each_leaf(&self, version: u64, f: &mut dyn FnMut(&Hash, &Hash)) -> Result<(), SmtError>;
+}
+
+/// Forwards every method to the type's own method of the same name.
+macro_rules! versioned_tree {
+    ($ty:ty $(, $bound:tt)?) => {
+        impl$(<S: $bound<StoreKey, StoreValue>>)? VersionedTree for $ty {
+            fn apply_batch(
+                &mut self,
+                updates: &[(Hash, Option<Hash>)],
+            ) -> Result<(u64, Hash), SmtError> {
+                <$ty>::apply_batch(self, updates)
+            }
+            fn prune(&mut self, keep_versions: u64) -> Result<u64, SmtError> {
+                <$ty>::prune(self, keep_versions)
+            }
+            fn set_retention(&mut self, keep: Option<u64>) {
+                <$ty>::set_retention(self, keep)
+            }
+            fn latest_version(&self) -> u64 {
+                <$ty>::latest_version(self)
+            }
+            fn oldest_version(&self) -> u64 {
+                <$ty>::oldest_version(self)
+            }
+            fn root(&self, version: u64) -> Result<Hash, SmtError> {
+                <$ty>::root(self, version)
+            }
+            fn get_with_proof(
+                &self,
+                key: &Hash,
+                version: u64,
+            ) -> Result<(Option<Hash>, SparseProof), SmtError> {
+                <$ty>::get_with_proof(self, key, version)
+            }
+            fn each_leaf(
+                &self,
+                version: u64,
+                f: &mut dyn FnMut(&Hash, &Hash),
+            ) -> Result<(), SmtError> {
+                <$ty>::for_each_leaf(self, version, f)
+            }
+        }
+    };
+}
+versioned_tree!(SparseMerkleTree<S>, NodeStore);
+versioned_tree!(MemTree);
+
 /// A versioned sparse Merkle tree over a [`NodeStore`].
 #[derive(Debug, Clone)]
 pub struct SparseMerkleTree<S = SmtMemStore> {

@@ -5,12 +5,13 @@
 use proofs::key_index::{
     CompletenessProof, Entry, IndexKey, IndexValue, KeyIndex, KeyIndexError, RestoreError,
 };
-use proofs::smt::SmtMemStore;
+use proofs::smt::{MemTree, SmtMemStore, SparseMerkleTree};
 use proofs::{Domain, Hash, MemStore};
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 
-type Index = KeyIndex<SmtMemStore, MemStore<IndexKey, IndexValue>>;
+type Index = KeyIndex<SparseMerkleTree<SmtMemStore>, MemStore<IndexKey, IndexValue>>;
+type MemIndex = KeyIndex<MemTree, MemStore<IndexKey, IndexValue>>;
 
 const T: Domain = Domain::new("pos/test/key-index/v1");
 
@@ -238,6 +239,39 @@ fn proofs_are_minimal_and_the_index_reopens() {
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// Over the in-memory tree the index is the same: roots at every
+    /// version, proofs, exported lists, and a restore from them.
+    #[test]
+    fn the_index_over_either_tree_is_the_same(steps in steps()) {
+        let (idx, _, roots) = build(&steps);
+        let mut mem = MemIndex::in_memory(MemStore::new()).unwrap();
+        let mut height = 0;
+        let mut next_out = 0u32;
+        for (i, (dh, keys)) in steps.iter().enumerate() {
+            height += dh;
+            let created: Vec<(Hash, Hash)> = keys
+                .iter()
+                .map(|k| {
+                    next_out += 1;
+                    (key(*k), output(next_out))
+                })
+                .collect();
+            let (v, root) = mem.apply(height, &created).unwrap();
+            prop_assert_eq!(v, i as u64 + 1);
+            prop_assert_eq!(root, roots[v as usize]);
+        }
+        let v = idx.latest_version();
+        for k in 0..6u8 {
+            prop_assert_eq!(mem.prove(&key(k), 0, 40, v).unwrap(), idx.prove(&key(k), 0, 40, v).unwrap());
+        }
+        let lists = idx.lists().unwrap();
+        prop_assert_eq!(mem.lists().unwrap(), lists.clone());
+        if let Some(last) = idx.last_height() {
+            let back = MemIndex::restore_in_memory(MemStore::new(), v, last, &lists).unwrap();
+            prop_assert_eq!(back.root(v).unwrap(), idx.root(v).unwrap());
+        }
+    }
 
     #[test]
     fn restore_from_lists_behaves_like_the_original(before in steps(), after in steps()) {

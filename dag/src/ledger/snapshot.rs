@@ -39,8 +39,8 @@ use crate::ledger::state::{
     Ledger, LedgerError, Params,
 };
 use proofs::key_index::{Entry, KeyIndex};
-use proofs::smt::SmtMemStore;
-use proofs::{CodecError, Executor, Hash, MemStore, Mmr, SparseMerkleTree};
+use proofs::smt::MemTree;
+use proofs::{CodecError, Executor, Hash, MemStore, Mmr};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -269,13 +269,13 @@ impl Ledger {
         Self::from_snapshot_with(snap, None)
     }
 
-    /// [`Ledger::from_snapshot`], building the output set (in `jobs`
-    /// subtree jobs) and the other structures as parallel jobs on `exec`
-    /// when given, which the restored ledger then keeps using (as after
-    /// [`Ledger::set_executor`]). The result is the same either way.
+    /// [`Ledger::from_snapshot`], building the output set and the other
+    /// structures as parallel jobs on `exec` when given, which the restored
+    /// ledger then keeps using (as after [`Ledger::set_executor`]). The
+    /// result is the same either way.
     pub fn from_snapshot_with(
         snap: LedgerSnapshot,
-        exec: Option<(Arc<dyn Executor>, usize)>,
+        exec: Option<Arc<dyn Executor>>,
     ) -> Result<Ledger, SnapshotError> {
         if snap.format != SNAPSHOT_FORMAT {
             return Err(SnapshotError::Format(snap.format));
@@ -325,15 +325,8 @@ impl Ledger {
         let mut built_rest = None;
         {
             let (registry, key_index) = (&registry, &key_index);
-            let outputs_job = || {
-                built_outputs = Some(Outputs::build(
-                    version,
-                    height,
-                    outputs,
-                    registry,
-                    exec.as_ref().map(|(e, jobs)| (e.clone(), *jobs)),
-                ))
-            };
+            let outputs_job =
+                || built_outputs = Some(Outputs::build(version, height, outputs, registry));
             let history = (roots.history_leaves, history);
             let rest_job =
                 || built_rest = Some(Rest::build(version, height, key_index, history, registry));
@@ -342,7 +335,7 @@ impl Ledger {
                     outputs_job();
                     rest_job();
                 }
-                Some((e, _)) => e.run_all(vec![Box::new(outputs_job), Box::new(rest_job)]),
+                Some(e) => e.run_all(vec![Box::new(outputs_job), Box::new(rest_job)]),
             }
         }
         let missed = || SnapshotError::Ledger(LedgerError::Executor);
@@ -404,7 +397,7 @@ impl Ledger {
             key_index: index,
             history: rest.history,
             roots,
-            executor: exec.map(|(e, _)| e),
+            executor: exec,
         })
     }
 }
@@ -515,7 +508,7 @@ struct Outputs {
     unspent: IdMap<AssetId, u128>,
     /// Items held by unspent outputs.
     held_items: HashSet<(AssetId, Hash)>,
-    tree: SparseMerkleTree<SmtMemStore>,
+    tree: MemTree,
 }
 
 impl Outputs {
@@ -524,7 +517,6 @@ impl Outputs {
         height: u64,
         outputs: Vec<(OutputId, OutputState)>,
         reg: &Registry,
-        exec: Option<(Arc<dyn Executor>, usize)>,
     ) -> Result<Outputs, SnapshotError> {
         let mut leaves = Vec::with_capacity(outputs.len());
         let mut o = Outputs {
@@ -532,8 +524,7 @@ impl Outputs {
             hosted: BTreeMap::new(),
             unspent: IdMap::default(),
             held_items: HashSet::new(),
-            tree: SparseMerkleTree::create_at(SmtMemStore::default(), version - 1)
-                .map_err(LedgerError::from)?,
+            tree: MemTree::create_at(version - 1),
         };
         o.map.reserve(outputs.len());
         for (id, st) in outputs {
@@ -578,9 +569,6 @@ impl Outputs {
             leaves.push((id, Some(st.leaf_value())));
             o.map.insert(id, st);
         }
-        if let Some((e, jobs)) = exec {
-            o.tree.set_parallelism(jobs, e);
-        }
         fill(&mut o.tree, &leaves)?;
         Ok(o)
     }
@@ -588,9 +576,9 @@ impl Outputs {
 
 /// The key index, history and registry trees of a snapshot.
 struct Rest {
-    key_index: KeyIndex<SmtMemStore, IndexStore>,
+    key_index: KeyIndex<MemTree, IndexStore>,
     history: Mmr<HistoryStore>,
-    registry: SparseMerkleTree<SmtMemStore>,
+    registry: MemTree,
 }
 
 impl Rest {
@@ -608,8 +596,7 @@ impl Rest {
             let len = list.len();
             n.saturating_add(len.saturating_mul(3))
         });
-        let key_index = KeyIndex::restore(
-            SmtMemStore::default(),
+        let key_index = KeyIndex::restore_in_memory(
             IndexStore::with_capacity(stored),
             version,
             height,
@@ -622,8 +609,7 @@ impl Rest {
             &history_peaks,
         )
         .map_err(LedgerError::from)?;
-        let mut registry = SparseMerkleTree::create_at(SmtMemStore::default(), version - 1)
-            .map_err(LedgerError::from)?;
+        let mut registry = MemTree::create_at(version - 1);
         let mut leaves = reg.leaves.clone();
         leaves.sort_unstable_by_key(|(k, _)| *k);
         fill(&mut registry, &leaves)?;
@@ -638,10 +624,7 @@ impl Rest {
 /// Load a tree just created at `v - 1` with `leaves` (sorted, unique) as
 /// version `v`, and drop the empty start version, which never was this
 /// state.
-fn fill(
-    tree: &mut SparseMerkleTree<SmtMemStore>,
-    leaves: &[(Hash, Option<Hash>)],
-) -> Result<(), LedgerError> {
+fn fill(tree: &mut MemTree, leaves: &[(Hash, Option<Hash>)]) -> Result<(), LedgerError> {
     tree.apply_batch(leaves)?;
     tree.prune(1)?;
     Ok(())

@@ -20,10 +20,9 @@ use crate::ledger::checkpoint::StateRoots;
 use crate::ledger::output::{OutputId, OutputState};
 use crate::ledger::peers::{name_key, PeerRecord};
 use proofs::key_index::{IndexKey, IndexValue, KeyIndex, KeyIndexError};
-use proofs::smt::SmtMemStore;
+use proofs::smt::MemTree;
 use proofs::{
-    Domain, Executor, Hash, Hasher, MemStore, Mmr, MmrError, NodeStore, SmtError, SparseMerkleTree,
-    StoreError,
+    Domain, Executor, Hash, Hasher, MemStore, Mmr, MmrError, NodeStore, SmtError, StoreError,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -135,9 +134,9 @@ pub struct Ledger {
     pub(crate) names: HashMap<String, PeerKey>,
     /// Unspent native base units hosted with each peer key.
     pub(crate) hosted: BTreeMap<PeerKey, u128>,
-    pub(crate) output_tree: SparseMerkleTree<SmtMemStore>,
-    pub(crate) registry: SparseMerkleTree<SmtMemStore>,
-    pub(crate) key_index: KeyIndex<SmtMemStore, IndexStore>,
+    pub(crate) output_tree: MemTree,
+    pub(crate) registry: MemTree,
+    pub(crate) key_index: KeyIndex<MemTree, IndexStore>,
     pub(crate) history: Mmr<HistoryStore>,
     pub(crate) roots: StateRoots,
     /// Runs the trees' updates of a height as parallel jobs, if set.
@@ -159,11 +158,11 @@ impl Ledger {
     /// An empty state for `chain` (genesis fills it, see
     /// [`crate::ledger::genesis`]).
     pub(crate) fn empty(chain: Hash, params: Params) -> Result<Self, LedgerError> {
-        let mut output_tree = SparseMerkleTree::new();
+        let mut output_tree = MemTree::new();
         output_tree.set_retention(Some(params.state_versions_kept));
-        let mut registry = SparseMerkleTree::new();
+        let mut registry = MemTree::new();
         registry.set_retention(Some(params.state_versions_kept));
-        let mut key_index = KeyIndex::create(SmtMemStore::default(), IndexStore::default())?;
+        let mut key_index = KeyIndex::in_memory(IndexStore::default())?;
         key_index.set_retention(Some(params.state_versions_kept));
         Ok(Ledger {
             chain,
@@ -185,11 +184,10 @@ impl Ledger {
         })
     }
 
-    /// Let each height's tree updates run as parallel jobs on `exec` (the
-    /// output set, the largest, also split into `jobs` subtree jobs). The
-    /// ledger starts no threads; results are identical either way.
-    pub fn set_executor(&mut self, exec: Arc<dyn Executor>, jobs: usize) {
-        self.output_tree.set_parallelism(jobs, exec.clone());
+    /// Let each height's tree updates (output set, registry, key index)
+    /// run as parallel jobs on `exec`. The ledger starts no threads;
+    /// results are identical either way.
+    pub fn set_executor(&mut self, exec: Arc<dyn Executor>) {
         self.executor = Some(exec);
     }
 
@@ -253,15 +251,15 @@ impl Ledger {
         self.hosted.get(peer).copied().unwrap_or(0)
     }
 
-    pub fn output_tree(&self) -> &SparseMerkleTree<SmtMemStore> {
+    pub fn output_tree(&self) -> &MemTree {
         &self.output_tree
     }
 
-    pub fn registry(&self) -> &SparseMerkleTree<SmtMemStore> {
+    pub fn registry(&self) -> &MemTree {
         &self.registry
     }
 
-    pub fn key_index(&self) -> &KeyIndex<SmtMemStore, IndexStore> {
+    pub fn key_index(&self) -> &KeyIndex<MemTree, IndexStore> {
         &self.key_index
     }
 

@@ -6,7 +6,7 @@ use super::*;
 use heed::types::Bytes;
 use heed::{Env, EnvOpenOptions, WithoutTls};
 use proofs::key_index::{IndexKey, IndexValue, KeyIndex};
-use proofs::smt::{SmtMemStore, StoreKey, StoreValue};
+use proofs::smt::{StoreKey, StoreValue};
 use proofs::{Domain, MemStore, Mmr, NodeStore, SparseMerkleTree};
 use proptest::prelude::*;
 use std::path::Path;
@@ -516,7 +516,7 @@ fn mmr_and_key_index_over_lmdb_match_memory() {
         s.nodes::<IndexKey, IndexValue>("index").unwrap(),
     )
     .unwrap();
-    let mut mem_index = KeyIndex::create(SmtMemStore::new(), MemStore::new()).unwrap();
+    let mut mem_index = KeyIndex::in_memory(MemStore::new()).unwrap();
     {
         let (t, i) = index.into_stores();
         s.commit_nodes(&[&t, &i]).unwrap();

@@ -60,28 +60,35 @@ impl NodeRef {
     }
 }
 
+/// An internal node holds its children's hashes, not its own: a batch
+/// then hashes a changed node from what it already has in hand (the new
+/// child it just built, the old child's hash in the node it descended
+/// through) without touching the untouched child, which would be a cache
+/// miss per level in a tree far larger than the caches.
 #[derive(Clone, Copy, Debug)]
 struct Inner {
-    left: NodeRef,
-    right: NodeRef,
-    hash: Hash,
+    children: [NodeRef; 2],
+    hashes: [Hash; 2],
 }
 
 #[derive(Clone, Copy, Debug)]
 struct Leaf {
     key: Hash,
     value: Hash,
-    hash: Hash,
 }
 
 #[derive(Clone, Debug)]
 struct Version {
     root: NodeRef,
+    hash: Hash,
     /// Nodes of the previous version this version's batch replaced.
     staled: Vec<NodeRef>,
 }
 
 type Update = (Hash, Option<Hash>);
+/// A subtree: its node and that node's hash.
+type Sub = (NodeRef, Hash);
+const EMPTY_SUB: Sub = (NodeRef::EMPTY, Hash::ZERO);
 
 /// A versioned sparse Merkle tree in memory (see the module docs).
 #[derive(Clone)]
@@ -126,9 +133,8 @@ impl MemTree {
     /// uses, as [`SparseMerkleTree::create_at`](super::SparseMerkleTree::create_at)).
     pub fn create_at(version: u64) -> Self {
         let placeholder = Inner {
-            left: NodeRef::EMPTY,
-            right: NodeRef::EMPTY,
-            hash: Hash::ZERO,
+            children: [NodeRef::EMPTY; 2],
+            hashes: [Hash::ZERO; 2],
         };
         MemTree {
             inner: vec![placeholder],
@@ -137,6 +143,7 @@ impl MemTree {
             free_leaves: Vec::new(),
             versions: VecDeque::from([Version {
                 root: NodeRef::EMPTY,
+                hash: Hash::ZERO,
                 staled: Vec::new(),
             }]),
             oldest: version,
@@ -175,7 +182,7 @@ impl MemTree {
 
     /// The root hash of `version`.
     pub fn root(&self, version: u64) -> Result<Hash, SmtError> {
-        Ok(self.hash_of(self.root_ref(version)?))
+        Ok(self.version(version)?.hash)
     }
 
     /// The value of `key` at `version`.
@@ -222,7 +229,7 @@ impl MemTree {
         version: u64,
         mut f: impl FnMut(&Hash, &Hash),
     ) -> Result<(), SmtError> {
-        let mut stack = vec![self.root_ref(version)?];
+        let mut stack = vec![self.version(version)?.root];
         while let Some(node) = stack.pop() {
             if node == NodeRef::EMPTY {
                 continue;
@@ -233,8 +240,8 @@ impl MemTree {
             } else {
                 let n = &self.inner[node.index()];
                 // Right first, so the left subtree is popped first.
-                stack.push(n.right);
-                stack.push(n.left);
+                stack.push(n.children[1]);
+                stack.push(n.children[0]);
             }
         }
         Ok(())
@@ -257,14 +264,14 @@ impl MemTree {
         {
             return Err(SmtError::Full);
         }
-        let old_root = self.versions.back().map_or(NodeRef::EMPTY, |v| v.root);
+        let old = self.versions.back().map_or(EMPTY_SUB, |v| (v.root, v.hash));
         let mut staled = Vec::new();
-        let root = self.build(old_root, 0, &updates, &mut staled);
-        self.versions.push_back(Version { root, staled });
+        let (root, hash) = self.build(old, 0, &updates, &mut staled);
+        self.versions.push_back(Version { root, hash, staled });
         if let Some(keep) = self.retention {
             self.prune(keep)?;
         }
-        Ok((version, self.hash_of(root)))
+        Ok((version, hash))
     }
 
     /// Keep the newest `keep_versions` versions (at least the latest one)
@@ -294,7 +301,7 @@ impl MemTree {
         Ok(freed)
     }
 
-    fn root_ref(&self, version: u64) -> Result<NodeRef, SmtError> {
+    fn version(&self, version: u64) -> Result<&Version, SmtError> {
         let latest = self.latest_version();
         if version > latest {
             return Err(SmtError::FutureVersion { version, latest });
@@ -306,17 +313,7 @@ impl MemTree {
             });
         }
         // In range, so the index exists.
-        Ok(self.versions[(version - self.oldest) as usize].root)
-    }
-
-    fn hash_of(&self, node: NodeRef) -> Hash {
-        if node == NodeRef::EMPTY {
-            Hash::ZERO
-        } else if node.is_leaf() {
-            self.leaves[node.index()].hash
-        } else {
-            self.inner[node.index()].hash
-        }
+        Ok(&self.versions[(version - self.oldest) as usize])
     }
 
     /// Walk `key`'s path in `version` to where it ends (the depth, and the
@@ -328,7 +325,7 @@ impl MemTree {
         version: u64,
         mut sibling: impl FnMut(usize, Hash),
     ) -> Result<(usize, Option<(Hash, Hash)>), SmtError> {
-        let mut node = self.root_ref(version)?;
+        let mut node = self.version(version)?.root;
         let mut depth = 0;
         loop {
             if node == NodeRef::EMPTY {
@@ -339,33 +336,30 @@ impl MemTree {
                 return Ok((depth, Some((l.key, l.value))));
             }
             let n = &self.inner[node.index()];
-            let (next, other) = if bit(&key.0, depth) {
-                (n.right, n.left)
-            } else {
-                (n.left, n.right)
-            };
-            if other != NodeRef::EMPTY {
-                sibling(depth, self.hash_of(other));
+            let side = usize::from(bit(&key.0, depth));
+            if n.children[side ^ 1] != NodeRef::EMPTY {
+                sibling(depth, n.hashes[side ^ 1]);
             }
             depth += 1;
-            node = next;
+            node = n.children[side];
         }
     }
 
-    /// The subtree at `depth` that `node` becomes under `updates` (sorted,
-    /// unique, all under `node`'s path), recording replaced nodes.
+    /// The subtree at `depth` that `sub` becomes under `updates` (sorted,
+    /// unique, all under `sub`'s path), recording replaced nodes.
     fn build(
         &mut self,
-        node: NodeRef,
+        sub: Sub,
         depth: usize,
         updates: &[Update],
         staled: &mut Vec<NodeRef>,
-    ) -> NodeRef {
+    ) -> Sub {
+        let (node, _) = sub;
         if updates.is_empty() {
-            return node;
+            return sub;
         }
         if node == NodeRef::EMPTY {
-            return self.fresh(depth, updates);
+            return self.fresh(depth, updates, None);
         }
         if node.is_leaf() {
             let old = self.leaves[node.index()];
@@ -374,51 +368,57 @@ impl MemTree {
             merged.clear();
             let at = updates.partition_point(|u| u.0 < old.key);
             merged.extend_from_slice(&updates[..at]);
-            if updates.get(at).is_none_or(|u| u.0 != old.key) {
+            let update = updates.get(at).filter(|u| u.0 == old.key);
+            if update.is_none() {
                 merged.push((old.key, Some(old.value)));
             }
             merged.extend_from_slice(&updates[at..]);
-            let mut present = merged.iter().filter_map(|(k, v)| v.map(|v| (k, v)));
-            let unchanged = matches!(
+            let mut present = merged.iter().filter(|u| u.1.is_some());
+            let alone = matches!(
                 (present.next(), present.next()),
-                (Some((k, v)), None) if *k == old.key && v == old.value
+                (Some((k, Some(v))), None) if *k == old.key && *v == old.value
             );
             // A leaf's hash binds only its key and value, so a leaf the
             // batch leaves as it is moves down as the same node.
-            let kept = updates.get(at).is_none_or(|u| u.0 != old.key || u.1 == Some(old.value));
-            let out = if unchanged {
-                node
+            let kept = update.is_none_or(|u| u.1 == Some(old.value));
+            let out = if alone {
+                sub
             } else if kept {
-                self.fresh_keeping(depth, &merged, Some(node))
+                self.fresh(depth, &merged, Some(sub))
             } else {
                 staled.push(node);
-                self.fresh(depth, &merged)
+                self.fresh(depth, &merged, None)
             };
             self.scratch = merged;
             return out;
         }
         let n = self.inner[node.index()];
         let split = updates.partition_point(|u| !bit(&u.0 .0, depth));
-        let left = self.build(n.left, depth + 1, &updates[..split], staled);
-        let right = self.build(n.right, depth + 1, &updates[split..], staled);
-        if left == n.left && right == n.right {
-            return node;
+        let left = (n.children[0], n.hashes[0]);
+        let right = (n.children[1], n.hashes[1]);
+        let new_left = self.build(left, depth + 1, &updates[..split], staled);
+        let new_right = self.build(right, depth + 1, &updates[split..], staled);
+        if new_left.0 == left.0 && new_right.0 == right.0 {
+            return sub;
         }
         staled.push(node);
-        self.join(left, right)
+        self.join(new_left, new_right)
     }
 
     /// The node over two canonical children: none for two empty ones, the
     /// leaf itself for a leaf beside an empty subtree (a lone leaf sits at
     /// the top of its subtree), an internal node otherwise.
-    fn join(&mut self, left: NodeRef, right: NodeRef) -> NodeRef {
-        match (left, right) {
-            (NodeRef::EMPTY, NodeRef::EMPTY) => NodeRef::EMPTY,
-            (NodeRef::EMPTY, only) | (only, NodeRef::EMPTY) if only.is_leaf() => only,
+    fn join(&mut self, left: Sub, right: Sub) -> Sub {
+        match (left.0, right.0) {
+            (NodeRef::EMPTY, NodeRef::EMPTY) => EMPTY_SUB,
+            (NodeRef::EMPTY, only) if only.is_leaf() => right,
+            (only, NodeRef::EMPTY) if only.is_leaf() => left,
             _ => {
-                let hash = node_hash(&self.hash_of(left), &self.hash_of(right));
-                let n = Inner { left, right, hash };
-                match self.free_inner.pop() {
+                let n = Inner {
+                    children: [left.0, right.0],
+                    hashes: [left.1, right.1],
+                };
+                let at = match self.free_inner.pop() {
                     Some(i) => {
                         self.inner[i as usize] = n;
                         NodeRef(i)
@@ -427,51 +427,41 @@ impl MemTree {
                         self.inner.push(n);
                         NodeRef((self.inner.len() - 1) as u32)
                     }
-                }
+                };
+                (at, node_hash(&left.1, &right.1))
             }
         }
     }
 
     /// A new subtree at `depth` holding the present entries of `updates`
-    /// (sorted, unique; deletions are skipped).
-    fn fresh(&mut self, depth: usize, updates: &[Update]) -> NodeRef {
-        self.fresh_keeping(depth, updates, None)
-    }
-
-    /// [`Self::fresh`], placing the existing leaf `keep` (whose entry is
-    /// among `updates`) instead of a copy of it.
-    fn fresh_keeping(&mut self, depth: usize, updates: &[Update], keep: Option<NodeRef>) -> NodeRef {
+    /// (sorted, unique; deletions are skipped), placing the existing leaf
+    /// `keep` (whose entry is among them) instead of a copy of it.
+    fn fresh(&mut self, depth: usize, updates: &[Update], keep: Option<Sub>) -> Sub {
         let mut present = updates.iter().filter(|u| u.1.is_some());
         match (present.next(), present.next()) {
-            (None, _) => NodeRef::EMPTY,
-            (Some(&(key, Some(_))), None)
-                if keep.is_some_and(|k| self.leaves[k.index()].key == key) =>
-            {
-                keep.unwrap_or(NodeRef::EMPTY)
-            }
             (Some(&(key, Some(value))), None) => {
-                let l = Leaf {
-                    key,
-                    value,
-                    hash: leaf_hash(&key, &value),
-                };
-                match self.free_leaves.pop() {
+                if let Some(k) = keep.filter(|k| self.leaves[k.0.index()].key == key) {
+                    return k;
+                }
+                let at = match self.free_leaves.pop() {
                     Some(i) => {
-                        self.leaves[i as usize] = l;
+                        self.leaves[i as usize] = Leaf { key, value };
                         NodeRef::leaf(i)
                     }
                     None => {
-                        self.leaves.push(l);
+                        self.leaves.push(Leaf { key, value });
                         NodeRef::leaf((self.leaves.len() - 1) as u32)
                     }
-                }
+                };
+                (at, leaf_hash(&key, &value))
             }
+            (None, _) => EMPTY_SUB,
             _ => {
                 // Two distinct keys differ before bit 256, so the split
                 // separates them before `depth` reaches MAX_DEPTH.
                 let split = updates.partition_point(|u| !bit(&u.0 .0, depth));
-                let left = self.fresh_keeping(depth + 1, &updates[..split], keep);
-                let right = self.fresh_keeping(depth + 1, &updates[split..], keep);
+                let left = self.fresh(depth + 1, &updates[..split], keep);
+                let right = self.fresh(depth + 1, &updates[split..], keep);
                 self.join(left, right)
             }
         }
