@@ -39,6 +39,10 @@
 //! the same root, and later applies behave as on the original. Versions
 //! before the restored one are not provable there.
 
+mod mem_store;
+
+pub use mem_store::IndexMemStore;
+
 use crate::codec;
 use crate::hash::{Domain, Hash, Hasher};
 use crate::mmr::{self, Mmr, MmrError, RangeProof};

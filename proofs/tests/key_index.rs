@@ -3,7 +3,8 @@
 //! entries — so no proof can hide an output.
 
 use proofs::key_index::{
-    CompletenessProof, Entry, IndexKey, IndexValue, KeyIndex, KeyIndexError, RestoreError,
+    CompletenessProof, Entry, IndexKey, IndexMemStore, IndexValue, KeyIndex, KeyIndexError,
+    RestoreError,
 };
 use proofs::smt::{MemTree, SmtMemStore, SparseMerkleTree};
 use proofs::{Domain, Hash, MemStore};
@@ -11,7 +12,7 @@ use proptest::prelude::*;
 use std::collections::BTreeMap;
 
 type Index = KeyIndex<SparseMerkleTree<SmtMemStore>, MemStore<IndexKey, IndexValue>>;
-type MemIndex = KeyIndex<MemTree, MemStore<IndexKey, IndexValue>>;
+type MemIndex = KeyIndex<MemTree, IndexMemStore>;
 
 const T: Domain = Domain::new("pos/test/key-index/v1");
 
@@ -245,7 +246,7 @@ proptest! {
     #[test]
     fn the_index_over_either_tree_is_the_same(steps in steps()) {
         let (idx, _, roots) = build(&steps);
-        let mut mem = MemIndex::in_memory(MemStore::new()).unwrap();
+        let mut mem = MemIndex::in_memory(IndexMemStore::new()).unwrap();
         let mut height = 0;
         let mut next_out = 0u32;
         for (i, (dh, keys)) in steps.iter().enumerate() {
@@ -268,7 +269,7 @@ proptest! {
         let lists = idx.lists().unwrap();
         prop_assert_eq!(mem.lists().unwrap(), lists.clone());
         if let Some(last) = idx.last_height() {
-            let back = MemIndex::restore_in_memory(MemStore::new(), v, last, &lists).unwrap();
+            let back = MemIndex::restore_in_memory(IndexMemStore::new(), v, last, &lists).unwrap();
             prop_assert_eq!(back.root(v).unwrap(), idx.root(v).unwrap());
         }
     }

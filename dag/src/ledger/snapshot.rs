@@ -589,15 +589,9 @@ impl Rest {
         (history_size, history_peaks): (u64, Vec<Hash>),
         reg: &Registry,
     ) -> Result<Rest, SnapshotError> {
-        // Room for every store entry up front (at most two list nodes and
-        // the entry itself per entry, one sizes entry per key), so the
-        // bulk load never rehashes.
-        let stored = key_index.iter().fold(1usize, |n, (_, list)| {
-            let len = list.len();
-            n.saturating_add(len.saturating_mul(3))
-        });
+        // Room for every key up front, so the bulk load never rehashes.
         let key_index = KeyIndex::restore_in_memory(
-            IndexStore::with_capacity(stored),
+            IndexStore::with_capacity(key_index.len()),
             version,
             height,
             key_index,

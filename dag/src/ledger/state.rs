@@ -19,7 +19,7 @@ use crate::ledger::asset::{AssetId, AssetState};
 use crate::ledger::checkpoint::StateRoots;
 use crate::ledger::output::{OutputId, OutputState};
 use crate::ledger::peers::{name_key, PeerRecord};
-use proofs::key_index::{IndexKey, IndexValue, KeyIndex, KeyIndexError};
+use proofs::key_index::{IndexMemStore, KeyIndex, KeyIndexError};
 use proofs::smt::MemTree;
 use proofs::{
     Domain, Executor, Hash, Hasher, MemStore, Mmr, MmrError, NodeStore, SmtError, StoreError,
@@ -113,7 +113,7 @@ pub enum LedgerError {
     Executor,
 }
 
-pub type IndexStore = MemStore<IndexKey, IndexValue>;
+pub type IndexStore = IndexMemStore;
 
 /// Where the history's nodes live: memory unless the owner moves them
 /// ([`Ledger::set_history_store`]; the peer keeps them in LMDB, since the
