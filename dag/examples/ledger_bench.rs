@@ -50,8 +50,8 @@ struct Args {
     /// Threads checking signatures (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
-    /// Above 0, update the trees of a height (output set, registry, key
-    /// index) as parallel jobs; 0 = sequential.
+    /// Update the trees of a height as parallel jobs (and split the output
+    /// set's batch into this many subtree jobs); 0 = sequential.
     #[arg(long, default_value_t = 2)]
     tree_jobs: usize,
     /// Check every height's signatures first, then apply them all, and
@@ -144,7 +144,7 @@ fn main() {
     let mut ledger = genesis.ledger().expect("valid genesis");
     eprintln!("  {:.1} s", t.elapsed().as_secs_f64());
     if args.tree_jobs > 0 {
-        ledger.set_executor(std::sync::Arc::new(ScopedThreads));
+        ledger.set_executor(std::sync::Arc::new(ScopedThreads), args.tree_jobs);
     }
 
     eprintln!("signing {} transactions on {threads} threads…", args.txs);
@@ -320,7 +320,7 @@ fn measure_snapshot(ledger: &Ledger, tree_jobs: usize) -> serde_json::Value {
     let t = Instant::now();
     let exec = (tree_jobs > 0).then(|| {
         let e: std::sync::Arc<dyn proofs::Executor> = std::sync::Arc::new(ScopedThreads);
-        e
+        (e, tree_jobs)
     });
     let restored = Ledger::from_snapshot_with(snap, exec).expect("own snapshot");
     let restore_ms = ms(t);

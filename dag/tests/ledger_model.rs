@@ -138,7 +138,8 @@ impl Run {
         let w = World::new(2, WALLETS as u64);
         // The twin updates its trees as parallel jobs: same roots required.
         let mut twin = World::new(2, WALLETS as u64);
-        twin.ledger.set_executor(std::sync::Arc::new(ScopedThreads));
+        twin.ledger
+            .set_executor(std::sync::Arc::new(ScopedThreads), 3);
         let keys: Vec<Keypair> = (0..WALLETS as u64).map(keypair).collect();
         let mut model = Model::default();
         for i in 0..WALLETS {

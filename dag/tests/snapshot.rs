@@ -382,7 +382,7 @@ fn snapshot_and_continue(d: &mut Driver, more: usize) {
     // kept so for later heights).
     let parallel = Ledger::from_snapshot_with(
         LedgerSnapshot::decode(&bytes, MAX_SNAPSHOT).unwrap(),
-        Some(Arc::new(ScopedThreads)),
+        Some((Arc::new(ScopedThreads), 3)),
     )
     .unwrap();
     let mut twins = [World::new(PEERS, WALLETS), World::new(PEERS, WALLETS)];

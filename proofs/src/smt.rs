@@ -43,6 +43,14 @@
 //! The tree is a function of the key set alone, so two histories ending in
 //! the same set have the same root.
 //!
+//! # Two representations
+//!
+//! [`SparseMerkleTree`] stores the tree in pages over a [`NodeStore`] (the
+//! layout for a key-value store such as LMDB, below); [`MemTree`] holds the
+//! very same tree in memory as an arena of binary nodes, faster and smaller
+//! there (see its module). Roots, versions and proofs are identical, and
+//! [`VersionedTree`] lets a structure built on a tree take either.
+//!
 //! # Storage: pages of four levels
 //!
 //! The logical tree is binary, but it is stored as in Jellyfish: in *pages*

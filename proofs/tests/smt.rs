@@ -445,6 +445,63 @@ proptest! {
     }
 }
 
+/// An executor that runs nothing: the tree must build skipped jobs itself.
+struct Lazy;
+impl proofs::Executor for Lazy {
+    fn run_all<'a>(&self, _jobs: Vec<Box<dyn FnOnce() + Send + 'a>>) {}
+}
+
+/// Large batches split into parallel subtree jobs (and jobs an executor
+/// skipped) give the sequential tree's roots, leaves and proofs, and leak
+/// no nodes.
+#[test]
+fn mem_tree_batches_split_into_jobs_are_the_same() {
+    let key = |i: u64| Hash::of(TEST, &i.to_le_bytes());
+    let mut seq = MemTree::new();
+    let mut par: Vec<MemTree> = (0..3).map(|_| MemTree::new()).collect();
+    par[0].set_parallelism(2, std::sync::Arc::new(proofs::ScopedThreads));
+    par[1].set_parallelism(5, std::sync::Arc::new(proofs::ScopedThreads));
+    par[2].set_parallelism(3, std::sync::Arc::new(Lazy));
+    let mut model = Model::new();
+    let mut next = 0u64;
+    for b in 0..12u64 {
+        let batch: Batch = (0..3000u64)
+            .map(|j| match j % 5 {
+                0 | 1 => {
+                    next += 1;
+                    (key(next), Some(key(next + 1_000_000)))
+                }
+                2 => (key(1 + (j * 7919 + b) % next.max(1)), Some(key(b))),
+                3 => (key(1 + (j * 104_729 + b) % next.max(1)), None),
+                // Some keys sharing long prefixes, in one subtree.
+                _ => (flip_bit(key(j % 40), 200 + (j % 50) as usize), Some(key(j))),
+            })
+            .collect();
+        apply_model(&mut model, &batch);
+        let want = seq.apply_batch(&batch).unwrap();
+        assert_eq!(want.1, model_root(&entries(&model), 0));
+        for t in &mut par {
+            assert_eq!(t.apply_batch(&batch).unwrap(), want);
+            t.prune(3).unwrap();
+        }
+        seq.prune(3).unwrap();
+    }
+    let v = seq.latest_version();
+    for t in &par {
+        assert_eq!(t.leaves(v).unwrap(), seq.leaves(v).unwrap());
+        for i in (0..next).step_by(97) {
+            assert_eq!(
+                t.get_with_proof(&key(i), v).unwrap(),
+                seq.get_with_proof(&key(i), v).unwrap()
+            );
+        }
+    }
+    for t in par.iter_mut().chain([&mut seq]) {
+        t.prune(1).unwrap();
+        assert_eq!(t.node_count(), model_nodes(&entries(&model), 0));
+    }
+}
+
 #[test]
 fn hashing_matches_the_stated_rules() {
     let (k, v) = (Hash::of(TEST, b"k"), Hash::of(TEST, b"v"));

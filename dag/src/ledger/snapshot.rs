@@ -269,13 +269,13 @@ impl Ledger {
         Self::from_snapshot_with(snap, None)
     }
 
-    /// [`Ledger::from_snapshot`], building the output set and the other
-    /// structures as parallel jobs on `exec` when given, which the restored
-    /// ledger then keeps using (as after [`Ledger::set_executor`]). The
-    /// result is the same either way.
+    /// [`Ledger::from_snapshot`], building the output set (in `jobs`
+    /// subtree jobs) and the other structures as parallel jobs on `exec`
+    /// when given, which the restored ledger then keeps using (as after
+    /// [`Ledger::set_executor`]). The result is the same either way.
     pub fn from_snapshot_with(
         snap: LedgerSnapshot,
-        exec: Option<Arc<dyn Executor>>,
+        exec: Option<(Arc<dyn Executor>, usize)>,
     ) -> Result<Ledger, SnapshotError> {
         if snap.format != SNAPSHOT_FORMAT {
             return Err(SnapshotError::Format(snap.format));
@@ -325,8 +325,15 @@ impl Ledger {
         let mut built_rest = None;
         {
             let (registry, key_index) = (&registry, &key_index);
-            let outputs_job =
-                || built_outputs = Some(Outputs::build(version, height, outputs, registry));
+            let outputs_job = || {
+                built_outputs = Some(Outputs::build(
+                    version,
+                    height,
+                    outputs,
+                    registry,
+                    exec.as_ref().map(|(e, jobs)| (e.clone(), *jobs)),
+                ))
+            };
             let history = (roots.history_leaves, history);
             let rest_job =
                 || built_rest = Some(Rest::build(version, height, key_index, history, registry));
@@ -335,7 +342,7 @@ impl Ledger {
                     outputs_job();
                     rest_job();
                 }
-                Some(e) => e.run_all(vec![Box::new(outputs_job), Box::new(rest_job)]),
+                Some((e, _)) => e.run_all(vec![Box::new(outputs_job), Box::new(rest_job)]),
             }
         }
         let missed = || SnapshotError::Ledger(LedgerError::Executor);
@@ -397,7 +404,7 @@ impl Ledger {
             key_index: index,
             history: rest.history,
             roots,
-            executor: exec,
+            executor: exec.map(|(e, _)| e),
         })
     }
 }
@@ -517,6 +524,7 @@ impl Outputs {
         height: u64,
         outputs: Vec<(OutputId, OutputState)>,
         reg: &Registry,
+        exec: Option<(Arc<dyn Executor>, usize)>,
     ) -> Result<Outputs, SnapshotError> {
         let mut leaves = Vec::with_capacity(outputs.len());
         let mut o = Outputs {
@@ -568,6 +576,9 @@ impl Outputs {
             }
             leaves.push((id, Some(st.leaf_value())));
             o.map.insert(id, st);
+        }
+        if let Some((e, jobs)) = exec {
+            o.tree.set_parallelism(jobs, e);
         }
         fill(&mut o.tree, &leaves)?;
         Ok(o)

@@ -184,10 +184,11 @@ impl Ledger {
         })
     }
 
-    /// Let each height's tree updates (output set, registry, key index)
-    /// run as parallel jobs on `exec`. The ledger starts no threads;
-    /// results are identical either way.
-    pub fn set_executor(&mut self, exec: Arc<dyn Executor>) {
+    /// Let each height's tree updates run as parallel jobs on `exec` (the
+    /// output set, the largest, also split into `jobs` subtree jobs). The
+    /// ledger starts no threads; results are identical either way.
+    pub fn set_executor(&mut self, exec: Arc<dyn Executor>, jobs: usize) {
+        self.output_tree.set_parallelism(jobs, exec.clone());
         self.executor = Some(exec);
     }
 

@@ -33,30 +33,35 @@
 use super::proof::SparseProof;
 use super::{batch, bit, leaf_hash, node_hash, SmtError, MAX_DEPTH};
 use crate::hash::Hash;
+use crate::store::Executor;
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 /// A node: empty (0), an internal node (its index, ≥ 1) or a leaf (its
-/// index with [`LEAF_BIT`] set).
+/// index with [`LEAF_BIT`] set); with [`NEW_BIT`], a node the batch in
+/// progress built, named by its index in the builder's buffers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct NodeRef(u32);
 
 const LEAF_BIT: u32 = 1 << 31;
+/// Marks a node of the batch in progress; a committed tree has none.
+const NEW_BIT: u32 = 1 << 30;
 /// Indices available to each kind of node.
-const MAX_NODES: usize = (LEAF_BIT - 1) as usize;
+const MAX_NODES: usize = (NEW_BIT - 1) as usize;
 
 impl NodeRef {
     const EMPTY: NodeRef = NodeRef(0);
-
-    fn leaf(index: u32) -> NodeRef {
-        NodeRef(index | LEAF_BIT)
-    }
 
     fn is_leaf(self) -> bool {
         self.0 & LEAF_BIT != 0
     }
 
+    fn is_new(self) -> bool {
+        self.0 & NEW_BIT != 0
+    }
+
     fn index(self) -> usize {
-        (self.0 & !LEAF_BIT) as usize
+        (self.0 & !(LEAF_BIT | NEW_BIT)) as usize
     }
 }
 
@@ -70,6 +75,11 @@ struct Inner {
     children: [NodeRef; 2],
     hashes: [Hash; 2],
 }
+
+const PLACEHOLDER: Inner = Inner {
+    children: [NodeRef::EMPTY; 2],
+    hashes: [Hash::ZERO; 2],
+};
 
 #[derive(Clone, Copy, Debug)]
 struct Leaf {
@@ -90,20 +100,36 @@ type Update = (Hash, Option<Hash>);
 type Sub = (NodeRef, Hash);
 const EMPTY_SUB: Sub = (NodeRef::EMPTY, Hash::ZERO);
 
-/// A versioned sparse Merkle tree in memory (see the module docs).
-#[derive(Clone)]
-pub struct MemTree {
+/// Where a parallel batch splits the tree: the subtrees at depth 4, one
+/// per first nibble of the key.
+const SPLIT_DEPTH: usize = 4;
+const SUBTREES: usize = 1 << SPLIT_DEPTH;
+/// Below this many updates a batch is built in the calling thread: a job
+/// costs tens of microseconds.
+const MIN_PARALLEL_UPDATES: usize = 1024;
+
+/// The node arrays, which builders read (perhaps from several threads).
+#[derive(Clone, Debug)]
+struct Nodes {
     /// Internal nodes; index 0 is unused (it names the empty tree).
     inner: Vec<Inner>,
     leaves: Vec<Leaf>,
+}
+
+/// A versioned sparse Merkle tree in memory (see the module docs).
+#[derive(Clone)]
+pub struct MemTree {
+    nodes: Nodes,
     free_inner: Vec<u32>,
     free_leaves: Vec<u32>,
     /// Versions `oldest ..= oldest + versions.len() - 1`.
     versions: VecDeque<Version>,
     oldest: u64,
     retention: Option<u64>,
-    /// Reused by leaf merges.
-    scratch: Vec<Update>,
+    /// Jobs a large batch is split into, and what runs them.
+    parallel: Option<(usize, Arc<dyn Executor>)>,
+    /// Builders' buffers, kept between batches.
+    spare: Vec<Buffers>,
 }
 
 impl std::fmt::Debug for MemTree {
@@ -132,13 +158,11 @@ impl MemTree {
     /// makes `version + 1` (what a restore from a snapshot at `version + 1`
     /// uses, as [`SparseMerkleTree::create_at`](super::SparseMerkleTree::create_at)).
     pub fn create_at(version: u64) -> Self {
-        let placeholder = Inner {
-            children: [NodeRef::EMPTY; 2],
-            hashes: [Hash::ZERO; 2],
-        };
         MemTree {
-            inner: vec![placeholder],
-            leaves: Vec::new(),
+            nodes: Nodes {
+                inner: vec![PLACEHOLDER],
+                leaves: Vec::new(),
+            },
             free_inner: Vec::new(),
             free_leaves: Vec::new(),
             versions: VecDeque::from([Version {
@@ -148,8 +172,18 @@ impl MemTree {
             }]),
             oldest: version,
             retention: None,
-            scratch: Vec::new(),
+            parallel: None,
+            spare: Vec::new(),
         }
+    }
+
+    /// Split each batch of at least a thousand updates into `jobs` jobs run
+    /// by `exec` (which may run them at once; this crate starts no
+    /// threads): the subtrees below depth 4 are built apart, reading the
+    /// old tree only, then joined. Roots, proofs and versions are the same
+    /// either way.
+    pub fn set_parallelism(&mut self, jobs: usize, exec: Arc<dyn Executor>) {
+        self.parallel = (jobs > 1).then_some((jobs, exec));
     }
 
     /// Prune automatically after every batch, keeping the newest `keep`
@@ -169,14 +203,14 @@ impl MemTree {
 
     /// Nodes (internal and leaves) held over all kept versions.
     pub fn node_count(&self) -> u64 {
-        (self.inner.len() - 1 - self.free_inner.len() + self.leaves.len() - self.free_leaves.len())
-            as u64
+        (self.nodes.inner.len() - 1 - self.free_inner.len() + self.nodes.leaves.len()
+            - self.free_leaves.len()) as u64
     }
 
     /// Bytes the node arrays have reserved (the tree's memory, roughly).
     pub fn memory_bytes(&self) -> usize {
-        self.inner.capacity() * std::mem::size_of::<Inner>()
-            + self.leaves.capacity() * std::mem::size_of::<Leaf>()
+        self.nodes.inner.capacity() * std::mem::size_of::<Inner>()
+            + self.nodes.leaves.capacity() * std::mem::size_of::<Leaf>()
             + (self.free_inner.capacity() + self.free_leaves.capacity()) * 4
     }
 
@@ -235,10 +269,10 @@ impl MemTree {
                 continue;
             }
             if node.is_leaf() {
-                let l = &self.leaves[node.index()];
+                let l = &self.nodes.leaves[node.index()];
                 f(&l.key, &l.value);
             } else {
-                let n = &self.inner[node.index()];
+                let n = &self.nodes.inner[node.index()];
                 // Right first, so the left subtree is popped first.
                 stack.push(n.children[1]);
                 stack.push(n.children[0]);
@@ -259,19 +293,194 @@ impl MemTree {
         // A batch adds at most one leaf and one path of internal nodes per
         // update: refuse up front what could overflow the indices.
         let worst = updates.len().saturating_mul(MAX_DEPTH + 1);
-        if self.inner.len().saturating_add(worst) > MAX_NODES
-            || self.leaves.len().saturating_add(updates.len()) > MAX_NODES
+        if self.nodes.inner.len().saturating_add(worst) > MAX_NODES
+            || self.nodes.leaves.len().saturating_add(updates.len()) > MAX_NODES
         {
             return Err(SmtError::Full);
         }
         let old = self.versions.back().map_or(EMPTY_SUB, |v| (v.root, v.hash));
         let mut staled = Vec::new();
-        let (root, hash) = self.build(old, 0, &updates, &mut staled);
+        let split = match &self.parallel {
+            Some((jobs, exec)) if updates.len() >= MIN_PARALLEL_UPDATES => self
+                .subtrees_at_split(old)
+                .map(|subs| (*jobs, exec.clone(), subs)),
+            _ => None,
+        };
+        let presolved = split.map(|(jobs, exec, subs)| {
+            self.build_subtrees(&updates, subs, jobs, &*exec, &mut staled)
+        });
+        let mut b = Builder::new(&self.nodes, self.spare.pop().unwrap_or_default());
+        b.presolved = presolved.as_ref();
+        let root = b.build(old, 0, &updates);
+        let buffers = b.finish(&mut staled);
+        let (root, hash) = self.commit(buffers, root);
         self.versions.push_back(Version { root, hash, staled });
         if let Some(keep) = self.retention {
             self.prune(keep)?;
         }
         Ok((version, hash))
+    }
+
+    /// The sixteen subtrees at depth 4 under `root`, when every node above
+    /// them is internal (any tree of more than a few dozen random keys).
+    fn subtrees_at_split(&self, root: Sub) -> Option<[Sub; SUBTREES]> {
+        let mut level = vec![root];
+        for _ in 0..SPLIT_DEPTH {
+            let mut next = Vec::with_capacity(level.len() * 2);
+            for (node, _) in level {
+                if node == NodeRef::EMPTY || node.is_leaf() {
+                    return None;
+                }
+                let n = &self.nodes.inner[node.index()];
+                next.push((n.children[0], n.hashes[0]));
+                next.push((n.children[1], n.hashes[1]));
+            }
+            level = next;
+        }
+        level.try_into().ok()
+    }
+
+    /// Build the changed subtrees at depth 4 as `jobs` jobs on `exec`,
+    /// commit their nodes, and return every subtree's new state.
+    fn build_subtrees(
+        &mut self,
+        updates: &[Update],
+        old: [Sub; SUBTREES],
+        jobs: usize,
+        exec: &dyn Executor,
+        staled: &mut Vec<NodeRef>,
+    ) -> [Sub; SUBTREES] {
+        // Sorted keys: each first nibble's updates are one run.
+        let mut bounds = [0usize; SUBTREES + 1];
+        for (n, b) in bounds.iter_mut().enumerate().skip(1) {
+            *b = updates.partition_point(|u| usize::from(u.0 .0[0] >> 4) < n);
+        }
+        // Contiguous runs of nibbles with about equal shares of updates.
+        let share = updates.len().div_ceil(jobs.max(1));
+        let mut chunks: Vec<(usize, usize)> = Vec::new();
+        let mut first = 0;
+        for n in 1..=SUBTREES {
+            if bounds[n] - bounds[first] >= share || n == SUBTREES {
+                chunks.push((first, n));
+                first = n;
+            }
+        }
+        let mut results: Vec<Option<JobResult>> = Vec::new();
+        results.resize_with(chunks.len(), || None);
+        let mut spares: Vec<Buffers> = (0..chunks.len())
+            .map(|_| self.spare.pop().unwrap_or_default())
+            .collect();
+        {
+            let nodes = &self.nodes;
+            let bounds = &bounds;
+            let work: Vec<Box<dyn FnOnce() + Send + '_>> = chunks
+                .iter()
+                .zip(results.iter_mut())
+                .zip(spares.drain(..))
+                .map(|((&(from, to), out), bufs)| {
+                    Box::new(move || {
+                        let mut b = Builder::new(nodes, bufs);
+                        let mut built = Vec::new();
+                        for n in from..to {
+                            let ups = &updates[bounds[n]..bounds[n + 1]];
+                            if !ups.is_empty() {
+                                built.push((n, b.build(old[n], SPLIT_DEPTH, ups)));
+                            }
+                        }
+                        let mut bufs = b.into_buffers();
+                        bufs.staled_out = std::mem::take(&mut bufs.staled);
+                        *out = Some((bufs, built));
+                    }) as Box<dyn FnOnce() + Send + '_>
+                })
+                .collect();
+            exec.run_all(work);
+        }
+        let mut subs = old;
+        for (from, to) in chunks.iter().copied().zip(results) {
+            let (mut bufs, built) = match to {
+                Some(done) => done,
+                // An executor that skipped a job: build it here.
+                None => {
+                    let mut b = Builder::new(&self.nodes, self.spare.pop().unwrap_or_default());
+                    let built = (from.0..from.1)
+                        .filter(|&n| bounds[n] < bounds[n + 1])
+                        .map(|n| {
+                            (
+                                n,
+                                b.build(old[n], SPLIT_DEPTH, &updates[bounds[n]..bounds[n + 1]]),
+                            )
+                        })
+                        .collect();
+                    let mut bufs = b.into_buffers();
+                    bufs.staled_out = std::mem::take(&mut bufs.staled);
+                    (bufs, built)
+                }
+            };
+            staled.append(&mut bufs.staled_out);
+            let map = self.place(&mut bufs);
+            for (n, sub) in built {
+                subs[n] = (map.remap(sub.0), sub.1);
+            }
+            self.keep_spare(bufs);
+        }
+        subs
+    }
+
+    /// Move a finished build's nodes into the tree and return its root.
+    fn commit(&mut self, mut bufs: Buffers, root: Sub) -> Sub {
+        let map = self.place(&mut bufs);
+        let root = (map.remap(root.0), root.1);
+        self.keep_spare(bufs);
+        root
+    }
+
+    /// Keep `bufs` for the next batch, without the room a huge batch (a
+    /// restore) made in them.
+    fn keep_spare(&mut self, mut bufs: Buffers) {
+        const KEEP: usize = 1 << 16;
+        bufs.inner.shrink_to(KEEP);
+        bufs.leaves.shrink_to(KEEP);
+        bufs.staled.shrink_to(KEEP);
+        bufs.staled_out.shrink_to(KEEP);
+        bufs.scratch.shrink_to(KEEP);
+        self.spare.push(bufs);
+    }
+
+    /// Give every new node of `bufs` a slot in the tree (a freed one
+    /// first), write it there with its children renamed, and return the
+    /// renaming. Leaves `bufs` empty for reuse.
+    fn place(&mut self, bufs: &mut Buffers) -> Renaming {
+        let mut map = Renaming::default();
+        for leaf in bufs.leaves.drain(..) {
+            let at = match self.free_leaves.pop() {
+                Some(i) => {
+                    self.nodes.leaves[i as usize] = leaf;
+                    i
+                }
+                None => {
+                    self.nodes.leaves.push(leaf);
+                    (self.nodes.leaves.len() - 1) as u32
+                }
+            };
+            map.leaves.push(at);
+        }
+        // Children are built before their parents, so every new child
+        // already has its slot when its parent is written.
+        for mut n in bufs.inner.drain(..) {
+            n.children = n.children.map(|c| map.remap(c));
+            let at = match self.free_inner.pop() {
+                Some(i) => {
+                    self.nodes.inner[i as usize] = n;
+                    i
+                }
+                None => {
+                    self.nodes.inner.push(n);
+                    (self.nodes.inner.len() - 1) as u32
+                }
+            };
+            map.inner.push(at);
+        }
+        map
     }
 
     /// Keep the newest `keep_versions` versions (at least the latest one)
@@ -332,10 +541,10 @@ impl MemTree {
                 return Ok((depth, None));
             }
             if node.is_leaf() {
-                let l = &self.leaves[node.index()];
+                let l = &self.nodes.leaves[node.index()];
                 return Ok((depth, Some((l.key, l.value))));
             }
-            let n = &self.inner[node.index()];
+            let n = &self.nodes.inner[node.index()];
             let side = usize::from(bit(&key.0, depth));
             if n.children[side ^ 1] != NodeRef::EMPTY {
                 sibling(depth, n.hashes[side ^ 1]);
@@ -344,27 +553,94 @@ impl MemTree {
             node = n.children[side];
         }
     }
+}
 
-    /// The subtree at `depth` that `sub` becomes under `updates` (sorted,
-    /// unique, all under `sub`'s path), recording replaced nodes.
-    fn build(
-        &mut self,
-        sub: Sub,
-        depth: usize,
-        updates: &[Update],
-        staled: &mut Vec<NodeRef>,
-    ) -> Sub {
+/// A build's buffers: the new nodes (named by index with [`NEW_BIT`]),
+/// the old nodes replaced, and scratch space. Kept between batches.
+#[derive(Clone, Debug, Default)]
+struct Buffers {
+    inner: Vec<Inner>,
+    leaves: Vec<Leaf>,
+    staled: Vec<NodeRef>,
+    /// A finished subtree job's staled nodes, handed over with the buffers.
+    staled_out: Vec<NodeRef>,
+    scratch: Vec<Update>,
+}
+
+/// What a subtree job hands back: its buffers (new nodes, and the old
+/// nodes it replaced in `staled_out`) and each built subtree by nibble.
+type JobResult = (Buffers, Vec<(usize, Sub)>);
+
+/// Where a build's new nodes were placed in the tree.
+#[derive(Default)]
+struct Renaming {
+    inner: Vec<u32>,
+    leaves: Vec<u32>,
+}
+
+impl Renaming {
+    fn remap(&self, r: NodeRef) -> NodeRef {
+        if !r.is_new() {
+            r
+        } else if r.is_leaf() {
+            NodeRef(self.leaves[r.index()] | LEAF_BIT)
+        } else {
+            NodeRef(self.inner[r.index()])
+        }
+    }
+}
+
+/// Builds a batch (or one subtree of it) against the old tree, which it
+/// only reads, into buffers of its own: builders of disjoint subtrees can
+/// run at once, and [`MemTree::place`] then moves their nodes in.
+struct Builder<'t> {
+    old: &'t Nodes,
+    bufs: Buffers,
+    /// Subtrees at [`SPLIT_DEPTH`] already built, by first nibble.
+    presolved: Option<&'t [Sub; SUBTREES]>,
+}
+
+impl<'t> Builder<'t> {
+    fn new(old: &'t Nodes, mut bufs: Buffers) -> Self {
+        bufs.inner.clear();
+        bufs.leaves.clear();
+        bufs.staled.clear();
+        Builder {
+            old,
+            bufs,
+            presolved: None,
+        }
+    }
+
+    fn into_buffers(self) -> Buffers {
+        self.bufs
+    }
+
+    /// The buffers, with this build's staled nodes moved to `staled`.
+    fn finish(mut self, staled: &mut Vec<NodeRef>) -> Buffers {
+        staled.append(&mut self.bufs.staled);
+        self.bufs
+    }
+
+    /// The subtree at `depth` that `sub` (a node of the old tree) becomes
+    /// under `updates` (sorted, unique, all under `sub`'s path).
+    fn build(&mut self, sub: Sub, depth: usize, updates: &[Update]) -> Sub {
         let (node, _) = sub;
         if updates.is_empty() {
             return sub;
+        }
+        if depth == SPLIT_DEPTH {
+            if let Some(done) = self.presolved {
+                return done[usize::from(updates[0].0 .0[0] >> 4)];
+            }
         }
         if node == NodeRef::EMPTY {
             return self.fresh(depth, updates, None);
         }
         if node.is_leaf() {
-            let old = self.leaves[node.index()];
+            let old = self.old.leaves[node.index()];
             // The old leaf joins the updates unless one of them is its key.
-            let mut merged = std::mem::take(&mut self.scratch);
+            let mut merged = std::mem::take(&mut self.bufs.scratch);
             merged.clear();
             let at = updates.partition_point(|u| u.0 < old.key);
             merged.extend_from_slice(&updates[..at]);
@@ -384,24 +660,24 @@ impl MemTree {
             let out = if alone {
                 sub
             } else if kept {
-                self.fresh(depth, &merged, Some(sub))
+                self.fresh(depth, &merged, Some((sub, old.key)))
             } else {
-                staled.push(node);
+                self.bufs.staled.push(node);
                 self.fresh(depth, &merged, None)
             };
-            self.scratch = merged;
+            self.bufs.scratch = merged;
             return out;
         }
-        let n = self.inner[node.index()];
+        let n = self.old.inner[node.index()];
         let split = updates.partition_point(|u| !bit(&u.0 .0, depth));
         let left = (n.children[0], n.hashes[0]);
         let right = (n.children[1], n.hashes[1]);
-        let new_left = self.build(left, depth + 1, &updates[..split], staled);
-        let new_right = self.build(right, depth + 1, &updates[split..], staled);
+        let new_left = self.build(left, depth + 1, &updates[..split]);
+        let new_right = self.build(right, depth + 1, &updates[split..]);
         if new_left.0 == left.0 && new_right.0 == right.0 {
             return sub;
         }
-        staled.push(node);
+        self.bufs.staled.push(node);
         self.join(new_left, new_right)
     }
 
@@ -414,20 +690,11 @@ impl MemTree {
             (NodeRef::EMPTY, only) if only.is_leaf() => right,
             (only, NodeRef::EMPTY) if only.is_leaf() => left,
             _ => {
-                let n = Inner {
+                self.bufs.inner.push(Inner {
                     children: [left.0, right.0],
                     hashes: [left.1, right.1],
-                };
-                let at = match self.free_inner.pop() {
-                    Some(i) => {
-                        self.inner[i as usize] = n;
-                        NodeRef(i)
-                    }
-                    None => {
-                        self.inner.push(n);
-                        NodeRef((self.inner.len() - 1) as u32)
-                    }
-                };
+                });
+                let at = NodeRef((self.bufs.inner.len() - 1) as u32 | NEW_BIT);
                 (at, node_hash(&left.1, &right.1))
             }
         }
@@ -435,24 +702,16 @@ impl MemTree {
 
     /// A new subtree at `depth` holding the present entries of `updates`
     /// (sorted, unique; deletions are skipped), placing the existing leaf
-    /// `keep` (whose entry is among them) instead of a copy of it.
-    fn fresh(&mut self, depth: usize, updates: &[Update], keep: Option<Sub>) -> Sub {
+    /// `keep` (with its key; its entry is among them) instead of a copy.
+    fn fresh(&mut self, depth: usize, updates: &[Update], keep: Option<(Sub, Hash)>) -> Sub {
         let mut present = updates.iter().filter(|u| u.1.is_some());
         match (present.next(), present.next()) {
             (Some(&(key, Some(value))), None) => {
-                if let Some(k) = keep.filter(|k| self.leaves[k.0.index()].key == key) {
+                if let Some((k, _)) = keep.filter(|(_, kk)| *kk == key) {
                     return k;
                 }
-                let at = match self.free_leaves.pop() {
-                    Some(i) => {
-                        self.leaves[i as usize] = Leaf { key, value };
-                        NodeRef::leaf(i)
-                    }
-                    None => {
-                        self.leaves.push(Leaf { key, value });
-                        NodeRef::leaf((self.leaves.len() - 1) as u32)
-                    }
-                };
+                self.bufs.leaves.push(Leaf { key, value });
+                let at = NodeRef((self.bufs.leaves.len() - 1) as u32 | LEAF_BIT | NEW_BIT);
                 (at, leaf_hash(&key, &value))
             }
             (None, _) => EMPTY_SUB,
