@@ -182,15 +182,21 @@ fn main() {
     // the tree itself; then keep 8 versions, as a peer answering "as of
     // root R" would.
     mem.set_retention(Some(1));
+    mem.set_parallelism(threads, std::sync::Arc::new(ScopedThreads));
     for batch in &work.build {
         mem.apply_batch(batch)
             .expect("in-memory tree does not fail");
     }
     let memory_per_output = (LIVE.load(Ordering::Relaxed) - before) as f64 / n as f64;
     mem.set_retention(Some(8));
+    let mut hashes = 0u64;
     let smt_rate = work.measure(|b| {
         mem.apply_batch(b).expect("in-memory tree does not fail");
+        hashes += mem.last_batch_hashes();
     });
+    // Warm-up and measured batches alike (`measure` runs both).
+    let batches = (work.warmup.len() + work.measured.len()).max(1);
+    let hashes_per_update = hashes as f64 / (batches * a.batch.max(1)) as f64;
     let version = mem.latest_version();
     let root = mem.root(version).expect("latest version exists");
     let mut rng = Rng(0x5DEE_CE66_D1CE_4E5B);
@@ -271,8 +277,9 @@ fn main() {
             "outputs": n,
             "smt_batch_updates_per_sec": smt_rate.round(),
             "smt_batch_size": a.batch,
+            "smt_hashes_per_update": (hashes_per_update * 100.0).round() / 100.0,
             "paged_smt_batch_updates_per_sec": paged_rate.round(),
-            "paged_smt_threads": threads,
+            "smt_threads": threads,
             "paged_memory_bytes_per_output": paged_memory_per_output.round(),
             "smt_proof_bytes_p50": median(sizes),
             "smt_verify_per_sec": verify_rate.round(),

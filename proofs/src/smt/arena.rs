@@ -130,6 +130,8 @@ pub struct MemTree {
     parallel: Option<(usize, Arc<dyn Executor>)>,
     /// Builders' buffers, kept between batches.
     spare: Vec<Buffers>,
+    /// Nodes the last batch built (each hashed once).
+    last_built: u64,
 }
 
 impl std::fmt::Debug for MemTree {
@@ -174,6 +176,7 @@ impl MemTree {
             retention: None,
             parallel: None,
             spare: Vec::new(),
+            last_built: 0,
         }
     }
 
@@ -199,6 +202,12 @@ impl MemTree {
     /// The oldest version still readable.
     pub fn oldest_version(&self) -> u64 {
         self.oldest
+    }
+
+    /// Nodes the last [`Self::apply_batch`] built, each hashed once: the
+    /// batch's hashing work (about log2(N / batch) + 2 per update).
+    pub fn last_batch_hashes(&self) -> u64 {
+        self.last_built
     }
 
     /// Nodes (internal and leaves) held over all kept versions.
@@ -300,6 +309,7 @@ impl MemTree {
         }
         let old = self.versions.back().map_or(EMPTY_SUB, |v| (v.root, v.hash));
         let mut staled = Vec::new();
+        self.last_built = 0;
         let split = match &self.parallel {
             Some((jobs, exec)) if updates.len() >= MIN_PARALLEL_UPDATES => self
                 .subtrees_at_split(old)
@@ -450,6 +460,7 @@ impl MemTree {
     /// first), write it there with its children renamed, and return the
     /// renaming. Leaves `bufs` empty for reuse.
     fn place(&mut self, bufs: &mut Buffers) -> Renaming {
+        self.last_built += (bufs.inner.len() + bufs.leaves.len()) as u64;
         let mut map = Renaming::default();
         for leaf in bufs.leaves.drain(..) {
             let at = match self.free_leaves.pop() {
