@@ -447,7 +447,7 @@ impl MemTree {
     /// Keep `bufs` for the next batch, without the room a huge batch (a
     /// restore) made in them.
     fn keep_spare(&mut self, mut bufs: Buffers) {
-        const KEEP: usize = 1 << 16;
+        const KEEP: usize = 1 << 13;
         bufs.inner.shrink_to(KEEP);
         bufs.leaves.shrink_to(KEEP);
         bufs.staled.shrink_to(KEEP);
