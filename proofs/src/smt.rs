@@ -630,14 +630,11 @@ impl<S: NodeStore<StoreKey, StoreValue>> SparseMerkleTree<S> {
                 siblings.push(s);
             }
         })?;
-        let (value, other_leaf) = match end {
-            PathEnd::Leaf(k, v) if k == *key => (Some(v), None),
-            PathEnd::Leaf(k, v) => (None, Some((k, v))),
-            PathEnd::Empty => (None, None),
+        let end = match end {
+            PathEnd::Leaf(k, v) => Some((k, v)),
+            PathEnd::Empty => None,
         };
-        let bitmap = bitmap.get(..depth.div_ceil(8)).unwrap_or(&bitmap).to_vec();
-        let proof = SparseProof::from_parts(depth as u16, bitmap, siblings, other_leaf);
-        Ok((value, proof))
+        Ok(finish_proof(key, depth, &bitmap, siblings, end))
     }
 
     /// Every leaf of `version`, as `(key, value)` in key order.
@@ -856,6 +853,27 @@ impl<S: NodeStore<StoreKey, StoreValue>> SparseMerkleTree<S> {
     fn with_page<R>(&self, key: &NodeKey, f: impl FnOnce(&Page) -> R) -> Result<R, SmtError> {
         with_page(&self.store, key, f)
     }
+}
+
+/// The value of `key` and its proof, from a walk down its path that ended
+/// at `depth` on `end` (a leaf's key and value, or an empty subtree),
+/// with the non-empty siblings marked in `bitmap` and listed root side
+/// first in `siblings`. Both representations end their proofs here.
+fn finish_proof(
+    key: &Hash,
+    depth: usize,
+    bitmap: &[u8; 32],
+    siblings: Vec<Hash>,
+    end: Option<(Hash, Hash)>,
+) -> (Option<Hash>, SparseProof) {
+    let (value, other_leaf) = match end {
+        Some((k, v)) if k == *key => (Some(v), None),
+        Some(other) => (None, Some(other)),
+        None => (None, None),
+    };
+    let bitmap = bitmap.get(..depth.div_ceil(8)).unwrap_or(bitmap).to_vec();
+    let proof = SparseProof::from_parts(depth as u16, bitmap, siblings, other_leaf);
+    (value, proof)
 }
 
 /// A step of [`SparseMerkleTree::for_each_leaf`]: a leaf to report, or a

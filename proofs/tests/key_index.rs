@@ -39,6 +39,16 @@ fn model_range(model: &Model, version: u64, k: &Hash, from: u64, to: u64) -> Vec
         .unwrap_or_default()
 }
 
+/// The outputs created for key numbers `keys`, numbered on from `next`.
+fn created_for(keys: &[u8], next: &mut u32) -> Vec<(Hash, Hash)> {
+    keys.iter()
+        .map(|k| {
+            *next += 1;
+            (key(*k), output(*next))
+        })
+        .collect()
+}
+
 /// Steps: (height increment, created outputs as key numbers).
 fn build(steps: &[(u64, Vec<u8>)]) -> (Index, Model, Vec<Hash>) {
     let mut idx = Index::create(SmtMemStore::new(), MemStore::new()).unwrap();
@@ -48,13 +58,7 @@ fn build(steps: &[(u64, Vec<u8>)]) -> (Index, Model, Vec<Hash>) {
     let mut next_out = 0u32;
     for (dh, keys) in steps {
         height += dh;
-        let created: Vec<(Hash, Hash)> = keys
-            .iter()
-            .map(|k| {
-                next_out += 1;
-                (key(*k), output(next_out))
-            })
-            .collect();
+        let created = created_for(keys, &mut next_out);
         let (v, root) = idx.apply(height, &created).unwrap();
         let mut m = model.last().unwrap().clone();
         for (k, o) in &created {
@@ -251,13 +255,7 @@ proptest! {
         let mut next_out = 0u32;
         for (i, (dh, keys)) in steps.iter().enumerate() {
             height += dh;
-            let created: Vec<(Hash, Hash)> = keys
-                .iter()
-                .map(|k| {
-                    next_out += 1;
-                    (key(*k), output(next_out))
-                })
-                .collect();
+            let created = created_for(keys, &mut next_out);
             let (v, root) = mem.apply(height, &created).unwrap();
             prop_assert_eq!(v, i as u64 + 1);
             prop_assert_eq!(root, roots[v as usize]);

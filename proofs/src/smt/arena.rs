@@ -31,7 +31,7 @@
 //! long after memory would have run out.
 
 use super::proof::SparseProof;
-use super::{batch, bit, leaf_hash, node_hash, SmtError, MAX_DEPTH};
+use super::{batch, bit, finish_proof, leaf_hash, node_hash, SmtError, MAX_DEPTH};
 use crate::hash::Hash;
 use crate::store::Executor;
 use std::collections::VecDeque;
@@ -249,14 +249,7 @@ impl MemTree {
                 siblings.push(sibling);
             }
         })?;
-        let (value, other_leaf) = match end {
-            Some((k, v)) if k == *key => (Some(v), None),
-            Some(other) => (None, Some(other)),
-            None => (None, None),
-        };
-        let bitmap = bitmap.get(..depth.div_ceil(8)).unwrap_or(&bitmap).to_vec();
-        let proof = SparseProof::from_parts(depth as u16, bitmap, siblings, other_leaf);
-        Ok((value, proof))
+        Ok(finish_proof(key, depth, &bitmap, siblings, end))
     }
 
     /// Every leaf of `version`, as `(key, value)` in key order.
