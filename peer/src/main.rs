@@ -82,9 +82,10 @@ enum Cmd {
         /// Submit at this many per second instead (open loop).
         #[arg(long)]
         rate: Option<u64>,
-        /// Seconds to wait for everything to be final.
-        #[arg(long, default_value_t = 300)]
-        timeout: u64,
+        /// Seconds to wait for everything to be final (default: 300, plus
+        /// the submission time `txs / rate` in open loop).
+        #[arg(long)]
+        timeout: Option<u64>,
         /// Keep the network's directory (logs) here instead of a temporary one.
         #[arg(long)]
         dir: Option<PathBuf>,
@@ -166,7 +167,10 @@ fn main() -> Result<()> {
             txs,
             window,
             rate,
-            timeout: std::time::Duration::from_secs(timeout),
+            timeout: std::time::Duration::from_secs(
+                timeout
+                    .unwrap_or_else(|| 300 + rate.map_or(0, |r| (txs as u64).div_ceil(r.max(1)))),
+            ),
             dir,
         }),
     }
