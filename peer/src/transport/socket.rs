@@ -189,9 +189,12 @@ impl DemuxSocket {
             from,
             bytes: Bytes::copy_from_slice(bytes),
         };
-        match self.raw_tx.try_send(d) {
-            Ok(()) => {
+        // Counted before the reader can see it, so a reader that took it
+        // never sees a count that misses it.
+        match self.raw_tx.try_reserve() {
+            Ok(permit) => {
                 self.counters.raw_received.fetch_add(1, Relaxed);
+                permit.send(d);
             }
             // Full, or nobody reads any more: either way the datagram is lost.
             Err(_) => {
