@@ -251,7 +251,7 @@ fn run_devnet(
         root.join("test-wallets.json").display()
     );
     println!(
-        "point a wallet at it: wallet login NAME@peer-0 --via {}",
+        "wallets will log in with `wallet login NAME@peer-0 --via {}` (the wallet is not built yet)",
         SocketAddr::new(bind, base_port)
     );
     println!("Ctrl-C stops the network; running this again resumes it.");
