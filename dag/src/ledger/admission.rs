@@ -102,9 +102,9 @@ pub fn decode_payload(payload: &[u8], max_tx_bytes: usize) -> Vec<PayloadItem> {
 }
 
 fn decode_item(bytes: &[u8], max_tx_bytes: usize) -> PayloadItem {
-    match proofs::decode::<Transaction>(bytes, max_tx_bytes) {
-        Ok(tx) => {
-            let id = tx.id();
+    match Transaction::decode_with_id(bytes, max_tx_bytes) {
+        Ok((tx, id)) => {
+            debug_assert_eq!(id, tx.id());
             PayloadItem::Tx {
                 tx: Arc::new(tx),
                 id,

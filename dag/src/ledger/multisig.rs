@@ -19,6 +19,7 @@
 use std::borrow::Borrow;
 use std::collections::BTreeMap;
 use std::ops::Range;
+use std::sync::LazyLock;
 
 use curve25519_dalek::constants::RISTRETTO_BASEPOINT_POINT;
 use curve25519_dalek::ristretto::{CompressedRistretto, RistrettoPoint};
@@ -27,7 +28,7 @@ use curve25519_dalek::traits::{IsIdentity, VartimeMultiscalarMul};
 use merlin::Transcript;
 use proofs::Hash;
 use rand_core::{CryptoRng, RngCore};
-use schnorrkel::context::SigningTranscript;
+use schnorrkel::context::{SigningContext, SigningTranscript};
 use schnorrkel::musig::{self, AggregatePublicKey, CommitStage, CosignStage, MuSig, RevealStage};
 use schnorrkel::{signing_context, Keypair, PublicKey, Signature, SignatureError};
 use serde::{Deserialize, Serialize};
@@ -116,7 +117,10 @@ fn aggregate_public(pks: &[PublicKey]) -> PublicKey {
 /// the key set once instead of once per key: O(k) instead of O(k²) hashing.
 /// `weightings_match_schnorrkel` pins it to schnorrkel's own output.
 fn musig_weightings(pks: &[PublicKey]) -> impl Iterator<Item = Scalar> + '_ {
-    let mut set = Transcript::new(b"MuSig-aggregate-public_key");
+    // A new transcript costs a Keccak permutation: clone a built one.
+    static EMPTY_SET: LazyLock<Transcript> =
+        LazyLock::new(|| Transcript::new(b"MuSig-aggregate-public_key"));
+    let mut set = EMPTY_SET.clone();
     for pk in pks {
         set.commit_point(b"pk-set", pk.as_compressed());
     }
@@ -135,7 +139,9 @@ pub fn aggregate_key(signers: &[PeerKey]) -> Result<PeerKey, SigError> {
 }
 
 fn tx_transcript(digest: &Hash) -> Transcript {
-    signing_context(TX_CONTEXT).bytes(&digest.0)
+    // As for the weightings: build the context once, clone it per use.
+    static CONTEXT: LazyLock<SigningContext> = LazyLock::new(|| signing_context(TX_CONTEXT));
+    CONTEXT.bytes(&digest.0)
 }
 
 /// What a transaction claims about its authorisation; checkable without

@@ -240,9 +240,26 @@ impl TxBody {
     }
 }
 
+/// Bytes of the signature at the end of a transaction's encoding (a tuple
+/// of 64 bytes, each encoded as itself).
+const SIGNATURE_BYTES: usize = 64;
+
 impl Transaction {
     pub fn id(&self) -> TxId {
         self.body.id()
+    }
+
+    /// Decode a transaction from its canonical encoding, with its id hashed
+    /// from the body's bytes in `bytes` instead of encoding the body again:
+    /// a canonical encoding is the body's followed by the signature's.
+    pub fn decode_with_id(
+        bytes: &[u8],
+        limit: usize,
+    ) -> Result<(Transaction, TxId), proofs::CodecError> {
+        let tx: Transaction = proofs::decode(bytes, limit)?;
+        let body = &bytes[..bytes.len() - SIGNATURE_BYTES];
+        debug_assert_eq!(body, proofs::encode(&tx.body).as_slice());
+        Ok((tx, Hash::of(TX_DOMAIN, body)))
     }
 
     pub fn encode(&self) -> Vec<u8> {
