@@ -3,11 +3,11 @@
 //!
 //! A transaction carries its canonical signer list and the claimed aggregate
 //! key, so [`verify_claim`] needs no ledger state. [`verify_claims_batch`] is
-//! the fast path for a whole height: one batched signature check plus one
-//! random-linear-combination check of all aggregates, so an aggregate costs
-//! a few terms of a shared multiscalar multiplication instead of a scalar
-//! multiplication per key (about a verification per two-key transaction).
-//! It is single threaded: callers split a height into chunks and check the
+//! the fast path for a whole height: the signatures and the aggregates of
+//! all claims in one random linear combination, one multiscalar
+//! multiplication, so an aggregate costs a few terms of it instead of a
+//! scalar multiplication per key (about a verification per two-key
+//! transaction). It is single threaded: callers split a height into chunks and check the
 //! chunks on all cores, each with its own generator.
 //! [`Session`] runs schnorrkel's three-round MuSig for one participant with
 //! serialisable messages; [`sign_local`] runs it in-process.
