@@ -7,8 +7,8 @@
 //! all claims in one random linear combination, one multiscalar
 //! multiplication, so an aggregate costs a few terms of it instead of a
 //! scalar multiplication per key (about a verification per two-key
-//! transaction). It is single threaded: callers split a height into chunks and check the
-//! chunks on all cores, each with its own generator.
+//! transaction). It is single threaded: callers split a height into chunks
+//! and check the chunks on all cores, each with its own generator.
 //! [`Session`] runs schnorrkel's three-round MuSig for one participant with
 //! serialisable messages; [`sign_local`] runs it in-process.
 
