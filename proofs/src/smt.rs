@@ -429,6 +429,13 @@ pub trait VersionedTree {
     ) -> Result<(Option<Hash>, SparseProof), SmtError>;
     /// Every leaf of `version` in key order.
     fn each_leaf(&self, version: u64, f: &mut dyn FnMut(&Hash, &Hash)) -> Result<(), SmtError>;
+
+    /// Every leaf of `version`, as `(key, value)` in key order.
+    fn leaves(&self, version: u64) -> Result<Vec<(Hash, Hash)>, SmtError> {
+        let mut out = Vec::new();
+        self.each_leaf(version, &mut |k, v| out.push((*k, *v)))?;
+        Ok(out)
+    }
 }
 
 /// Forwards every method to the type's own method of the same name.
@@ -635,13 +642,6 @@ impl<S: NodeStore<StoreKey, StoreValue>> SparseMerkleTree<S> {
             PathEnd::Empty => None,
         };
         Ok(finish_proof(key, depth, &bitmap, siblings, end))
-    }
-
-    /// Every leaf of `version`, as `(key, value)` in key order.
-    pub fn leaves(&self, version: u64) -> Result<Vec<(Hash, Hash)>, SmtError> {
-        let mut out = Vec::new();
-        self.for_each_leaf(version, |k, v| out.push((*k, *v)))?;
-        Ok(out)
     }
 
     /// Call `f` on every leaf of `version` in key order (tree order), one

@@ -4,7 +4,7 @@
 
 use proofs::smt::{
     leaf_hash, node_hash, MemTree, ProofError, SmtError, SmtMemStore, SparseMerkleTree,
-    SparseProof, StoreKey, StoreValue, MAX_PROOF_BYTES,
+    SparseProof, StoreKey, StoreValue, VersionedTree, MAX_PROOF_BYTES,
 };
 use proofs::{Domain, Hash, Hasher};
 use proptest::prelude::*;

@@ -252,13 +252,6 @@ impl MemTree {
         Ok(finish_proof(key, depth, &bitmap, siblings, end))
     }
 
-    /// Every leaf of `version`, as `(key, value)` in key order.
-    pub fn leaves(&self, version: u64) -> Result<Vec<(Hash, Hash)>, SmtError> {
-        let mut out = Vec::new();
-        self.for_each_leaf(version, |k, v| out.push((*k, *v)))?;
-        Ok(out)
-    }
-
     /// Call `f` on every leaf of `version` in key order.
     pub fn for_each_leaf(
         &self,
