@@ -449,33 +449,21 @@ impl MemTree {
         self.last_built += (bufs.inner.len() + bufs.leaves.len()) as u64;
         let mut map = Renaming::default();
         for leaf in bufs.leaves.drain(..) {
-            let at = match self.free_leaves.pop() {
-                Some(i) => {
-                    self.nodes.leaves[i as usize] = leaf;
-                    i
-                }
-                None => {
-                    self.nodes.leaves.push(leaf);
-                    (self.nodes.leaves.len() - 1) as u32
-                }
-            };
-            map.leaves.push(at);
+            map.leaves.push(store_in_slot(
+                &mut self.nodes.leaves,
+                &mut self.free_leaves,
+                leaf,
+            ));
         }
         // Children are built before their parents, so every new child
         // already has its slot when its parent is written.
         for mut n in bufs.inner.drain(..) {
             n.children = n.children.map(|c| map.remap(c));
-            let at = match self.free_inner.pop() {
-                Some(i) => {
-                    self.nodes.inner[i as usize] = n;
-                    i
-                }
-                None => {
-                    self.nodes.inner.push(n);
-                    (self.nodes.inner.len() - 1) as u32
-                }
-            };
-            map.inner.push(at);
+            map.inner.push(store_in_slot(
+                &mut self.nodes.inner,
+                &mut self.free_inner,
+                n,
+            ));
         }
         map
     }
@@ -548,6 +536,21 @@ impl MemTree {
             }
             depth += 1;
             node = n.children[side];
+        }
+    }
+}
+
+/// Put `node` in a freed slot of `pool`, or at its end, and return its
+/// index (`apply_batch` has checked that indices cannot overflow).
+fn store_in_slot<T>(pool: &mut Vec<T>, free: &mut Vec<u32>, node: T) -> u32 {
+    match free.pop() {
+        Some(i) => {
+            pool[i as usize] = node;
+            i
+        }
+        None => {
+            pool.push(node);
+            (pool.len() - 1) as u32
         }
     }
 }
