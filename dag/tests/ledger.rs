@@ -17,6 +17,7 @@ use dag::ledger::peers::PeerStatus;
 use dag::ledger::state::{ItemState, Params};
 use dag::ledger::transaction::{Action, FormError};
 use dag::ledger::AssetId;
+use proofs::smt::VersionedTree;
 use proofs::Hash;
 use rand_core::SeedableRng;
 use world::*;
@@ -89,9 +90,9 @@ fn transfer_then_double_spend_and_duplicate_are_rejected() {
     assert_eq!(out.outcomes[2].1, Outcome::Rejected(Rejection::Duplicate));
     assert_eq!((out.applied, out.rejected), (1, 2));
 
-    let spent = w.ledger.output(&input).unwrap();
+    let spent = w.ledger.output(&input).unwrap().unwrap();
     assert_eq!(spent.spent.unwrap().tx, t1.id());
-    let o1 = w.ledger.output(&output_id(&t1.id(), 1)).unwrap();
+    let o1 = w.ledger.output(&output_id(&t1.id(), 1)).unwrap().unwrap();
     assert_eq!(o1.output.value, Value::Amount(600_000));
     assert_eq!(o1.created_at, 1);
     // Stake moved with the outputs: peer 0 hosted 1e6 and now 6e5.
@@ -797,7 +798,11 @@ fn three_party_swap_is_one_transaction_with_one_signature() {
         &Outcome::Applied
     );
     for (i, (asset, _, v)) in holdings.iter().enumerate() {
-        let o = w.ledger.output(&output_id(&swap.id(), i as u32)).unwrap();
+        let o = w
+            .ledger
+            .output(&output_id(&swap.id(), i as u32))
+            .unwrap()
+            .unwrap();
         assert_eq!(o.output.owner, pk(&parties[(i + 1) % 3]));
         assert_eq!(
             (o.output.asset, o.output.value),

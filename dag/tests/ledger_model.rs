@@ -450,7 +450,7 @@ impl Run {
         let mut ledger_balances: BTreeMap<(usize, AssetId), u128> = BTreeMap::new();
         let mut unspent_sum: HashMap<AssetId, u128> = HashMap::new();
         let mut ledger_unspent = 0;
-        for (_, st) in self.w.ledger.outputs() {
+        for (_, st) in self.w.ledger.outputs().unwrap() {
             if st.spent.is_some() {
                 continue;
             }

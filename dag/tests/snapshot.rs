@@ -8,15 +8,19 @@
 mod world;
 
 use dag::identity::PeerKey;
-use dag::ledger::apply::Outcome;
+use dag::ledger::apply::{Outcome, Rejection};
 use dag::ledger::asset::{AssetClass, AssetDef};
 use dag::ledger::checkpoint::Checkpoint;
 use dag::ledger::output::{output_id, Output, OutputState, Spend, Value};
 use dag::ledger::snapshot::{Inconsistency, LedgerSnapshot, SnapshotError, SNAPSHOT_FORMAT};
 use dag::ledger::state::{ItemState, Ledger};
 use dag::ledger::transaction::{Action, Transaction};
+use dag::ledger::LedgerStores;
 use dag::ledger::{encode_payload_item, AssetId};
 use proofs::key_index::Entry;
+use proofs::key_index::{IndexKey, IndexValue};
+use proofs::smt::{StoreKey, StoreValue, VersionedTree};
+use proofs::MemStore;
 use proofs::{CodecError, Hash, SmtError};
 use proptest::prelude::*;
 use rand_chacha::ChaCha20Rng;
@@ -136,10 +140,10 @@ impl Driver {
             .w
             .ledger
             .outputs()
+            .unwrap()
+            .into_iter()
             .filter(|(_, st)| st.spent.is_none())
-            .map(|(id, st)| (*id, st.clone()))
             .collect();
-        unspent.sort_by_key(|(id, _)| *id);
         let mut txs = Vec::new();
         let count = 1 + self.pick(5);
         for _ in 0..count.min(unspent.len()) {
@@ -385,9 +389,19 @@ fn snapshot_and_continue(d: &mut Driver, more: usize) {
         Some((Arc::new(ScopedThreads), 3)),
     )
     .unwrap();
-    let mut twins = [World::new(PEERS, WALLETS), World::new(PEERS, WALLETS)];
+    // A third whose growing structures are moved into stores.
+    let mut stored =
+        Ledger::from_snapshot(LedgerSnapshot::decode(&bytes, MAX_SNAPSHOT).unwrap()).unwrap();
+    stored.use_stores(mem_stores()).unwrap();
+    assert_eq!(stored.roots(), d.w.ledger.roots());
+    let mut twins = [
+        World::new(PEERS, WALLETS),
+        World::new(PEERS, WALLETS),
+        World::new(PEERS, WALLETS),
+    ];
     twins[0].ledger = restored;
     twins[1].ledger = parallel;
+    twins[2].ledger = stored;
     for _ in 0..more {
         let payloads = d.next_height();
         let a = d.w.apply_payloads(&payloads);
@@ -406,6 +420,65 @@ fn snapshot_and_continue(d: &mut Driver, more: usize) {
 }
 
 use proofs::ScopedThreads;
+
+/// Stores in memory, boxed as the peer's LMDB stores are.
+fn mem_stores() -> LedgerStores {
+    LedgerStores {
+        output_tree: Box::new(MemStore::<StoreKey, StoreValue>::new()),
+        index_tree: Box::new(MemStore::<StoreKey, StoreValue>::new()),
+        index_lists: Box::new(MemStore::<IndexKey, IndexValue>::new()),
+        spent: Box::new(MemStore::<Hash, OutputState>::new()),
+    }
+}
+
+/// A ledger whose trees, key index and spent outputs live in stores from
+/// genesis on decides and commits exactly what one in memory does, reads
+/// spent outputs back from its store (to name the transaction that spent
+/// them), and keeps only unspent outputs in memory.
+#[test]
+fn a_ledger_in_stores_goes_on_like_one_in_memory() {
+    let mut d = Driver::new(7);
+    let mut twin = World::new(PEERS, WALLETS);
+    twin.ledger.use_stores(mem_stores()).unwrap();
+    assert!(twin.ledger.use_stores(mem_stores()).is_err(), "only once");
+    let mut spent_refusals = 0;
+    for _ in 0..40 {
+        let payloads = d.next_height();
+        let a = d.w.apply_payloads(&payloads);
+        let b = twin.apply_payloads(&payloads);
+        assert_eq!(a.outcomes, b.outcomes, "height {}", a.height);
+        assert_eq!(a.roots, b.roots, "height {}", a.height);
+        spent_refusals += a
+            .outcomes
+            .iter()
+            .filter(|(_, o)| {
+                matches!(
+                    o,
+                    Outcome::Rejected(Rejection::InputSpent { .. } | Rejection::Duplicate)
+                )
+            })
+            .count();
+    }
+    assert!(spent_refusals > 0, "the stream spent some output twice");
+    let all = d.w.ledger.outputs().unwrap();
+    assert_eq!(twin.ledger.outputs().unwrap(), all);
+    let unspent = all.iter().filter(|(_, st)| st.spent.is_none()).count();
+    assert!(unspent < all.len());
+    assert_eq!(twin.ledger.outputs_in_memory(), unspent);
+    assert_eq!(twin.ledger.output_count(), all.len());
+    for (id, st) in &all {
+        assert_eq!(twin.ledger.output(id).unwrap().as_ref(), Some(st));
+        let v = Ledger::version_of(twin.ledger.height());
+        assert_eq!(
+            twin.ledger.output_tree().get_with_proof(id, v).unwrap(),
+            d.w.ledger.output_tree().get_with_proof(id, v).unwrap()
+        );
+    }
+    assert_eq!(
+        twin.ledger.export_snapshot().unwrap(),
+        d.w.ledger.export_snapshot().unwrap()
+    );
+}
 
 #[test]
 fn a_restored_ledger_goes_on_like_the_original() {
@@ -513,6 +586,8 @@ fn a_restored_ledger_goes_on_like_the_original() {
         .w
         .ledger
         .outputs()
+        .unwrap()
+        .iter()
         .any(|(_, o)| o.spent.is_some_and(|s| s.height > k) && o.created_at <= k));
     assert_eq!(
         twin.ledger.export_snapshot().unwrap(),

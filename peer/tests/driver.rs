@@ -201,7 +201,7 @@ fn four_drivers_agree_apply_a_transfer_and_certify() {
         );
     }
     for d in &net.drivers {
-        let spent = d.ledger().output(&output_id(&chain, 0)).unwrap();
+        let spent = d.ledger().output(&output_id(&chain, 0)).unwrap().unwrap();
         assert_eq!(
             spent.spent.map(|s| s.tx),
             Some(tx.id()),

@@ -39,8 +39,10 @@
 //! the same root, and later applies behave as on the original. Versions
 //! before the restored one are not provable there.
 
+mod any_store;
 mod mem_store;
 
+pub use any_store::AnyIndexStore;
 pub use mem_store::IndexMemStore;
 
 use crate::codec;

@@ -190,11 +190,13 @@
 //! depth and sibling count, no placeholder sent as a sibling, non-empty last
 //! sibling), so every (tree, key) has exactly one accepted proof.
 
+mod any;
 mod arena;
 mod batch;
 mod page;
 mod proof;
 
+pub use any::AnyTree;
 pub use arena::MemTree;
 pub use page::Slots;
 pub use proof::{ProofError, SparseProof, MAX_PROOF_BYTES};

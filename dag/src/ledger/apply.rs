@@ -23,8 +23,10 @@ use crate::ledger::state::{
     asset_key, asset_value, item_key, item_value, peer_value, ItemState, Ledger, LedgerError,
 };
 use crate::ledger::transaction::{Action, FormError, TxId};
+use proofs::smt::VersionedTree;
 use proofs::{Domain, Hash, Hasher};
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 
@@ -147,6 +149,25 @@ impl Sums {
 }
 
 /// What a valid transaction will change, computed before changing anything.
+/// Why a transaction was not applied: a rule refused it (an outcome like
+/// any other), or the state could not be read (the height cannot go on).
+enum Refusal {
+    Rejected(Rejection),
+    Failed(LedgerError),
+}
+
+impl From<Rejection> for Refusal {
+    fn from(r: Rejection) -> Self {
+        Refusal::Rejected(r)
+    }
+}
+
+impl From<proofs::StoreError> for Refusal {
+    fn from(e: proofs::StoreError) -> Self {
+        Refusal::Failed(e.into())
+    }
+}
+
 struct Plan {
     new_assets: Vec<(AssetId, AssetDef)>,
     /// Supply changes: (asset, minted, burned).
@@ -180,7 +201,8 @@ impl Ledger {
                     Admitted::Rejected { reason, .. } => Outcome::Rejected(reason.clone()),
                     Admitted::Ok(tx) => match self.apply_tx(tx, h, &mut changes) {
                         Ok(()) => Outcome::Applied,
-                        Err(r) => Outcome::Rejected(r),
+                        Err(Refusal::Rejected(r)) => Outcome::Rejected(r),
+                        Err(Refusal::Failed(e)) => return Err(e),
                     },
                 };
                 match outcome {
@@ -209,7 +231,7 @@ impl Ledger {
         changes: Changes,
         leaves: Vec<Hash>,
     ) -> Result<(), LedgerError> {
-        let (outputs, registry, keys) = match self.executor.clone() {
+        let (outputs, registry, keys) = match self.executor.clone().map(|(e, _)| e) {
             None => {
                 let (_, outputs) = self.output_tree.apply_batch(&changes.outputs)?;
                 let (_, registry) = self.registry.apply_batch(&changes.registry)?;
@@ -262,15 +284,14 @@ impl Ledger {
         a: &Authorized,
         height: u64,
         changes: &mut Changes,
-    ) -> Result<(), Rejection> {
+    ) -> Result<(), Refusal> {
         let plan = self.check_tx(a)?;
         let (tx, id) = (a.tx(), a.id());
         for input in &tx.body.inputs {
             let st = self
                 .outputs
-                .get_mut(input)
-                .expect("checked: the input exists");
-            st.spent = Some(Spend { tx: id, height });
+                .spend(input, Spend { tx: id, height })?
+                .expect("checked: the input is unspent");
             changes.outputs.push((*input, Some(st.leaf_value())));
             if let (Some(host), Value::Amount(v)) = (st.output.host, st.output.value) {
                 let hosted = self.hosted.entry(host).or_default();
@@ -375,7 +396,26 @@ impl Ledger {
     }
 
     /// Every rule, without changing anything.
-    fn check_tx(&self, a: &Authorized) -> Result<Plan, Rejection> {
+    fn check_tx(&self, a: &Authorized) -> Result<Plan, Refusal> {
+        // Read the inputs' states first (a spent one may be in the store):
+        // the rules themselves then cannot fail but by a rejection.
+        let mut inputs: Vec<Cow<'_, OutputState>> = Vec::with_capacity(a.tx().body.inputs.len());
+        for (i, input) in a.tx().body.inputs.iter().enumerate() {
+            inputs.push(
+                self.outputs
+                    .get(input)?
+                    .ok_or(Rejection::UnknownInput(i as u32))?,
+            );
+        }
+        Ok(self.check_rules(a, &inputs)?)
+    }
+
+    /// Every rule, given the states of the transaction's inputs.
+    fn check_rules(
+        &self,
+        a: &Authorized,
+        inputs: &[Cow<'_, OutputState>],
+    ) -> Result<Plan, Rejection> {
         let (tx, id) = (a.tx(), a.id());
         let body = &tx.body;
         let mut required = BTreeSet::new();
@@ -383,11 +423,7 @@ impl Ledger {
         let mut items_in: BTreeSet<(AssetId, Hash)> = BTreeSet::new();
         let mut items_out: BTreeSet<(AssetId, Hash)> = BTreeSet::new();
 
-        for (i, input) in body.inputs.iter().enumerate() {
-            let st = self
-                .outputs
-                .get(input)
-                .ok_or(Rejection::UnknownInput(i as u32))?;
+        for (i, st) in inputs.iter().enumerate() {
             if let Some(spend) = st.spent {
                 return Err(if spend.tx == id {
                     Rejection::Duplicate

@@ -15,7 +15,9 @@
 //!   and the signing session wallets run; [`owner_keys`]: per-output keys;
 //! - [`admission`]: decoding payloads and checking signatures;
 //! - [`state`] and [`apply`]: the ledger state and the order-dependent rules
-//!   (first spend wins, conflicts rejected with a reason);
+//!   (first spend wins, conflicts rejected with a reason); [`output_set`]:
+//!   unspent outputs in memory, spent ones in a store if the owner gives
+//!   one (see [`Ledger::use_stores`]);
 //! - [`stake`]: the stake table at snapshots, fed to the consensus core;
 //! - [`genesis`]: the genesis file and the chain id;
 //! - [`checkpoint`]: state roots, signed checkpoints, certified roots and
@@ -30,6 +32,7 @@ pub mod checkpoint;
 pub mod genesis;
 pub mod multisig;
 pub mod output;
+pub mod output_set;
 pub mod owner_keys;
 pub mod peers;
 pub mod snapshot;
@@ -46,5 +49,5 @@ pub use checkpoint::{Certified, Checkpoint, Handover, StateRoots};
 pub use genesis::Genesis;
 pub use output::{Output, OutputId, OutputState, Value};
 pub use snapshot::{Inconsistency, LedgerSnapshot, SnapshotError};
-pub use state::{Ledger, Params};
+pub use state::{Ledger, LedgerStores, Params};
 pub use transaction::{Action, Transaction, TxBody, TxId};

@@ -33,12 +33,13 @@ use crate::ledger::asset::{AssetClass, AssetId, AssetState};
 use crate::ledger::checkpoint::{Checkpoint, StateRoots};
 use crate::ledger::genesis::Genesis;
 use crate::ledger::output::{OutputId, OutputState, Value};
+use crate::ledger::output_set::OutputSet;
 use crate::ledger::peers::{name_key, PeerRecord, PeerStatus};
 use crate::ledger::state::{
     asset_key, asset_value, item_key, item_value, peer_value, HistoryStore, IndexStore, ItemState,
-    Ledger, LedgerError, Params,
+    Ledger, LedgerError, LedgerTree, Params,
 };
-use proofs::key_index::{Entry, KeyIndex};
+use proofs::key_index::{Entry, IndexMemStore, KeyIndex};
 use proofs::smt::MemTree;
 use proofs::{CodecError, Executor, Hash, MemStore, Mmr};
 use serde::{Deserialize, Serialize};
@@ -183,12 +184,7 @@ fn first_difference(a: &StateRoots, b: &StateRoots) -> Option<&'static str> {
 impl Ledger {
     /// The state after the current height as a snapshot.
     pub fn export_snapshot(&self) -> Result<LedgerSnapshot, LedgerError> {
-        let mut outputs: Vec<(OutputId, OutputState)> = self
-            .outputs
-            .iter()
-            .map(|(id, st)| (*id, st.clone()))
-            .collect();
-        outputs.sort_unstable_by_key(|(id, _)| *id);
+        let outputs = self.outputs()?;
         let mut assets: Vec<(AssetId, AssetState)> = self
             .assets
             .iter()
@@ -393,18 +389,18 @@ impl Ledger {
             params,
             height,
             round,
-            outputs: outs.map,
+            outputs: OutputSet::in_memory(outs.map),
             assets: registry.assets,
             items: registry.items,
             peers: registry.peers,
             names: registry.names,
             hosted: outs.hosted,
-            output_tree,
+            output_tree: LedgerTree::Memory(output_tree),
             registry: registry_tree,
             key_index: index,
             history: rest.history,
             roots,
-            executor: exec.map(|(e, _)| e),
+            executor: exec,
         })
     }
 }
@@ -587,7 +583,7 @@ impl Outputs {
 
 /// The key index, history and registry trees of a snapshot.
 struct Rest {
-    key_index: KeyIndex<MemTree, IndexStore>,
+    key_index: KeyIndex<LedgerTree, IndexStore>,
     history: Mmr<HistoryStore>,
     registry: MemTree,
 }
@@ -601,8 +597,9 @@ impl Rest {
         reg: &Registry,
     ) -> Result<Rest, SnapshotError> {
         // Room for every key up front, so the bulk load never rehashes.
-        let key_index = KeyIndex::restore_in_memory(
-            IndexStore::with_capacity(key_index.len()),
+        let key_index = KeyIndex::restore_over(
+            LedgerTree::Memory(MemTree::create_at(version - 1)),
+            IndexStore::Memory(IndexMemStore::with_capacity(key_index.len())),
             version,
             height,
             key_index,

@@ -18,11 +18,13 @@ use crate::identity::PeerKey;
 use crate::ledger::asset::{AssetId, AssetState};
 use crate::ledger::checkpoint::StateRoots;
 use crate::ledger::output::{OutputId, OutputState};
+use crate::ledger::output_set::{OutputSet, SpentStore};
 use crate::ledger::peers::{name_key, PeerRecord};
-use proofs::key_index::{IndexMemStore, KeyIndex, KeyIndexError};
-use proofs::smt::MemTree;
+use proofs::key_index::{AnyIndexStore, IndexKey, IndexValue, KeyIndex, KeyIndexError};
+use proofs::smt::{AnyTree, MemTree, StoreKey, StoreValue, VersionedTree};
 use proofs::{
-    Domain, Executor, Hash, Hasher, MemStore, Mmr, MmrError, NodeStore, SmtError, StoreError,
+    Domain, Executor, Hash, Hasher, MemStore, Mmr, MmrError, NodeStore, SmtError, SparseMerkleTree,
+    StoreError,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -113,7 +115,25 @@ pub enum LedgerError {
     Executor,
 }
 
-pub type IndexStore = IndexMemStore;
+/// A store of tree pages (the peer's is LMDB).
+pub type TreeStore = Box<dyn NodeStore<StoreKey, StoreValue> + Send + Sync>;
+/// The output set's and the key index's tree: in memory, or paged into a
+/// [`TreeStore`] once the owner calls [`Ledger::use_stores`].
+pub type LedgerTree = AnyTree<TreeStore>;
+/// A store of the key index's lists.
+pub type ListStore = Box<dyn NodeStore<IndexKey, IndexValue> + Send + Sync>;
+pub type IndexStore = AnyIndexStore<ListStore>;
+
+/// Stores for the structures that grow with the chain: given to
+/// [`Ledger::use_stores`], they take the output set's tree, the key index
+/// (tree and lists) and the spent outputs out of memory. Each must be
+/// empty.
+pub struct LedgerStores {
+    pub output_tree: TreeStore,
+    pub index_tree: TreeStore,
+    pub index_lists: ListStore,
+    pub spent: SpentStore,
+}
 
 /// Where the history's nodes live: memory unless the owner moves them
 /// ([`Ledger::set_history_store`]; the peer keeps them in LMDB, since the
@@ -127,20 +147,21 @@ pub struct Ledger {
     /// The last applied height (0 = genesis) and its leader round.
     pub(crate) height: u64,
     pub(crate) round: Round,
-    pub(crate) outputs: IdMap<OutputId, OutputState>,
+    pub(crate) outputs: OutputSet,
     pub(crate) assets: IdMap<AssetId, AssetState>,
     pub(crate) items: HashMap<(AssetId, Hash), ItemState>,
     pub(crate) peers: BTreeMap<PeerKey, PeerRecord>,
     pub(crate) names: HashMap<String, PeerKey>,
     /// Unspent native base units hosted with each peer key.
     pub(crate) hosted: BTreeMap<PeerKey, u128>,
-    pub(crate) output_tree: MemTree,
+    pub(crate) output_tree: LedgerTree,
     pub(crate) registry: MemTree,
-    pub(crate) key_index: KeyIndex<MemTree, IndexStore>,
+    pub(crate) key_index: KeyIndex<LedgerTree, IndexStore>,
     pub(crate) history: Mmr<HistoryStore>,
     pub(crate) roots: StateRoots,
-    /// Runs the trees' updates of a height as parallel jobs, if set.
-    pub(crate) executor: Option<Arc<dyn Executor>>,
+    /// Runs the trees' updates of a height as parallel jobs, if set, and
+    /// how many jobs the output set's update is split into.
+    pub(crate) executor: Option<(Arc<dyn Executor>, usize)>,
 }
 
 impl std::fmt::Debug for Ledger {
@@ -158,18 +179,19 @@ impl Ledger {
     /// An empty state for `chain` (genesis fills it, see
     /// [`crate::ledger::genesis`]).
     pub(crate) fn empty(chain: Hash, params: Params) -> Result<Self, LedgerError> {
-        let mut output_tree = MemTree::new();
+        let mut output_tree = LedgerTree::Memory(MemTree::new());
         output_tree.set_retention(Some(params.state_versions_kept));
         let mut registry = MemTree::new();
         registry.set_retention(Some(params.state_versions_kept));
-        let mut key_index = KeyIndex::in_memory(IndexStore::default())?;
+        let mut key_index =
+            KeyIndex::over(LedgerTree::Memory(MemTree::new()), IndexStore::default())?;
         key_index.set_retention(Some(params.state_versions_kept));
         Ok(Ledger {
             chain,
             params,
             height: 0,
             round: 0,
-            outputs: IdMap::default(),
+            outputs: OutputSet::in_memory(IdMap::default()),
             assets: IdMap::default(),
             items: HashMap::new(),
             peers: BTreeMap::new(),
@@ -189,7 +211,7 @@ impl Ledger {
     /// ledger starts no threads; results are identical either way.
     pub fn set_executor(&mut self, exec: Arc<dyn Executor>, jobs: usize) {
         self.output_tree.set_parallelism(jobs, exec.clone());
-        self.executor = Some(exec);
+        self.executor = Some((exec, jobs));
     }
 
     pub fn chain(&self) -> Hash {
@@ -214,17 +236,48 @@ impl Ledger {
         &self.roots
     }
 
-    pub fn output(&self, id: &OutputId) -> Option<&OutputState> {
-        self.outputs.get(id)
+    /// The state of output `id` (spent or not), if it was ever created.
+    pub fn output(&self, id: &OutputId) -> Result<Option<OutputState>, LedgerError> {
+        Ok(self.outputs.get(id)?.map(|st| st.into_owned()))
     }
 
-    /// Every output ever created, spent or not, in no particular order.
-    pub fn outputs(&self) -> impl Iterator<Item = (&OutputId, &OutputState)> {
-        self.outputs.iter()
+    /// Every output ever created, spent or not, by increasing id.
+    pub fn outputs(&self) -> Result<Vec<(OutputId, OutputState)>, LedgerError> {
+        let mut all: Vec<(OutputId, OutputState)> = if self.outputs.has_store() {
+            // Spent outputs are in the store: the output set's tree lists
+            // every id, in order.
+            let mut ids = Vec::with_capacity(self.outputs.len());
+            self.output_tree
+                .each_leaf(self.output_tree.latest_version(), &mut |id, _| {
+                    ids.push(*id)
+                })?;
+            ids.into_iter()
+                .map(|id| match self.outputs.get(&id)? {
+                    Some(st) => Ok((id, st.into_owned())),
+                    None => Err(LedgerError::Store(StoreError::Missing(format!(
+                        "spent output {id}"
+                    )))),
+                })
+                .collect::<Result<_, LedgerError>>()?
+        } else {
+            self.outputs
+                .iter_memory()
+                .map(|(id, st)| (*id, st.clone()))
+                .collect()
+        };
+        all.sort_unstable_by_key(|(id, _)| *id);
+        Ok(all)
     }
 
+    /// Outputs ever created, spent or not.
     pub fn output_count(&self) -> usize {
         self.outputs.len()
+    }
+
+    /// Outputs whose state is held in memory (all of them unless
+    /// [`Ledger::use_stores`] moved the spent ones out).
+    pub fn outputs_in_memory(&self) -> usize {
+        self.outputs.in_memory_len()
     }
 
     pub fn asset(&self, id: &AssetId) -> Option<&AssetState> {
@@ -252,7 +305,7 @@ impl Ledger {
         self.hosted.get(peer).copied().unwrap_or(0)
     }
 
-    pub fn output_tree(&self) -> &MemTree {
+    pub fn output_tree(&self) -> &LedgerTree {
         &self.output_tree
     }
 
@@ -260,7 +313,7 @@ impl Ledger {
         &self.registry
     }
 
-    pub fn key_index(&self) -> &KeyIndex<MemTree, IndexStore> {
+    pub fn key_index(&self) -> &KeyIndex<LedgerTree, IndexStore> {
         &self.key_index
     }
 
@@ -296,6 +349,63 @@ impl Ledger {
         Ok(true)
     }
 
+    /// Move the structures that grow with the chain into `stores` (each
+    /// empty): the output set's tree, the key index, and every spent
+    /// output; from then on they live there and memory holds the unspent
+    /// outputs and what is small. Roots and behaviour are unchanged; only
+    /// the latest version stays provable (as after a restore). Calling it
+    /// again is refused.
+    pub fn use_stores(&mut self, stores: LedgerStores) -> Result<(), LedgerError> {
+        if self.output_tree.is_paged() || self.outputs.has_store() {
+            return Err(LedgerError::Store(StoreError::Backend(
+                "the ledger already uses stores".into(),
+            )));
+        }
+        let keep = Some(self.params.state_versions_kept);
+        let version = self.output_tree.latest_version();
+
+        let leaves: Vec<(Hash, Option<Hash>)> = self
+            .output_tree
+            .leaves(version)?
+            .into_iter()
+            .map(|(k, v)| (k, Some(v)))
+            .collect();
+        let mut tree = LedgerTree::Paged(paged_at(stores.output_tree, version, &leaves)?);
+        if tree.root(version)? != self.output_tree.root(version)? {
+            return Err(moved_wrong("output set"));
+        }
+        tree.set_retention(keep);
+        if let Some((exec, jobs)) = &self.executor {
+            tree.set_parallelism(*jobs, exec.clone());
+        }
+
+        let index_version = self.key_index.latest_version();
+        let lists_store = IndexStore::Stored(stores.index_lists);
+        let mut index = if index_version == 0 {
+            let tree = SparseMerkleTree::create(stores.index_tree)?;
+            KeyIndex::over(LedgerTree::Paged(tree), lists_store)?
+        } else {
+            let lists = self.key_index.lists()?;
+            let start = SparseMerkleTree::create_at(stores.index_tree, index_version - 1)?;
+            KeyIndex::restore_over(
+                LedgerTree::Paged(start),
+                lists_store,
+                index_version,
+                self.key_index.last_height().unwrap_or(0),
+                &lists,
+            )?
+        };
+        if index.root(index_version)? != self.key_index.root(index_version)? {
+            return Err(moved_wrong("key index"));
+        }
+        index.set_retention(keep);
+
+        self.outputs.move_spent_to(stores.spent)?;
+        self.output_tree = tree;
+        self.key_index = index;
+        Ok(())
+    }
+
     /// The tree version holding the state after `height`.
     pub fn version_of(height: u64) -> u64 {
         height + 1
@@ -305,4 +415,27 @@ impl Ledger {
     pub fn peer_registry_key(name: &str) -> Hash {
         name_key(name)
     }
+}
+
+/// A paged tree in the empty `store` holding `leaves` as `version`, with no
+/// other version (version 0 is the empty tree itself).
+fn paged_at(
+    store: TreeStore,
+    version: u64,
+    leaves: &[(Hash, Option<Hash>)],
+) -> Result<SparseMerkleTree<TreeStore>, LedgerError> {
+    if version == 0 {
+        return Ok(SparseMerkleTree::create(store)?);
+    }
+    let mut tree = SparseMerkleTree::create_at(store, version - 1)?;
+    tree.apply_batch(leaves)?;
+    // The empty start version never was this state.
+    tree.prune(1)?;
+    Ok(tree)
+}
+
+fn moved_wrong(what: &str) -> LedgerError {
+    LedgerError::Store(StoreError::Backend(format!(
+        "the {what} moved into its store has another root"
+    )))
 }
