@@ -351,6 +351,14 @@ impl Driver {
             .map_err(|e| anyhow::anyhow!("moving the history: {e}"))
     }
 
+    /// Move the ledger's growing structures into `stores` (see
+    /// [`Ledger::use_stores`]).
+    pub fn use_ledger_stores(&mut self, stores: dag::ledger::LedgerStores) -> anyhow::Result<()> {
+        self.ledger
+            .use_stores(stores)
+            .map_err(|e| anyhow::anyhow!("moving the ledger state into the store: {e}"))
+    }
+
     /// How long to wait for a round's last events once it has a quorum
     /// (local tuning: short on a LAN, longer across continents).
     pub fn set_round_wait_ms(&mut self, ms: Millis) {

@@ -16,7 +16,7 @@ use crate::catchup::{self, Download, Step};
 use crate::config::Config;
 use crate::driver::{Driver, Effect, HeightRecord, PeerSnapshot, StatementSigner};
 use crate::keys;
-use crate::store::{SharedNodes, Store, StoreConfig};
+use crate::store::{LedgerNodes, Store, StoreConfig};
 use crate::transport::{Authorize, Link, LinkSigner, Transport, TransportConfig};
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
@@ -562,10 +562,10 @@ fn driver_loop(
     let now = || start.elapsed().as_millis() as u64;
     let chain = genesis.chain_id();
 
-    let started = (|| -> Result<(Driver, u64, SharedNodes<u64, proofs::Hash>)> {
-        // The history only grows: its nodes live in LMDB, not in memory.
-        let history = SharedNodes::new(store.nodes::<u64, proofs::Hash>("history")?);
-        let (mut driver, replay_from) = start_driver(&genesis, secret, &store, &history, now())?;
+    let started = (|| -> Result<(Driver, u64, LedgerNodes)> {
+        // What grows with the chain lives in LMDB, not in memory.
+        let nodes = LedgerNodes::open(&store)?;
+        let (mut driver, replay_from) = start_driver(&genesis, secret, &store, &nodes, now())?;
         tune(&mut driver, &cfg);
         // Replay our event log from the snapshot on: the core re-derives
         // the committed heights, which must equal the stored ones.
@@ -590,10 +590,14 @@ fn driver_loop(
                 "replaying the event log"
             );
         }
-        replay_with_progress(&mut driver, events);
-        Ok((driver, stored_heights, history))
+        replay_with_progress(&mut driver, events, &mut || {
+            store
+                .commit_nodes(&nodes.pending())
+                .context("storing replayed state")
+        })?;
+        Ok((driver, stored_heights, nodes))
     })();
-    let (mut driver, stored_heights, history) = match started {
+    let (mut driver, stored_heights, nodes) = match started {
         Ok(x) => {
             let _ = ready.send(Ok(()));
             x
@@ -660,7 +664,7 @@ fn driver_loop(
                 } => {
                     // The heights before it go first: a restart from this
                     // snapshot appends the heights after it.
-                    flush(&store, &history, &mut pending_events, &mut pending_heights)?;
+                    flush(&store, &nodes, &mut pending_events, &mut pending_heights)?;
                     let t = Instant::now();
                     store
                         .put_snapshot(height, &bytes, false)
@@ -750,7 +754,7 @@ fn driver_loop(
         let overdue = burst_started.is_some_and(|t: Instant| t.elapsed() >= MAX_BURST);
         if in_rx.is_empty() || overdue {
             burst_started = None;
-            flush(&store, &history, &mut pending_events, &mut pending_heights)?;
+            flush(&store, &nodes, &mut pending_events, &mut pending_heights)?;
             for (w, b) in pending_notices.drain(..) {
                 send(&out_tx, &counters, Out::Send(w, b));
             }
@@ -818,9 +822,10 @@ fn driver_loop(
                     }
                     Ok(Some(Step::Done(bytes))) => {
                         let d = download.take().expect("downloading");
-                        flush(&store, &history, &mut pending_events, &mut pending_heights)?;
-                        match install(&genesis, secret, &store, &history, d, bytes, now()) {
-                            Ok(mut new) => {
+                        flush(&store, &nodes, &mut pending_events, &mut pending_heights)?;
+                        match install(&genesis, secret, &store, d, bytes, now()) {
+                            Ok((mut new, installed)) => {
+                                make_base(&store, &nodes, &mut new, installed)?;
                                 tune(&mut new, &cfg);
                                 driver = new;
                                 info!(
@@ -980,9 +985,38 @@ fn start_driver(
     genesis: &Genesis,
     secret: [u8; 32],
     store: &Store,
-    history: &SharedNodes<u64, proofs::Hash>,
+    nodes: &LedgerNodes,
     now: u64,
 ) -> Result<(Driver, u64)> {
+    let (mut d, from) = start_driver_in_memory(genesis, secret, store, nodes, now)?;
+    move_state_to_store(store, nodes, &mut d)?;
+    Ok((d, from))
+}
+
+/// Move the driver's ledger state into the (emptied) state databases and
+/// write it there.
+fn move_state_to_store(store: &Store, nodes: &LedgerNodes, d: &mut Driver) -> Result<()> {
+    let t = Instant::now();
+    d.use_ledger_stores(nodes.fresh_state(store)?)?;
+    store
+        .commit_nodes(&nodes.pending())
+        .context("storing the ledger state")?;
+    debug!(
+        ms = t.elapsed().as_millis() as u64,
+        outputs = d.ledger().output_count(),
+        "ledger state written to the store"
+    );
+    Ok(())
+}
+
+fn start_driver_in_memory(
+    genesis: &Genesis,
+    secret: [u8; 32],
+    store: &Store,
+    nodes: &LedgerNodes,
+    now: u64,
+) -> Result<(Driver, u64)> {
+    let history = &nodes.history;
     let (own, seed) = own_progress_and_seed(store)?;
     let Some((height, bytes)) = store.latest_snapshot()? else {
         let mut d = Driver::new(
@@ -1046,7 +1080,7 @@ fn statement_signer(secret: [u8; 32]) -> StatementSigner {
 /// Make the gathered events and heights durable (one transaction each).
 fn flush(
     store: &Store,
-    history: &SharedNodes<u64, proofs::Hash>,
+    nodes: &LedgerNodes,
     events: &mut Vec<(u64, proofs::Hash, Vec<u8>)>,
     heights: &mut Vec<(u64, Vec<u8>)>,
 ) -> Result<()> {
@@ -1058,18 +1092,12 @@ fn flush(
         store.put_events(&refs).context("storing events")?;
         events.clear();
     }
-    if !heights.is_empty() {
+    // The heights with the ledger nodes they wrote, in one transaction.
+    if !heights.is_empty() || nodes.pending_len() > 0 {
         store
-            .append_heights(heights)
+            .append_heights_with(heights, &nodes.pending())
             .context("storing committed heights")?;
         heights.clear();
-    }
-    // The heights' history nodes (a crash in between costs nothing: a
-    // restart rebuilds them from the snapshot and the replayed heights).
-    if history.pending().pending_len() > 0 {
-        store
-            .commit_nodes(&[history.pending()])
-            .context("storing history nodes")?;
     }
     Ok(())
 }
@@ -1080,18 +1108,17 @@ fn install(
     genesis: &Genesis,
     secret: [u8; 32],
     store: &Store,
-    history: &SharedNodes<u64, proofs::Hash>,
     d: Download,
     bytes: Vec<u8>,
     now: u64,
-) -> Result<Driver> {
+) -> Result<(Driver, Installed)> {
     let t = Instant::now();
     let snap: PeerSnapshot = proofs::decode(&bytes, bytes.len()).context("decoding")?;
     catchup::check_committees(&snap, &d.chain)?;
     let from = snap.first_useful_round();
     let cp = &d.offer.checkpoint.statement;
     let (own, seed) = own_progress_and_seed(store)?;
-    let mut driver = Driver::from_snapshot(
+    let driver = Driver::from_snapshot(
         genesis,
         snap,
         Some(cp),
@@ -1101,23 +1128,53 @@ fn install(
         seed,
         now,
     )?;
-    driver.set_history_store(Box::new(history.clone()))?;
-    store
-        .commit_nodes(&[history.pending()])
-        .context("storing the history")?;
-    store.put_snapshot(cp.height, &bytes, true)?;
-    store.put_snapshot_certificate(cp.height, &proofs::encode(&d.offer.checkpoint))?;
-    for h in &d.offer.handovers {
-        store.put_handover(h.statement.snapshot, &proofs::encode(h))?;
-    }
-    // Older events can never be used again: the snapshot replaces them.
-    store.prune_events_below(from)?;
     info!(
         height = cp.height,
         ms = t.elapsed().as_millis() as u64,
-        "snapshot verified against the certified roots and installed"
+        "snapshot verified against the certified roots"
     );
-    Ok(driver)
+    Ok((
+        driver,
+        Installed {
+            bytes,
+            from,
+            checkpoint: d.offer.checkpoint,
+            handovers: d.offer.handovers,
+        },
+    ))
+}
+
+/// A verified snapshot from another peer, still to be stored.
+struct Installed {
+    bytes: Vec<u8>,
+    /// The first round of events the new driver can use.
+    from: u64,
+    checkpoint: Certified<Checkpoint>,
+    handovers: Vec<Certified<Handover>>,
+}
+
+/// Make a verified snapshot our base: its ledger state in the store, the
+/// snapshot itself, its certificate and hand-overs. Any failure here is a
+/// storage failure the caller cannot go on from (the running driver's
+/// state databases may already be emptied), so it stops the peer.
+fn make_base(store: &Store, nodes: &LedgerNodes, driver: &mut Driver, i: Installed) -> Result<()> {
+    let t = Instant::now();
+    let height = i.checkpoint.statement.height;
+    driver.set_history_store(Box::new(nodes.history.clone()))?;
+    move_state_to_store(store, nodes, driver)?;
+    store.put_snapshot(height, &i.bytes, true)?;
+    store.put_snapshot_certificate(height, &proofs::encode(&i.checkpoint))?;
+    for h in &i.handovers {
+        store.put_handover(h.statement.snapshot, &proofs::encode(h))?;
+    }
+    // Older events can never be used again: the snapshot replaces them.
+    store.prune_events_below(i.from)?;
+    info!(
+        height,
+        ms = t.elapsed().as_millis() as u64,
+        "snapshot installed"
+    );
+    Ok(())
 }
 
 /// Whether a peer with frontier `f` lacks events our log no longer holds.
@@ -1171,12 +1228,18 @@ fn lowest_lacking(driver: &Driver, f: &[(PeerKey, dag::committee::Round)]) -> u6
 }
 
 /// Replay stored events, reporting progress: a tracing line every tenth,
-/// and a progress bar when stderr is a terminal.
-fn replay_with_progress(driver: &mut Driver, events: Vec<Event>) {
+/// and a progress bar when stderr is a terminal. `commit` runs after each
+/// chunk of events, so the ledger's node writes reach the store as they
+/// are made instead of gathering in memory.
+fn replay_with_progress(
+    driver: &mut Driver,
+    events: Vec<Event>,
+    commit: &mut dyn FnMut() -> Result<()>,
+) -> Result<()> {
     use std::io::IsTerminal;
     let total = events.len();
     if total == 0 {
-        return;
+        return Ok(());
     }
     let bar = std::io::stderr().is_terminal().then(|| {
         let b = indicatif::ProgressBar::new(total as u64);
@@ -1199,6 +1262,7 @@ fn replay_with_progress(driver: &mut Driver, events: Vec<Event>) {
         let before = done / step;
         done += chunk.len();
         driver.replay(chunk);
+        commit()?;
         let height = driver.ledger().height();
         if let Some(b) = &bar {
             b.set_position(done as u64);
@@ -1216,6 +1280,7 @@ fn replay_with_progress(driver: &mut Driver, events: Vec<Event>) {
         height = driver.ledger().height(),
         "replay done"
     );
+    Ok(())
 }
 
 /// Events from the log for a peer whose frontier lies below our memory

@@ -168,6 +168,19 @@ impl KeyBytes for IndexKey {
     }
 }
 
+/// Ids (an output's, say): the 32 bytes themselves.
+impl KeyBytes for Hash {
+    const KIND: &'static str = "id/v1";
+
+    fn write_key(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.0);
+    }
+
+    fn read_key(bytes: &[u8]) -> Option<Self> {
+        read_hash(bytes)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,6 +225,13 @@ mod tests {
         }
 
         #[test]
+        fn id_roundtrip_and_order(a: [u8; 32], b: [u8; 32]) {
+            let (a, b) = (Hash(a), Hash(b));
+            prop_assert_eq!(Hash::read_key(&a.key_bytes()), Some(a));
+            prop_assert_eq!(a.cmp(&b), a.key_bytes().cmp(&b.key_bytes()));
+        }
+
+        #[test]
         fn index_key_roundtrip(a in index_key(), b in index_key()) {
             prop_assert_eq!(IndexKey::read_key(&a.key_bytes()), Some(a.clone()));
             prop_assert_eq!(a == b, a.key_bytes() == b.key_bytes());
@@ -224,6 +244,9 @@ mod tests {
                 prop_assert_eq!(k.key_bytes(), bytes.clone());
             }
             if let Some(k) = IndexKey::read_key(&bytes) {
+                prop_assert_eq!(k.key_bytes(), bytes.clone());
+            }
+            if let Some(k) = Hash::read_key(&bytes) {
                 prop_assert_eq!(k.key_bytes(), bytes.clone());
             }
             if let Some(k) = u64::read_key(&bytes) {

@@ -8,11 +8,13 @@
 //! state. Byte layouts and guarantees are in `specs/storage.md`.
 
 mod keys;
+mod ledger_nodes;
 mod nodes;
 #[cfg(test)]
 mod tests;
 
 pub use keys::{be_u64, read_be_u64, KeyBytes};
+pub use ledger_nodes::LedgerNodes;
 pub use nodes::{LmdbNodes, PendingNodes, SharedNodes};
 
 use heed::types::Bytes;
@@ -785,9 +787,21 @@ impl Store {
     /// Append several consecutive heights in ONE durable transaction (a
     /// burst of commits costs one sync, not one each). All or none.
     pub fn append_heights(&self, records: &[(u64, Vec<u8>)]) -> Result<(), StoreError> {
+        self.append_heights_with(records, &[])
+    }
+
+    /// [`Store::append_heights`] and the pending node writes of every
+    /// `nodes`, in the same transaction (overlays emptied on success, kept
+    /// on error). With no records, only the nodes are written.
+    pub fn append_heights_with(
+        &self,
+        records: &[(u64, Vec<u8>)],
+        nodes: &[&dyn PendingNodes],
+    ) -> Result<(), StoreError> {
         if records.is_empty() {
-            return Ok(());
+            return self.commit_nodes(nodes);
         }
+        let batches = self.encode_pending(nodes)?;
         let db = self.inner.heights;
         let meta = self.inner.meta;
         self.write(|txn| {
@@ -800,6 +814,26 @@ impl Store {
                     });
                 }
                 db.put(txn, &be_u64(*height), record)?;
+            }
+            Self::write_pending(txn, &batches)
+        })?;
+        for n in nodes {
+            n.clear_pending();
+        }
+        Ok(())
+    }
+
+    /// Empty the node databases `names` (each opened before, through
+    /// [`Store::nodes`]) in one transaction: what a cache of state rebuilt
+    /// at every start does first.
+    pub fn clear_nodes(&self, names: &[&str]) -> Result<(), StoreError> {
+        let env = &self.inner.handle.env;
+        self.write(|txn| {
+            for name in names {
+                let db_name = format!("{NODES_PREFIX}{name}");
+                if let Some(db) = env.open_database::<Bytes, Bytes>(txn, Some(&db_name))? {
+                    db.clear(txn)?;
+                }
             }
             Ok(())
         })
