@@ -65,6 +65,11 @@ struct Args {
     /// restore it, and report the times and its size.
     #[arg(long)]
     snapshot: bool,
+    /// Move the output set's tree, the key index and spent outputs into
+    /// boxed in-memory stores (the paged layout the peer keeps in LMDB),
+    /// to measure that layout's cost apart from the disk's.
+    #[arg(long)]
+    stores: bool,
 }
 
 fn keypair(i: u64) -> Keypair {
@@ -145,6 +150,10 @@ fn main() {
     eprintln!("  {:.1} s", t.elapsed().as_secs_f64());
     if args.tree_jobs > 0 {
         ledger.set_executor(std::sync::Arc::new(ScopedThreads), args.tree_jobs);
+    }
+    if args.stores {
+        eprintln!("moving the state into stores…");
+        ledger.use_stores(mem_stores()).expect("in-memory stores");
     }
 
     eprintln!("signing {} transactions on {threads} threads…", args.txs);
@@ -390,3 +399,16 @@ fn measure_snapshot(ledger: &Ledger, tree_jobs: usize) -> serde_json::Value {
 }
 
 use proofs::ScopedThreads;
+
+/// Boxed in-memory stores for `--stores`.
+fn mem_stores() -> dag::ledger::LedgerStores {
+    use proofs::key_index::{IndexKey, IndexValue};
+    use proofs::smt::{StoreKey, StoreValue};
+    use proofs::MemStore;
+    dag::ledger::LedgerStores {
+        output_tree: Box::new(MemStore::<StoreKey, StoreValue>::new()),
+        index_tree: Box::new(MemStore::<StoreKey, StoreValue>::new()),
+        index_lists: Box::new(MemStore::<IndexKey, IndexValue>::new()),
+        spent: Box::new(MemStore::<Hash, dag::ledger::OutputState>::new()),
+    }
+}

@@ -38,6 +38,8 @@ pub struct BenchArgs {
     pub timeout: Duration,
     /// Keep the network's directory here (a temporary one otherwise).
     pub dir: Option<std::path::PathBuf>,
+    /// Each peer's `state_cache_mb`, if not the default.
+    pub state_cache_mb: Option<u64>,
 }
 
 /// Transactions per `Submit` message.
@@ -137,6 +139,15 @@ pub fn run(args: BenchArgs) -> Result<()> {
         base,
         extra,
     )?;
+    if let Some(mb) = args.state_cache_mb {
+        for dir in &dirs {
+            let path = dir.join("config.toml");
+            let mut cfg = crate::config::Config::load(&path)?;
+            cfg.state_cache_mb = mb;
+            cfg.check()?;
+            std::fs::write(&path, cfg.to_toml())?;
+        }
+    }
     let genesis = Genesis::from_json(&std::fs::read(root.join("genesis.json"))?)?;
     let chain = genesis.chain_id();
     let first = devnet::TEST_WALLETS as u32;

@@ -51,6 +51,12 @@ pub struct Config {
     /// The largest snapshot accepted from another peer.
     #[serde(default = "default_max_snapshot")]
     pub max_snapshot_mb: u64,
+    /// Memory for ledger state written but not yet handed to the disk (the
+    /// trees' new pages, key index entries, spent outputs), as Bitcoin
+    /// Core's `dbcache`: more absorbs more rewrites of the same pages and
+    /// makes bursts faster; less bounds the peer's memory tighter.
+    #[serde(default = "default_state_cache")]
+    pub state_cache_mb: u64,
 }
 
 fn default_snapshot_interval() -> u64 {
@@ -70,6 +76,10 @@ fn default_idle_round() -> u64 {
 }
 fn default_max_snapshot() -> u64 {
     4096
+}
+
+fn default_state_cache() -> u64 {
+    256
 }
 
 fn default_genesis() -> PathBuf {
@@ -96,6 +106,7 @@ impl Config {
             round_wait_ms: default_round_wait(),
             idle_round_ms: default_idle_round(),
             max_snapshot_mb: default_max_snapshot(),
+            state_cache_mb: default_state_cache(),
         }
     }
 
@@ -130,6 +141,9 @@ impl Config {
         }
         if self.max_snapshot_mb == 0 {
             anyhow::bail!("field `max_snapshot_mb` must be at least 1");
+        }
+        if !(1..=1 << 20).contains(&self.state_cache_mb) {
+            anyhow::bail!("field `state_cache_mb` must be from 1 to 1048576");
         }
         Ok(())
     }

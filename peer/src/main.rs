@@ -89,6 +89,9 @@ enum Cmd {
         /// Keep the network's directory (logs) here instead of a temporary one.
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// Each peer's `state_cache_mb` (default: the config's default).
+        #[arg(long)]
+        state_cache_mb: Option<u64>,
         /// Accepted for symmetry with other commands; the last stdout line is
         /// always the JSON result.
         #[arg(long)]
@@ -161,6 +164,7 @@ fn main() -> Result<()> {
             rate,
             timeout,
             dir,
+            state_cache_mb,
             json: _,
         } => peer::bench::run(peer::bench::BenchArgs {
             peers,
@@ -172,6 +176,7 @@ fn main() -> Result<()> {
                     .unwrap_or_else(|| 300 + rate.map_or(0, |r| (txs as u64).div_ceil(r.max(1)))),
             ),
             dir,
+            state_cache_mb,
         }),
     }
 }

@@ -564,7 +564,11 @@ fn driver_loop(
 
     let started = (|| -> Result<(Driver, u64, LedgerNodes)> {
         // What grows with the chain lives in LMDB, not in memory.
-        let nodes = LedgerNodes::open(&store)?;
+        let nodes = LedgerNodes::open(
+            &store,
+            open_state_cache(&store)?,
+            (cfg.state_cache_mb as usize).saturating_mul(1 << 20),
+        )?;
         let (mut driver, replay_from) = start_driver(&genesis, secret, &store, &nodes, now())?;
         tune(&mut driver, &cfg);
         // Replay our event log from the snapshot on: the core re-derives
@@ -591,9 +595,7 @@ fn driver_loop(
             );
         }
         replay_with_progress(&mut driver, events, &mut || {
-            store
-                .commit_nodes(&nodes.pending())
-                .context("storing replayed state")
+            nodes.write_back(false).context("storing replayed state")
         })?;
         Ok((driver, stored_heights, nodes))
     })();
@@ -740,6 +742,7 @@ fn driver_loop(
         if last_release.elapsed() >= RELEASE_MAPPED_EVERY {
             last_release = Instant::now();
             store.release_mapped_pages();
+            nodes.cache().release_mapped_pages();
         }
         if last_frontier.elapsed() >= FRONTIER_EVERY {
             last_frontier = Instant::now();
@@ -961,6 +964,8 @@ fn driver_loop(
             }
             Input::Status(reply) => {
                 let mut s = status(&driver, &store, &cfg, &transport, &counters, chain);
+                // The state cache is on disk too.
+                s.disk_bytes += nodes.cache().disk_bytes().unwrap_or(0);
                 s.peers_connected = connected.len();
                 let _ = reply.send(s);
             }
@@ -993,14 +998,34 @@ fn start_driver(
     Ok((d, from))
 }
 
+/// The volatile store of the ledger's state databases, next to the store
+/// (`D/state-cache`), deleted and created afresh: a crash may have left it
+/// in any state, and the state is rebuilt from the snapshot anyway.
+fn open_state_cache(store: &Store) -> Result<Store> {
+    let dir = store.dir().with_file_name("state-cache");
+    match std::fs::remove_dir_all(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("removing {}", dir.display())),
+    }
+    Store::open(
+        &dir,
+        &StoreConfig::new(store.chain_id(), 64 << 20)
+            .max_map_size(store.max_map_size())
+            .volatile(),
+    )
+    .with_context(|| format!("opening the state cache {}", dir.display()))
+}
+
 /// Move the driver's ledger state into the (emptied) state databases and
 /// write it there.
 fn move_state_to_store(store: &Store, nodes: &LedgerNodes, d: &mut Driver) -> Result<()> {
     let t = Instant::now();
-    d.use_ledger_stores(nodes.fresh_state(store)?)?;
+    d.use_ledger_stores(nodes.fresh_state()?)?;
     store
-        .commit_nodes(&nodes.pending())
-        .context("storing the ledger state")?;
+        .commit_nodes(&nodes.history_pending())
+        .context("storing the history")?;
+    nodes.write_back(true).context("storing the ledger state")?;
     debug!(
         ms = t.elapsed().as_millis() as u64,
         outputs = d.ledger().output_count(),
@@ -1093,12 +1118,16 @@ fn flush(
         events.clear();
     }
     // The heights with the ledger nodes they wrote, in one transaction.
-    if !heights.is_empty() || nodes.pending_len() > 0 {
+    let history = nodes.history_pending();
+    if !heights.is_empty() || history.iter().any(|n| n.has_pending()) {
         store
-            .append_heights_with(heights, &nodes.pending())
+            .append_heights_with(heights, &history)
             .context("storing committed heights")?;
         heights.clear();
     }
+    nodes
+        .write_back(false)
+        .context("writing the ledger state")?;
     Ok(())
 }
 

@@ -37,6 +37,15 @@ pub trait NodeStore<K, V> {
         Ok(f(value.as_ref()))
     }
 
+    /// Call `f` once with the value under `key`, lent if the store can lend
+    /// it: [`NodeStore::get_with`] for a store behind a trait object (a
+    /// boxed store forwards `get_with` here). The default reads with `get`.
+    fn visit(&self, key: &K, f: &mut dyn FnMut(Option<&V>)) -> Result<(), StoreError> {
+        let value = self.get(key)?;
+        f(value.as_ref());
+        Ok(())
+    }
+
     /// Remove the value under `key` and return it (`None` if there was none).
     ///
     /// The default reads with `get` and then removes; an in-memory map
@@ -80,6 +89,21 @@ impl<K, V> NodeStore<K, V> for Box<dyn NodeStore<K, V> + Send + Sync> {
 
     fn take(&mut self, key: &K) -> Result<Option<V>, StoreError> {
         (**self).take(key)
+    }
+
+    fn visit(&self, key: &K, f: &mut dyn FnMut(Option<&V>)) -> Result<(), StoreError> {
+        (**self).visit(key, f)
+    }
+
+    fn get_with<R>(&self, key: &K, f: impl FnOnce(Option<&V>) -> R) -> Result<R, StoreError> {
+        let mut f = Some(f);
+        let mut out = None;
+        (**self).visit(key, &mut |v| {
+            if let Some(f) = f.take() {
+                out = Some(f(v));
+            }
+        })?;
+        out.ok_or_else(|| StoreError::Backend("the store never lent the value".into()))
     }
 }
 
@@ -141,6 +165,11 @@ impl<K: StdHash + Eq, V: Clone> NodeStore<K, V> for MemStore<K, V> {
 
     fn get_with<R>(&self, key: &K, f: impl FnOnce(Option<&V>) -> R) -> Result<R, StoreError> {
         Ok(f(self.map.get(key)))
+    }
+
+    fn visit(&self, key: &K, f: &mut dyn FnMut(Option<&V>)) -> Result<(), StoreError> {
+        f(self.map.get(key));
+        Ok(())
     }
 
     fn take(&mut self, key: &K) -> Result<Option<V>, StoreError> {

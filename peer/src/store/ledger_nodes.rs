@@ -8,8 +8,10 @@
 //!   are the state *after the restored snapshot and the heights replayed
 //!   since*: at every start (and when a snapshot from another peer is
 //!   installed) they are emptied and refilled from the snapshot, so their
-//!   contents never need to agree with a crashed run. Their writes reach
-//!   the disk with the heights that made them, in one transaction.
+//!   contents never need to agree with a crashed run. They live in a
+//!   second, volatile store (no syncs, written through its map; see
+//!   [`super::StoreConfig::volatile`]) and their writes wait in memory up
+//!   to a bound (a write-back cache, as Bitcoin Core's `dbcache`).
 
 use super::{PendingNodes, SharedNodes, Store, StoreError};
 use dag::ledger::{LedgerStores, OutputState};
@@ -17,11 +19,24 @@ use proofs::key_index::{IndexKey, IndexValue};
 use proofs::smt::{StoreKey, StoreValue};
 use proofs::Hash;
 
+/// What one buffered write of each state database takes in memory, about
+/// (measured: tree pages average ~850 encoded bytes, held decoded with
+/// their map entry; a key index entry ~65, a spent output ~200): how a
+/// cache size in bytes becomes a bound on buffered writes.
+const TREE_PAGE_BYTES: usize = 1024;
+const LIST_ENTRY_BYTES: usize = 128;
+const SPENT_OUTPUT_BYTES: usize = 320;
+
 /// Names of the databases rebuilt at every start.
 const STATE_DBS: [&str; 4] = ["output-tree", "index-tree", "index-lists", "spent"];
 
-/// Open handles on the ledger's node databases (one set per store).
+/// Open handles on the ledger's node databases.
 pub struct LedgerNodes {
+    /// The volatile store of the state databases.
+    cache: Store,
+    /// Estimated bytes of buffered state writes above which they are
+    /// written to `cache`.
+    cache_bytes: usize,
     pub history: SharedNodes<u64, Hash>,
     output_tree: SharedNodes<StoreKey, StoreValue>,
     index_tree: SharedNodes<StoreKey, StoreValue>,
@@ -30,26 +45,35 @@ pub struct LedgerNodes {
 }
 
 impl LedgerNodes {
-    pub fn open(store: &Store) -> Result<Self, StoreError> {
+    /// The history in `store`, the state databases in the volatile
+    /// `cache`, whose writes wait in memory up to about `cache_bytes`.
+    pub fn open(store: &Store, cache: Store, cache_bytes: usize) -> Result<Self, StoreError> {
         let [output_tree, index_tree, index_lists, spent] = STATE_DBS;
         Ok(LedgerNodes {
             history: SharedNodes::new(store.nodes("history")?),
-            output_tree: SharedNodes::new(store.nodes(output_tree)?),
-            index_tree: SharedNodes::new(store.nodes(index_tree)?),
-            index_lists: SharedNodes::new(store.nodes(index_lists)?),
-            spent: SharedNodes::new(store.nodes(spent)?),
+            output_tree: SharedNodes::new(cache.nodes(output_tree)?),
+            index_tree: SharedNodes::new(cache.nodes(index_tree)?),
+            index_lists: SharedNodes::new(cache.nodes(index_lists)?),
+            spent: SharedNodes::new(cache.nodes(spent)?),
+            cache,
+            cache_bytes,
         })
+    }
+
+    /// The volatile store.
+    pub fn cache(&self) -> &Store {
+        &self.cache
     }
 
     /// Empty the state databases (committed and pending writes alike) and
     /// hand them out as the stores a ledger moves into
     /// ([`dag::ledger::Ledger::use_stores`]). A ledger still using them
     /// must be dropped: its view is gone.
-    pub fn fresh_state(&self, store: &Store) -> Result<LedgerStores, StoreError> {
+    pub fn fresh_state(&self) -> Result<LedgerStores, StoreError> {
         for p in self.state_pending() {
             p.clear_pending();
         }
-        store.clear_nodes(&STATE_DBS)?;
+        self.cache.clear_nodes(&STATE_DBS)?;
         Ok(LedgerStores {
             output_tree: Box::new(self.output_tree.clone()),
             index_tree: Box::new(self.index_tree.clone()),
@@ -67,18 +91,34 @@ impl LedgerNodes {
         ]
     }
 
-    /// Every database's pending writes, for one commit.
-    pub fn pending(&self) -> [&dyn PendingNodes; 5] {
-        let [a, b, c, d] = self.state_pending();
-        [self.history.pending(), a, b, c, d]
+    /// The history's pending writes, committed with the heights.
+    pub fn history_pending(&self) -> [&dyn PendingNodes; 1] {
+        [self.history.pending()]
     }
 
-    /// Writes waiting for a commit, over all databases.
-    pub fn pending_len(&self) -> usize {
-        self.history.pending().pending_len()
-            + self.output_tree.pending().pending_len()
-            + self.index_tree.pending().pending_len()
-            + self.index_lists.pending().pending_len()
-            + self.spent.pending().pending_len()
+    /// Write the state databases' buffered writes to the cache: all of
+    /// them if `all`, else only once they take more than the cache size.
+    /// Until then they stay in memory, where a node written and pruned
+    /// again costs the disk nothing (the upper pages of the trees are
+    /// rewritten at every height and pruned `state_versions_kept` heights
+    /// later).
+    pub fn write_back(&self, all: bool) -> Result<(), StoreError> {
+        let n = self.state_pending_bytes();
+        if n > 0 && (all || n > self.cache_bytes) {
+            self.cache.commit_nodes(&self.state_pending())?;
+            // The commit wrote through the map: let go of those pages now
+            // (they are the kernel's to write back), not at the next
+            // periodic release.
+            self.cache.release_mapped_pages();
+        }
+        Ok(())
+    }
+
+    /// Estimated memory of the buffered state writes.
+    pub fn state_pending_bytes(&self) -> usize {
+        (self.output_tree.pending().pending_len() + self.index_tree.pending().pending_len())
+            * TREE_PAGE_BYTES
+            + self.index_lists.pending().pending_len() * LIST_ENTRY_BYTES
+            + self.spent.pending().pending_len() * SPENT_OUTPUT_BYTES
     }
 }

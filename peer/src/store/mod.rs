@@ -18,7 +18,7 @@ pub use ledger_nodes::LedgerNodes;
 pub use nodes::{LmdbNodes, PendingNodes, SharedNodes};
 
 use heed::types::Bytes;
-use heed::{Database, Env, EnvOpenOptions, MdbError, RoTxn, RwTxn, WithoutTls};
+use heed::{Database, Env, EnvFlags, EnvOpenOptions, MdbError, RoTxn, RwTxn, WithoutTls};
 use proofs::Hash;
 use std::collections::HashSet;
 use std::fs::{File, TryLockError};
@@ -137,6 +137,11 @@ pub struct StoreConfig {
     /// [`MAP_GRANULE`], and at least `map_size`). An existing store opens
     /// with a map of twice its data file, within this maximum.
     pub max_map_size: usize,
+    /// A store whose contents need not survive a crash (a cache rebuilt at
+    /// every start): commits are not synced to disk, and LMDB writes into
+    /// its map directly instead of copying pages through `write`. A crash
+    /// may leave it corrupt; its owner empties it before use.
+    pub volatile: bool,
 }
 
 impl StoreConfig {
@@ -148,7 +153,14 @@ impl StoreConfig {
             chain_id,
             map_size,
             max_map_size: max.max(map_size),
+            volatile: false,
         }
+    }
+
+    /// See [`StoreConfig::volatile`].
+    pub fn volatile(mut self) -> Self {
+        self.volatile = true;
+        self
     }
 
     pub fn max_map_size(mut self, max: usize) -> Self {
@@ -353,6 +365,14 @@ impl Store {
         let max_map_size = max_map_size.max(map_size);
         let mut options = EnvOpenOptions::new().read_txn_without_tls();
         options.map_size(map_size).max_dbs(MAX_DBS);
+        if config.volatile {
+            // SAFETY: without syncs a crash can lose or corrupt the store;
+            // a volatile store is, by contract, emptied by its owner before
+            // use and never trusted across a restart.
+            unsafe {
+                options.flags(EnvFlags::NO_SYNC | EnvFlags::NO_META_SYNC | EnvFlags::WRITE_MAP);
+            }
+        }
         // SAFETY: the directory lock taken above keeps every other process
         // (and every other `Store` of this process) away from these files
         // while this environment is open, and the store never hands out
@@ -532,10 +552,11 @@ impl Store {
             ) else {
                 continue;
             };
-            // SAFETY: the range is a mapping of LMDB's data file, which the
-            // store maps shared and read-only (never with WRITEMAP):
-            // MADV_DONTNEED only drops this process's page-table entries,
-            // and a later access reads the same bytes back from the file.
+            // SAFETY: the range is a shared mapping of LMDB's data file
+            // (read-only, or writable for a volatile store): MADV_DONTNEED
+            // only drops this process's page-table entries (a dirty page
+            // stays dirty in the page cache and is written back), and a
+            // later access reads the same bytes back from the file.
             // No reference into the map is alive (see the guard above).
             let rc = unsafe {
                 libc::madvise(
@@ -555,6 +576,11 @@ impl Store {
 
     pub fn dir(&self) -> &Path {
         &self.inner.dir
+    }
+
+    /// The most the map may grow to.
+    pub fn max_map_size(&self) -> usize {
+        self.inner.handle.max_map_size
     }
 
     pub fn chain_id(&self) -> Hash {
@@ -764,7 +790,7 @@ impl Store {
         nodes: &[&dyn PendingNodes],
     ) -> Result<(), StoreError> {
         let db = self.inner.heights;
-        let batches = self.encode_pending(nodes)?;
+        self.check_owners(nodes)?;
         let key = be_u64(height);
         let meta = self.inner.meta;
         self.write(|txn| {
@@ -776,7 +802,7 @@ impl Store {
                 });
             }
             db.put(txn, &key, record)?;
-            Self::write_pending(txn, &batches)
+            Self::write_pending(txn, nodes)
         })?;
         for n in nodes {
             n.clear_pending();
@@ -801,7 +827,7 @@ impl Store {
         if records.is_empty() {
             return self.commit_nodes(nodes);
         }
-        let batches = self.encode_pending(nodes)?;
+        self.check_owners(nodes)?;
         let db = self.inner.heights;
         let meta = self.inner.meta;
         self.write(|txn| {
@@ -815,7 +841,7 @@ impl Store {
                 }
                 db.put(txn, &be_u64(*height), record)?;
             }
-            Self::write_pending(txn, &batches)
+            Self::write_pending(txn, nodes)
         })?;
         for n in nodes {
             n.clear_pending();
@@ -843,39 +869,28 @@ impl Store {
     /// without a height (genesis, or structures created before the first
     /// height). Emptied on success, kept on error.
     pub fn commit_nodes(&self, nodes: &[&dyn PendingNodes]) -> Result<(), StoreError> {
-        let batches = self.encode_pending(nodes)?;
-        self.write(|txn| Self::write_pending(txn, &batches))?;
+        self.check_owners(nodes)?;
+        self.write(|txn| Self::write_pending(txn, nodes))?;
         for n in nodes {
             n.clear_pending();
         }
         Ok(())
     }
 
-    /// The pending writes of `nodes`, encoded and sorted by key (LMDB
-    /// writes sorted keys into fewer, fuller pages).
-    fn encode_pending(&self, nodes: &[&dyn PendingNodes]) -> Result<Vec<nodes::Batch>, StoreError> {
-        nodes
-            .iter()
-            .map(|n| {
-                let batch = n.encode_pending();
-                if !Arc::ptr_eq(&batch.owner, &self.inner) {
-                    return Err(StoreError::ForeignNodes(batch.name.clone()));
-                }
-                Ok(batch)
-            })
-            .collect()
+    /// Refuse node databases of another store.
+    fn check_owners(&self, nodes: &[&dyn PendingNodes]) -> Result<(), StoreError> {
+        for n in nodes {
+            let (owner, name) = n.owner();
+            if !Arc::ptr_eq(&owner.inner, &self.inner) {
+                return Err(StoreError::ForeignNodes(name.to_string()));
+            }
+        }
+        Ok(())
     }
 
-    fn write_pending(txn: &mut RwTxn, batches: &[nodes::Batch]) -> Result<(), StoreError> {
-        for b in batches {
-            for (k, v) in &b.writes {
-                match v {
-                    Some(v) => b.db.put(txn, k, v)?,
-                    None => {
-                        b.db.delete(txn, k)?;
-                    }
-                }
-            }
+    fn write_pending(txn: &mut RwTxn, nodes: &[&dyn PendingNodes]) -> Result<(), StoreError> {
+        for n in nodes {
+            n.write_pending(txn)?;
         }
         Ok(())
     }

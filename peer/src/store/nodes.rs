@@ -8,7 +8,8 @@
 //! of all the height's structures and the height record in one LMDB
 //! transaction, emptying the overlays only once it has committed.
 
-use super::{Db, Inner, KeyBytes, Store, StoreError};
+use super::{Db, KeyBytes, Store, StoreError};
+use heed::{PutFlags, RwTxn};
 use proofs::NodeStore;
 use serde::{de::DeserializeOwned, Serialize};
 use std::collections::HashMap;
@@ -86,6 +87,21 @@ where
         format!("{}{}", super::NODES_PREFIX, self.name)
     }
 
+    /// Call `f` on a node, lent from the overlay if it is there, else read
+    /// from the committed state.
+    fn visit_checked(&self, key: &K, f: &mut dyn FnMut(Option<&V>)) -> Result<(), StoreError> {
+        {
+            let pending = self.pending.read().unwrap_or_else(PoisonError::into_inner);
+            if let Some(v) = pending.get(key) {
+                f(v.as_ref());
+                return Ok(());
+            }
+        }
+        let value = self.get_committed(key)?;
+        f(value.as_ref());
+        Ok(())
+    }
+
     /// Read a node: the overlay first, then the committed state.
     pub fn get_checked(&self, key: &K) -> Result<Option<V>, StoreError> {
         if let Some(v) = self
@@ -96,6 +112,10 @@ where
         {
             return Ok(v.clone());
         }
+        self.get_committed(key)
+    }
+
+    fn get_committed(&self, key: &K) -> Result<Option<V>, StoreError> {
         let key_bytes = key.key_bytes();
         self.store.read(|txn| match self.db.get(txn, &key_bytes)? {
             None => Ok(None),
@@ -125,15 +145,49 @@ where
             .map_err(|e| proofs::StoreError::Backend(e.to_string()))
     }
 
+    fn visit(&self, key: &K, f: &mut dyn FnMut(Option<&V>)) -> Result<(), proofs::StoreError> {
+        self.visit_checked(key, f)
+            .map_err(|e| proofs::StoreError::Backend(e.to_string()))
+    }
+
     fn put(&mut self, key: K, value: V) -> Result<(), proofs::StoreError> {
         self.pending_mut().insert(key, Some(value));
         Ok(())
     }
 
     fn remove(&mut self, key: &K) -> Result<(), proofs::StoreError> {
-        // A tombstone, so reads stop at the overlay instead of finding the
-        // committed value.
-        self.pending_mut().insert(key.clone(), None);
+        self.remove_pending(key)
+            .map_err(|e| proofs::StoreError::Backend(e.to_string()))
+    }
+}
+
+impl<K, V> LmdbNodes<K, V>
+where
+    K: KeyBytes + Eq + StdHash + Clone,
+    V: Serialize + DeserializeOwned + Clone,
+{
+    /// Buffer the removal of `key`. A value written since the last commit
+    /// and never committed is simply dropped (a structure that writes a
+    /// node and prunes it before the overlay is committed costs the disk
+    /// nothing); otherwise a tombstone stops reads at the overlay until the
+    /// commit deletes the committed value.
+    fn remove_pending(&self, key: &K) -> Result<(), StoreError> {
+        let mut pending = self.pending.write().unwrap_or_else(PoisonError::into_inner);
+        match pending.get(key) {
+            Some(None) => return Ok(()),
+            Some(Some(_)) => {
+                let key_bytes = key.key_bytes();
+                let on_disk = self
+                    .store
+                    .read(|txn| Ok(self.db.get(txn, &key_bytes)?.is_some()))?;
+                if !on_disk {
+                    pending.remove(key);
+                    return Ok(());
+                }
+            }
+            None => {}
+        }
+        pending.insert(key.clone(), None);
         Ok(())
     }
 }
@@ -169,6 +223,10 @@ where
         self.0.get(key)
     }
 
+    fn visit(&self, key: &K, f: &mut dyn FnMut(Option<&V>)) -> Result<(), proofs::StoreError> {
+        self.0.visit(key, f)
+    }
+
     fn put(&mut self, key: K, value: V) -> Result<(), proofs::StoreError> {
         self.0
             .pending
@@ -180,11 +238,8 @@ where
 
     fn remove(&mut self, key: &K) -> Result<(), proofs::StoreError> {
         self.0
-            .pending
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(key.clone(), None);
-        Ok(())
+            .remove_pending(key)
+            .map_err(|e| proofs::StoreError::Backend(e.to_string()))
     }
 }
 
@@ -202,16 +257,6 @@ impl<K, V> Drop for LmdbNodes<K, V> {
     }
 }
 
-/// One node database's pending writes, encoded: what the store writes in
-/// a commit.
-pub struct Batch {
-    pub(super) owner: Arc<Inner>,
-    pub(super) name: String,
-    pub(super) db: Db,
-    /// Sorted by key; `None` deletes.
-    pub(super) writes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
-}
-
 mod sealed {
     pub trait Sealed {}
 }
@@ -220,10 +265,18 @@ mod sealed {
 /// [`Store::commit_nodes`] can commit: the [`LmdbNodes`] of any key and
 /// value types, as trait objects so one commit takes several structures.
 pub trait PendingNodes: sealed::Sealed {
+    /// The store the database belongs to, and its name.
     #[doc(hidden)]
-    fn encode_pending(&self) -> Batch;
+    fn owner(&self) -> (&Store, &str);
+    /// Write the pending writes in `txn`, sorted by key (LMDB writes
+    /// sorted keys into fewer, fuller pages), each value encoded as it is
+    /// written: a large write-back never exists twice in memory.
+    #[doc(hidden)]
+    fn write_pending(&self, txn: &mut RwTxn) -> Result<(), StoreError>;
     #[doc(hidden)]
     fn clear_pending(&self);
+    /// Whether any write waits for a commit.
+    fn has_pending(&self) -> bool;
 }
 
 impl<K, V> sealed::Sealed for LmdbNodes<K, V> {}
@@ -233,19 +286,38 @@ where
     K: KeyBytes + Eq + StdHash + Clone,
     V: Serialize + DeserializeOwned + Clone,
 {
-    fn encode_pending(&self) -> Batch {
+    fn owner(&self) -> (&Store, &str) {
+        (&self.store, &self.name)
+    }
+
+    fn write_pending(&self, txn: &mut RwTxn) -> Result<(), StoreError> {
         let pending = self.pending.read().unwrap_or_else(PoisonError::into_inner);
-        let mut writes: Vec<_> = pending
+        let mut writes: Vec<(Vec<u8>, Option<&V>)> = pending
             .iter()
-            .map(|(k, v)| (k.key_bytes(), v.as_ref().map(proofs::encode)))
+            .map(|(k, v)| (k.key_bytes(), v.as_ref()))
             .collect();
         writes.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        Batch {
-            owner: self.store.inner.clone(),
-            name: self.name.clone(),
-            db: self.db,
-            writes,
+        for (k, _) in writes.iter().filter(|(_, v)| v.is_none()) {
+            self.db.delete(txn, k)?;
         }
+        // Keys sorting after every stored one (the history's positions, a
+        // fresh database) are appended: LMDB then fills pages in order
+        // instead of searching and splitting.
+        let first = writes.iter().find(|(_, v)| v.is_some()).map(|(k, _)| k);
+        let append = match (self.db.last(txn)?, first) {
+            (Some((last, _)), Some(first)) => first.as_slice() > last,
+            _ => true,
+        };
+        for (k, v) in &writes {
+            let Some(v) = v else { continue };
+            let bytes = proofs::encode(*v);
+            if append {
+                self.db.put_with_flags(txn, PutFlags::APPEND, k, &bytes)?;
+            } else {
+                self.db.put(txn, k, &bytes)?;
+            }
+        }
+        Ok(())
     }
 
     fn clear_pending(&self) {
@@ -253,5 +325,9 @@ where
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .clear();
+    }
+
+    fn has_pending(&self) -> bool {
+        self.pending_len() > 0
     }
 }

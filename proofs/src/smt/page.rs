@@ -234,7 +234,9 @@ impl Serialize for Slots {
         let mut st = s.serialize_struct("Slots", 3)?;
         st.serialize_field("present", &self.present)?;
         st.serialize_field("leaves", &self.leaves)?;
-        st.serialize_field("data", self.used())?;
+        // As bytes, not a sequence of u8 (the same postcard encoding, one
+        // copy instead of a call per byte).
+        st.serialize_field("data", serde_bytes::Bytes::new(self.used()))?;
         st.end()
     }
 }
@@ -246,7 +248,7 @@ impl<'de> Deserialize<'de> for Slots {
         struct Raw {
             present: u32,
             leaves: u32,
-            data: Vec<u8>,
+            data: serde_bytes::ByteBuf,
         }
         let raw = Raw::deserialize(d)?;
         if raw.present & !POSITIONS != 0
@@ -258,7 +260,7 @@ impl<'de> Deserialize<'de> for Slots {
         Ok(Slots {
             present: raw.present,
             leaves: raw.leaves,
-            data: raw.data.into_boxed_slice(),
+            data: raw.data.into_vec().into_boxed_slice(),
         })
     }
 }
