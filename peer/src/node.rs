@@ -594,8 +594,11 @@ fn driver_loop(
                 "replaying the event log"
             );
         }
-        replay_with_progress(&mut driver, events, &mut || {
-            nodes.write_back(false).context("storing replayed state")
+        replay_with_progress(&mut driver, events, &mut |height| {
+            nodes.set_height(height);
+            nodes
+                .write_back(false, height)
+                .context("storing replayed state")
         })?;
         Ok((driver, stored_heights, nodes))
     })();
@@ -666,7 +669,13 @@ fn driver_loop(
                 } => {
                     // The heights before it go first: a restart from this
                     // snapshot appends the heights after it.
-                    flush(&store, &nodes, &mut pending_events, &mut pending_heights)?;
+                    flush(
+                        &store,
+                        &nodes,
+                        driver.ledger().height(),
+                        &mut pending_events,
+                        &mut pending_heights,
+                    )?;
                     let t = Instant::now();
                     store
                         .put_snapshot(height, &bytes, false)
@@ -757,7 +766,13 @@ fn driver_loop(
         let overdue = burst_started.is_some_and(|t: Instant| t.elapsed() >= MAX_BURST);
         if in_rx.is_empty() || overdue {
             burst_started = None;
-            flush(&store, &nodes, &mut pending_events, &mut pending_heights)?;
+            flush(
+                &store,
+                &nodes,
+                driver.ledger().height(),
+                &mut pending_events,
+                &mut pending_heights,
+            )?;
             for (w, b) in pending_notices.drain(..) {
                 send(&out_tx, &counters, Out::Send(w, b));
             }
@@ -825,7 +840,13 @@ fn driver_loop(
                     }
                     Ok(Some(Step::Done(bytes))) => {
                         let d = download.take().expect("downloading");
-                        flush(&store, &nodes, &mut pending_events, &mut pending_heights)?;
+                        flush(
+                            &store,
+                            &nodes,
+                            driver.ledger().height(),
+                            &mut pending_events,
+                            &mut pending_heights,
+                        )?;
                         match install(&genesis, secret, &store, d, bytes, now()) {
                             Ok((mut new, installed)) => {
                                 make_base(&store, &nodes, &mut new, installed)?;
@@ -1025,7 +1046,10 @@ fn move_state_to_store(store: &Store, nodes: &LedgerNodes, d: &mut Driver) -> Re
     store
         .commit_nodes(&nodes.history_pending())
         .context("storing the history")?;
-    nodes.write_back(true).context("storing the ledger state")?;
+    nodes
+        .write_back(true, d.ledger().height())
+        .context("storing the ledger state")?;
+    nodes.set_height(d.ledger().height());
     debug!(
         ms = t.elapsed().as_millis() as u64,
         outputs = d.ledger().output_count(),
@@ -1106,6 +1130,7 @@ fn statement_signer(secret: [u8; 32]) -> StatementSigner {
 fn flush(
     store: &Store,
     nodes: &LedgerNodes,
+    height: u64,
     events: &mut Vec<(u64, proofs::Hash, Vec<u8>)>,
     heights: &mut Vec<(u64, Vec<u8>)>,
 ) -> Result<()> {
@@ -1126,8 +1151,10 @@ fn flush(
         heights.clear();
     }
     nodes
-        .write_back(false)
+        .write_back(false, height)
         .context("writing the ledger state")?;
+    // The writes of the heights to come are younger.
+    nodes.set_height(height);
     Ok(())
 }
 
@@ -1263,7 +1290,7 @@ fn lowest_lacking(driver: &Driver, f: &[(PeerKey, dag::committee::Round)]) -> u6
 fn replay_with_progress(
     driver: &mut Driver,
     events: Vec<Event>,
-    commit: &mut dyn FnMut() -> Result<()>,
+    commit: &mut dyn FnMut(u64) -> Result<()>,
 ) -> Result<()> {
     use std::io::IsTerminal;
     let total = events.len();
@@ -1291,7 +1318,7 @@ fn replay_with_progress(
         let before = done / step;
         done += chunk.len();
         driver.replay(chunk);
-        commit()?;
+        commit(driver.ledger().height())?;
         let height = driver.ledger().height();
         if let Some(b) = &bar {
             b.set_position(done as u64);

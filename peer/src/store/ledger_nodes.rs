@@ -27,6 +27,11 @@ const TREE_PAGE_BYTES: usize = 1024;
 const LIST_ENTRY_BYTES: usize = 128;
 const SPENT_OUTPUT_BYTES: usize = 320;
 
+/// Buffered writes younger than this many heights stay in memory at a
+/// write-back: twice the default `state_versions_kept`, so a page staled
+/// and pruned within it is dropped rather than written and deleted.
+pub const YOUNG_HEIGHTS: u64 = 128;
+
 /// Names of the databases rebuilt at every start.
 const STATE_DBS: [&str; 4] = ["output-tree", "index-tree", "index-lists", "spent"];
 
@@ -71,7 +76,7 @@ impl LedgerNodes {
     /// must be dropped: its view is gone.
     pub fn fresh_state(&self) -> Result<LedgerStores, StoreError> {
         for p in self.state_pending() {
-            p.clear_pending();
+            p.clear_pending(u64::MAX);
         }
         self.cache.clear_nodes(&STATE_DBS)?;
         Ok(LedgerStores {
@@ -96,21 +101,41 @@ impl LedgerNodes {
         [self.history.pending()]
     }
 
+    /// Tag the state databases' writes from now on with `height`.
+    pub fn set_height(&self, height: u64) {
+        self.output_tree.pending().set_epoch(height);
+        self.index_tree.pending().set_epoch(height);
+        self.index_lists.pending().set_epoch(height);
+        self.spent.pending().set_epoch(height);
+    }
+
     /// Write the state databases' buffered writes to the cache: all of
-    /// them if `all`, else only once they take more than the cache size.
-    /// Until then they stay in memory, where a node written and pruned
-    /// again costs the disk nothing (the upper pages of the trees are
-    /// rewritten at every height and pruned `state_versions_kept` heights
-    /// later).
-    pub fn write_back(&self, all: bool) -> Result<(), StoreError> {
+    /// them if `all`; else, once they take more than the cache size, those
+    /// made more than [`YOUNG_HEIGHTS`] heights before `height` (and all of
+    /// them if the young ones alone exceed half the cache). A node written
+    /// and pruned again while buffered costs the disk nothing: the trees
+    /// rewrite their upper pages at every height and prune the old copies
+    /// `state_versions_kept` heights later, so those mostly never reach
+    /// it, while what lasts is written once.
+    pub fn write_back(&self, all: bool, height: u64) -> Result<(), StoreError> {
         let n = self.state_pending_bytes();
-        if n > 0 && (all || n > self.cache_bytes) {
-            self.cache.commit_nodes(&self.state_pending())?;
-            // The commit wrote through the map: let go of those pages now
-            // (they are the kernel's to write back), not at the next
-            // periodic release.
-            self.cache.release_mapped_pages();
+        if n == 0 || (!all && n <= self.cache_bytes) {
+            return Ok(());
         }
+        if all {
+            self.cache.commit_nodes(&self.state_pending())?;
+        } else {
+            let before = height.saturating_sub(YOUNG_HEIGHTS);
+            self.cache
+                .commit_nodes_before(&self.state_pending(), before)?;
+            if self.state_pending_bytes() > self.cache_bytes / 2 {
+                self.cache.commit_nodes(&self.state_pending())?;
+            }
+        }
+        // The commit wrote through the map: let go of those pages now
+        // (they are the kernel's to write back), not at the next periodic
+        // release.
+        self.cache.release_mapped_pages();
         Ok(())
     }
 

@@ -805,7 +805,7 @@ impl Store {
             Self::write_pending(txn, nodes)
         })?;
         for n in nodes {
-            n.clear_pending();
+            n.clear_pending(u64::MAX);
         }
         Ok(())
     }
@@ -844,7 +844,7 @@ impl Store {
             Self::write_pending(txn, nodes)
         })?;
         for n in nodes {
-            n.clear_pending();
+            n.clear_pending(u64::MAX);
         }
         Ok(())
     }
@@ -869,10 +869,20 @@ impl Store {
     /// without a height (genesis, or structures created before the first
     /// height). Emptied on success, kept on error.
     pub fn commit_nodes(&self, nodes: &[&dyn PendingNodes]) -> Result<(), StoreError> {
+        self.commit_nodes_before(nodes, u64::MAX)
+    }
+
+    /// [`Store::commit_nodes`] for the writes made before epoch `before`
+    /// only (see [`LmdbNodes::set_epoch`]); later ones stay buffered.
+    pub fn commit_nodes_before(
+        &self,
+        nodes: &[&dyn PendingNodes],
+        before: u64,
+    ) -> Result<(), StoreError> {
         self.check_owners(nodes)?;
-        self.write(|txn| Self::write_pending(txn, nodes))?;
+        self.write(|txn| Self::write_pending_before(txn, nodes, before))?;
         for n in nodes {
-            n.clear_pending();
+            n.clear_pending(before);
         }
         Ok(())
     }
@@ -889,8 +899,16 @@ impl Store {
     }
 
     fn write_pending(txn: &mut RwTxn, nodes: &[&dyn PendingNodes]) -> Result<(), StoreError> {
+        Self::write_pending_before(txn, nodes, u64::MAX)
+    }
+
+    fn write_pending_before(
+        txn: &mut RwTxn,
+        nodes: &[&dyn PendingNodes],
+        before: u64,
+    ) -> Result<(), StoreError> {
         for n in nodes {
-            n.write_pending(txn)?;
+            n.write_pending(txn, before)?;
         }
         Ok(())
     }

@@ -14,6 +14,7 @@ use proofs::NodeStore;
 use serde::{de::DeserializeOwned, Serialize};
 use std::collections::HashMap;
 use std::hash::Hash as StdHash;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use tracing::warn;
 
@@ -30,10 +31,19 @@ pub struct LmdbNodes<K, V> {
     store: Store,
     name: String,
     db: Db,
-    /// Uncommitted writes: `Some` a put, `None` a removal. A lock (not a
-    /// `RefCell`) because the store empties it through `&self`, and the
-    /// structures may read from several threads.
-    pending: RwLock<HashMap<K, Option<V>>>,
+    /// Uncommitted writes: `Some` a put, `None` a removal, each with the
+    /// epoch it was made in. A lock (not a `RefCell`) because the store
+    /// empties it through `&self`, and the structures may read from
+    /// several threads.
+    pending: RwLock<HashMap<K, Pending<V>>>,
+    /// The epoch new writes are tagged with (see [`LmdbNodes::set_epoch`]).
+    epoch: AtomicU64,
+}
+
+/// A buffered write.
+struct Pending<V> {
+    value: Option<V>,
+    epoch: u64,
 }
 
 impl<K, V> std::fmt::Debug for LmdbNodes<K, V> {
@@ -55,7 +65,20 @@ where
             name,
             db,
             pending: RwLock::new(HashMap::new()),
+            epoch: AtomicU64::new(0),
         }
+    }
+
+    /// Tag the writes from now on with `epoch` (the owner's clock: the
+    /// ledger's height), so a commit can take only the older ones
+    /// ([`Store::commit_nodes_before`]).
+    pub fn set_epoch(&self, epoch: u64) {
+        self.epoch.store(epoch, Ordering::Relaxed);
+    }
+
+    fn buffer(&self, pending: &mut HashMap<K, Pending<V>>, key: K, value: Option<V>) {
+        let epoch = self.epoch.load(Ordering::Relaxed);
+        pending.insert(key, Pending { value, epoch });
     }
 
     pub fn name(&self) -> &str {
@@ -77,7 +100,7 @@ where
         self.pending_mut().clear();
     }
 
-    fn pending_mut(&mut self) -> &mut HashMap<K, Option<V>> {
+    fn pending_mut(&mut self) -> &mut HashMap<K, Pending<V>> {
         self.pending
             .get_mut()
             .unwrap_or_else(PoisonError::into_inner)
@@ -92,8 +115,8 @@ where
     fn visit_checked(&self, key: &K, f: &mut dyn FnMut(Option<&V>)) -> Result<(), StoreError> {
         {
             let pending = self.pending.read().unwrap_or_else(PoisonError::into_inner);
-            if let Some(v) = pending.get(key) {
-                f(v.as_ref());
+            if let Some(p) = pending.get(key) {
+                f(p.value.as_ref());
                 return Ok(());
             }
         }
@@ -104,13 +127,13 @@ where
 
     /// Read a node: the overlay first, then the committed state.
     pub fn get_checked(&self, key: &K) -> Result<Option<V>, StoreError> {
-        if let Some(v) = self
+        if let Some(p) = self
             .pending
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .get(key)
         {
-            return Ok(v.clone());
+            return Ok(p.value.clone());
         }
         self.get_committed(key)
     }
@@ -151,7 +174,8 @@ where
     }
 
     fn put(&mut self, key: K, value: V) -> Result<(), proofs::StoreError> {
-        self.pending_mut().insert(key, Some(value));
+        let mut pending = self.pending.write().unwrap_or_else(PoisonError::into_inner);
+        self.buffer(&mut pending, key, Some(value));
         Ok(())
     }
 
@@ -173,9 +197,9 @@ where
     /// commit deletes the committed value.
     fn remove_pending(&self, key: &K) -> Result<(), StoreError> {
         let mut pending = self.pending.write().unwrap_or_else(PoisonError::into_inner);
-        match pending.get(key) {
-            Some(None) => return Ok(()),
-            Some(Some(_)) => {
+        match pending.get(key).map(|p| p.value.is_some()) {
+            Some(false) => return Ok(()),
+            Some(true) => {
                 let key_bytes = key.key_bytes();
                 let on_disk = self
                     .store
@@ -187,7 +211,7 @@ where
             }
             None => {}
         }
-        pending.insert(key.clone(), None);
+        self.buffer(&mut pending, key.clone(), None);
         Ok(())
     }
 }
@@ -228,11 +252,12 @@ where
     }
 
     fn put(&mut self, key: K, value: V) -> Result<(), proofs::StoreError> {
-        self.0
+        let mut pending = self
+            .0
             .pending
             .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(key, Some(value));
+            .unwrap_or_else(PoisonError::into_inner);
+        self.0.buffer(&mut pending, key, Some(value));
         Ok(())
     }
 
@@ -268,13 +293,15 @@ pub trait PendingNodes: sealed::Sealed {
     /// The store the database belongs to, and its name.
     #[doc(hidden)]
     fn owner(&self) -> (&Store, &str);
-    /// Write the pending writes in `txn`, sorted by key (LMDB writes
-    /// sorted keys into fewer, fuller pages), each value encoded as it is
-    /// written: a large write-back never exists twice in memory.
+    /// Write the pending writes made before epoch `before` in `txn`,
+    /// sorted by key (LMDB writes sorted keys into fewer, fuller pages),
+    /// each value encoded as it is written: a large write-back never
+    /// exists twice in memory.
     #[doc(hidden)]
-    fn write_pending(&self, txn: &mut RwTxn) -> Result<(), StoreError>;
+    fn write_pending(&self, txn: &mut RwTxn, before: u64) -> Result<(), StoreError>;
+    /// Forget the pending writes made before epoch `before` (once written).
     #[doc(hidden)]
-    fn clear_pending(&self);
+    fn clear_pending(&self, before: u64);
     /// Whether any write waits for a commit.
     fn has_pending(&self) -> bool;
 }
@@ -290,11 +317,12 @@ where
         (&self.store, &self.name)
     }
 
-    fn write_pending(&self, txn: &mut RwTxn) -> Result<(), StoreError> {
+    fn write_pending(&self, txn: &mut RwTxn, before: u64) -> Result<(), StoreError> {
         let pending = self.pending.read().unwrap_or_else(PoisonError::into_inner);
         let mut writes: Vec<(Vec<u8>, Option<&V>)> = pending
             .iter()
-            .map(|(k, v)| (k.key_bytes(), v.as_ref()))
+            .filter(|(_, p)| p.epoch < before)
+            .map(|(k, p)| (k.key_bytes(), p.value.as_ref()))
             .collect();
         writes.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         for (k, _) in writes.iter().filter(|(_, v)| v.is_none()) {
@@ -320,11 +348,13 @@ where
         Ok(())
     }
 
-    fn clear_pending(&self) {
-        self.pending
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clear();
+    fn clear_pending(&self, before: u64) {
+        let mut pending = self.pending.write().unwrap_or_else(PoisonError::into_inner);
+        if before == u64::MAX {
+            pending.clear();
+        } else {
+            pending.retain(|_, p| p.epoch >= before);
+        }
     }
 
     fn has_pending(&self) -> bool {

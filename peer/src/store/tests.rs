@@ -476,6 +476,81 @@ fn overlay_reads_its_own_writes_and_commits_with_the_height() {
     assert_eq!(s.last_height().unwrap(), Some(2));
 }
 
+/// What only an overlay holds dies there: a removal of a value written
+/// since the last commit leaves no tombstone; a removal of a committed
+/// one does, and its commit deletes it. Reads lend the overlay's value.
+#[test]
+fn removals_of_uncommitted_writes_cancel() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let mut n = s.nodes::<u64, Hash>("n").unwrap();
+    n.put(1, h(1)).unwrap();
+    s.commit_nodes(&[&n]).unwrap();
+    n.put(2, h(2)).unwrap();
+    let mut seen = None;
+    n.visit(&2, &mut |v| seen = v.copied()).unwrap();
+    assert_eq!(seen, Some(h(2)));
+    n.remove(&2).unwrap();
+    assert_eq!(n.pending_len(), 0, "never written, so nothing to delete");
+    assert_eq!(n.get(&2).unwrap(), None);
+    n.remove(&1).unwrap();
+    assert_eq!(n.pending_len(), 1, "a tombstone for the committed value");
+    assert_eq!(n.get(&1).unwrap(), None);
+    s.commit_nodes(&[&n]).unwrap();
+    drop(n);
+    let n = s.nodes::<u64, Hash>("n").unwrap();
+    assert_eq!((n.get(&1).unwrap(), n.get(&2).unwrap()), (None, None));
+}
+
+/// A commit of the writes before an epoch writes exactly those; the
+/// younger stay buffered and readable, and a later full commit writes them.
+#[test]
+fn commits_by_epoch_leave_younger_writes_buffered() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let mut n = s.nodes::<u64, Hash>("n").unwrap();
+    n.put(1, h(1)).unwrap();
+    n.set_epoch(5);
+    n.put(2, h(2)).unwrap();
+    n.set_epoch(9);
+    n.put(3, h(3)).unwrap();
+    s.commit_nodes_before(&[&n], 9).unwrap();
+    assert_eq!(n.pending_len(), 1);
+    // 1 and 2 are committed: a removal now needs a tombstone.
+    n.remove(&2).unwrap();
+    assert_eq!(n.pending_len(), 2);
+    // 3 is still only buffered: its removal cancels.
+    n.remove(&3).unwrap();
+    assert_eq!(n.pending_len(), 1);
+    s.commit_nodes(&[&n]).unwrap();
+    assert_eq!(n.pending_len(), 0);
+    assert_eq!(n.get(&1).unwrap(), Some(h(1)));
+    assert_eq!((n.get(&2).unwrap(), n.get(&3).unwrap()), (None, None));
+}
+
+/// A volatile store (no syncs, written through its map) reads back what
+/// it wrote, and grows its map like any other.
+#[test]
+fn a_volatile_store_works_like_a_durable_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(
+        dir.path(),
+        &StoreConfig::new(Hash([7; 32]), MAP_GRANULE).volatile(),
+    )
+    .unwrap();
+    let mut n = s.nodes::<u64, Vec<u8>>("n").unwrap();
+    // More than the initial map: the map must grow.
+    for i in 0..64u64 {
+        n.put(i, vec![i as u8; 4096]).unwrap();
+    }
+    s.commit_nodes(&[&n]).unwrap();
+    s.release_mapped_pages();
+    for i in 0..64u64 {
+        assert_eq!(n.get(&i).unwrap(), Some(vec![i as u8; 4096]));
+    }
+    assert!(s.map_size() > MAP_GRANULE);
+}
+
 #[test]
 fn damaged_node_is_a_typed_error() {
     let dir = tempfile::tempdir().unwrap();
