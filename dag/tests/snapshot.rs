@@ -8,7 +8,7 @@
 mod world;
 
 use dag::identity::PeerKey;
-use dag::ledger::apply::{Outcome, Rejection};
+use dag::ledger::apply::{HeightOutcome, Outcome, Rejection};
 use dag::ledger::asset::{AssetClass, AssetDef};
 use dag::ledger::checkpoint::Checkpoint;
 use dag::ledger::output::{output_id, Output, OutputState, Spend, Value};
@@ -367,6 +367,19 @@ fn run(seed: u64, heights: usize) -> (Driver, Vec<Vec<Vec<u8>>>) {
     (d, all)
 }
 
+/// Apply the driver's next height to it and to every twin, which must
+/// decide and commit exactly as it does.
+fn in_step(d: &mut Driver, twins: &mut [World]) -> HeightOutcome {
+    let payloads = d.next_height();
+    let a = d.w.apply_payloads(&payloads);
+    for twin in twins {
+        let b = twin.apply_payloads(&payloads);
+        assert_eq!(a.outcomes, b.outcomes, "height {}", a.height);
+        assert_eq!(a.roots, b.roots, "height {}", a.height);
+    }
+    a
+}
+
 /// Export at the driver's height, encode, decode, restore as a joining
 /// peer would, continue both for `more` heights, and compare throughout.
 fn snapshot_and_continue(d: &mut Driver, more: usize) {
@@ -403,13 +416,7 @@ fn snapshot_and_continue(d: &mut Driver, more: usize) {
     twins[1].ledger = parallel;
     twins[2].ledger = stored;
     for _ in 0..more {
-        let payloads = d.next_height();
-        let a = d.w.apply_payloads(&payloads);
-        for twin in &mut twins {
-            let b = twin.apply_payloads(&payloads);
-            assert_eq!(a.outcomes, b.outcomes, "height {}", a.height);
-            assert_eq!(a.roots, b.roots, "height {}", a.height);
-        }
+        in_step(d, &mut twins);
     }
     for twin in &twins {
         assert_eq!(
@@ -443,11 +450,7 @@ fn a_ledger_in_stores_goes_on_like_one_in_memory() {
     assert!(twin.ledger.use_stores(mem_stores()).is_err(), "only once");
     let mut spent_refusals = 0;
     for _ in 0..40 {
-        let payloads = d.next_height();
-        let a = d.w.apply_payloads(&payloads);
-        let b = twin.apply_payloads(&payloads);
-        assert_eq!(a.outcomes, b.outcomes, "height {}", a.height);
-        assert_eq!(a.roots, b.roots, "height {}", a.height);
+        let a = in_step(&mut d, std::slice::from_mut(&mut twin));
         spent_refusals += a
             .outcomes
             .iter()
@@ -570,11 +573,7 @@ fn a_restored_ledger_goes_on_like_the_original() {
     twin.ledger = restored;
     let mut applied_later = 0;
     for _ in 0..30 {
-        let payloads = d.next_height();
-        let a = d.w.apply_payloads(&payloads);
-        let b = twin.apply_payloads(&payloads);
-        assert_eq!(a.outcomes, b.outcomes, "height {}", a.height);
-        assert_eq!(a.roots, b.roots, "height {}", a.height);
+        let a = in_step(&mut d, std::slice::from_mut(&mut twin));
         applied_later += a.applied;
         assert_eq!(
             twin.ledger.stake_table().unwrap(),

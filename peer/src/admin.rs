@@ -56,6 +56,13 @@ pub struct Status {
     /// The first round still in the event log (older ones are pruned).
     #[serde(default)]
     pub event_log_from_round: Option<u64>,
+    /// Ledger state written but not yet handed to the state cache's disk
+    /// (estimated bytes; bounded by `state_cache_mb`), and outputs whose
+    /// state is held in memory (the unspent ones).
+    #[serde(default)]
+    pub state_cache_bytes: u64,
+    #[serde(default)]
+    pub outputs_in_memory: u64,
     pub outputs_root: String,
     pub history_root: String,
     /// Drops by reason (malformed messages, refused events, rate limits…).

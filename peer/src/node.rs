@@ -43,9 +43,9 @@ const FRONTIER_EVERY: Duration = Duration::from_millis(500);
 /// Writes gather for at most this long before they are made durable even
 /// though inputs keep coming (finality notices wait for them).
 const MAX_BURST: Duration = Duration::from_millis(15);
-/// How often the LMDB file's pages are unmapped from the process (see
-/// `Store::release_mapped_pages`).
-const RELEASE_MAPPED_EVERY: Duration = Duration::from_secs(10);
+/// How often the LMDB files' pages are unmapped from the process (see
+/// `Store::release_mapped_pages`) and freed heap memory is handed back.
+const RELEASE_MAPPED_EVERY: Duration = Duration::from_secs(2);
 /// Inputs waiting for the driver thread, at most.
 const INPUT_QUEUE: usize = 10_000;
 /// Frames waiting to be handed to links, at most.
@@ -530,6 +530,16 @@ pub fn prometheus_text(s: &Status) -> String {
         s.snapshots as f64,
     );
     gauge(
+        "state_cache_bytes",
+        "Ledger state buffered in memory before the state cache writes it (estimate).",
+        s.state_cache_bytes as f64,
+    );
+    gauge(
+        "outputs_in_memory",
+        "Outputs whose state is held in memory (the unspent ones).",
+        s.outputs_in_memory as f64,
+    );
+    gauge(
         "handovers_certified",
         "Committee hand-overs certified since start.",
         s.handovers_certified as f64,
@@ -628,11 +638,7 @@ fn driver_loop(
     // The snapshot we are fetching, if we are far behind.
     let mut download: Option<Download> = None;
 
-    // Writes gathered over a burst of inputs and made durable together:
-    // one sync for many received events and committed heights, instead of
-    // one each (a sync costs milliseconds).
-    let mut pending_events: Vec<(u64, proofs::Hash, Vec<u8>)> = Vec::new();
-    let mut pending_heights: Vec<(u64, Vec<u8>)> = Vec::new();
+    let mut burst = Burst::default();
     // Finality notices wait until their heights are on disk.
     let mut pending_notices: Vec<(PeerKey, Bytes)> = Vec::new();
     // When the writes now pending started gathering.
@@ -658,7 +664,9 @@ fn driver_loop(
                     if record.height <= stored_heights {
                         check_replayed(&store, &record)?;
                     } else {
-                        pending_heights.push((record.height, proofs::encode(&*record)));
+                        burst
+                            .heights
+                            .push((record.height, proofs::encode(&*record)));
                         burst_started.get_or_insert_with(Instant::now);
                     }
                 }
@@ -669,13 +677,7 @@ fn driver_loop(
                 } => {
                     // The heights before it go first: a restart from this
                     // snapshot appends the heights after it.
-                    flush(
-                        &store,
-                        &nodes,
-                        driver.ledger().height(),
-                        &mut pending_events,
-                        &mut pending_heights,
-                    )?;
+                    burst.flush(&store, &nodes, driver.ledger().height())?;
                     let t = Instant::now();
                     store
                         .put_snapshot(height, &bytes, false)
@@ -752,6 +754,7 @@ fn driver_loop(
             last_release = Instant::now();
             store.release_mapped_pages();
             nodes.cache().release_mapped_pages();
+            return_free_heap();
         }
         if last_frontier.elapsed() >= FRONTIER_EVERY {
             last_frontier = Instant::now();
@@ -766,13 +769,7 @@ fn driver_loop(
         let overdue = burst_started.is_some_and(|t: Instant| t.elapsed() >= MAX_BURST);
         if in_rx.is_empty() || overdue {
             burst_started = None;
-            flush(
-                &store,
-                &nodes,
-                driver.ledger().height(),
-                &mut pending_events,
-                &mut pending_heights,
-            )?;
+            burst.flush(&store, &nodes, driver.ledger().height())?;
             for (w, b) in pending_notices.drain(..) {
                 send(&out_tx, &counters, Out::Send(w, b));
             }
@@ -840,13 +837,7 @@ fn driver_loop(
                     }
                     Ok(Some(Step::Done(bytes))) => {
                         let d = download.take().expect("downloading");
-                        flush(
-                            &store,
-                            &nodes,
-                            driver.ledger().height(),
-                            &mut pending_events,
-                            &mut pending_heights,
-                        )?;
+                        burst.flush(&store, &nodes, driver.ledger().height())?;
                         match install(&genesis, secret, &store, d, bytes, now()) {
                             Ok((mut new, installed)) => {
                                 make_base(&store, &nodes, &mut new, installed)?;
@@ -913,7 +904,7 @@ fn driver_loop(
                 }
                 driver.handle_message(from, msg, now());
                 // Keep every valid event (inserted or parked), for restarts.
-                pending_events.extend(
+                burst.events.extend(
                     driver
                         .take_accepted()
                         .into_iter()
@@ -987,6 +978,7 @@ fn driver_loop(
                 let mut s = status(&driver, &store, &cfg, &transport, &counters, chain);
                 // The state cache is on disk too.
                 s.disk_bytes += nodes.cache().disk_bytes().unwrap_or(0);
+                s.state_cache_bytes = nodes.state_pending_bytes() as u64;
                 s.peers_connected = connected.len();
                 let _ = reply.send(s);
             }
@@ -1017,6 +1009,19 @@ fn start_driver(
     let (mut d, from) = start_driver_in_memory(genesis, secret, store, nodes, now)?;
     move_state_to_store(store, nodes, &mut d)?;
     Ok((d, from))
+}
+
+/// Hand the allocator's free pages back to the kernel. The state cache's
+/// write-backs free many buffered nodes at once, and glibc keeps freed
+/// memory mapped unless told otherwise, so RSS would show the largest
+/// buffer ever held rather than what is held now.
+fn return_free_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free memory of glibc's arenas to the
+    // kernel; it touches no allocation in use.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// The volatile store of the ledger's state databases, next to the store
@@ -1050,6 +1055,8 @@ fn move_state_to_store(store: &Store, nodes: &LedgerNodes, d: &mut Driver) -> Re
         .write_back(true, d.ledger().height())
         .context("storing the ledger state")?;
     nodes.set_height(d.ledger().height());
+    // The in-memory copy of the state was just dropped.
+    return_free_heap();
     debug!(
         ms = t.elapsed().as_millis() as u64,
         outputs = d.ledger().output_count(),
@@ -1126,36 +1133,44 @@ fn statement_signer(secret: [u8; 32]) -> StatementSigner {
     Box::new(move |ctx, digest| s.sign_digest(ctx, digest))
 }
 
-/// Make the gathered events and heights durable (one transaction each).
-fn flush(
-    store: &Store,
-    nodes: &LedgerNodes,
-    height: u64,
-    events: &mut Vec<(u64, proofs::Hash, Vec<u8>)>,
-    heights: &mut Vec<(u64, Vec<u8>)>,
-) -> Result<()> {
-    if !events.is_empty() {
-        let refs: Vec<(u64, proofs::Hash, &[u8])> = events
-            .iter()
-            .map(|(r, id, b)| (*r, *id, b.as_slice()))
-            .collect();
-        store.put_events(&refs).context("storing events")?;
-        events.clear();
+/// Writes gathered over a burst of inputs and made durable together: one
+/// sync for many received events and committed heights, instead of one
+/// each (a sync costs milliseconds).
+#[derive(Default)]
+struct Burst {
+    events: Vec<(u64, proofs::Hash, Vec<u8>)>,
+    heights: Vec<(u64, Vec<u8>)>,
+}
+
+impl Burst {
+    /// Make the burst durable (the events in one transaction, the heights
+    /// with their history nodes in another), then let the state cache
+    /// write back if it is full; `height` is the ledger's, after it.
+    fn flush(&mut self, store: &Store, nodes: &LedgerNodes, height: u64) -> Result<()> {
+        if !self.events.is_empty() {
+            let refs: Vec<(u64, proofs::Hash, &[u8])> = self
+                .events
+                .iter()
+                .map(|(r, id, b)| (*r, *id, b.as_slice()))
+                .collect();
+            store.put_events(&refs).context("storing events")?;
+            self.events.clear();
+        }
+        // The heights with the ledger nodes they wrote, in one transaction.
+        let history = nodes.history_pending();
+        if !self.heights.is_empty() || history.iter().any(|n| n.has_pending()) {
+            store
+                .append_heights_with(&self.heights, &history)
+                .context("storing committed heights")?;
+            self.heights.clear();
+        }
+        nodes
+            .write_back(false, height)
+            .context("writing the ledger state")?;
+        // The writes of the heights to come are younger.
+        nodes.set_height(height);
+        Ok(())
     }
-    // The heights with the ledger nodes they wrote, in one transaction.
-    let history = nodes.history_pending();
-    if !heights.is_empty() || history.iter().any(|n| n.has_pending()) {
-        store
-            .append_heights_with(heights, &history)
-            .context("storing committed heights")?;
-        heights.clear();
-    }
-    nodes
-        .write_back(false, height)
-        .context("writing the ledger state")?;
-    // The writes of the heights to come are younger.
-    nodes.set_height(height);
-    Ok(())
 }
 
 /// Check a downloaded snapshot against the offer's certificate and build
@@ -1477,6 +1492,8 @@ fn status(
         handovers_certified: d.stats().handovers_certified,
         snapshot_height: store.latest_snapshot_height().ok().flatten(),
         event_log_from_round: store.first_event_round().ok().flatten(),
+        state_cache_bytes: 0,
+        outputs_in_memory: d.ledger().outputs_in_memory() as u64,
         outputs_root: roots.outputs.to_string(),
         history_root: roots.history.to_string(),
         drops,

@@ -79,7 +79,12 @@ impl OutputSet {
                     return Ok(None);
                 };
                 st.spent = Some(spend);
-                store.put(*id, st.clone())?;
+                if let Err(e) = store.put(*id, st.clone()) {
+                    // Leave the set as it was.
+                    st.spent = None;
+                    self.live.insert(*id, st);
+                    return Err(e);
+                }
                 self.spent_count += 1;
                 Ok(Some(st))
             }
@@ -103,10 +108,15 @@ impl OutputSet {
             .filter(|(_, st)| st.spent.is_some())
             .map(|(id, _)| *id)
             .collect();
+        // Copy first, then drop from memory: a failing store leaves the set
+        // as it was.
         for id in &spent {
-            if let Some(st) = self.live.remove(id) {
-                store.put(*id, st)?;
+            if let Some(st) = self.live.get(id) {
+                store.put(*id, st.clone())?;
             }
+        }
+        for id in &spent {
+            self.live.remove(id);
         }
         self.live.shrink_to_fit();
         self.spent_count = spent.len();
