@@ -380,14 +380,7 @@ impl Driver {
     /// The state now, as a snapshot (only between inputs: every committed
     /// height is applied then, so the core and the ledger agree).
     pub fn export_snapshot(&self) -> anyhow::Result<PeerSnapshot> {
-        let core = self.core.export_state();
-        if core.next_height != self.ledger.height() + 1 {
-            anyhow::bail!(
-                "the core is at height {} but the ledger at {}",
-                core.next_height,
-                self.ledger.height()
-            );
-        }
+        let core = self.core_state()?;
         Ok(PeerSnapshot {
             ledger: self
                 .ledger
@@ -397,6 +390,35 @@ impl Driver {
             txs_applied: self.stats.txs_applied,
             txs_rejected: self.stats.txs_rejected,
         })
+    }
+
+    /// The encoding of [`Driver::export_snapshot`], written piece by piece
+    /// (see [`Ledger::encode_snapshot`]): what a stored snapshot is.
+    pub fn encode_snapshot(&self) -> anyhow::Result<Vec<u8>> {
+        use proofs::codec::encode_into;
+        let core = self.core_state()?;
+        let mut out = self
+            .ledger
+            .encode_snapshot()
+            .map_err(|e| anyhow::anyhow!("exporting the ledger: {e}"))?;
+        // The fields after the ledger, in `PeerSnapshot`'s order.
+        encode_into(&core, &mut out);
+        encode_into(&self.stats.txs_applied, &mut out);
+        encode_into(&self.stats.txs_rejected, &mut out);
+        Ok(out)
+    }
+
+    /// The core's state, which must be at the ledger's height.
+    fn core_state(&self) -> anyhow::Result<dag::core::CoreState> {
+        let core = self.core.export_state();
+        if core.next_height != self.ledger.height() + 1 {
+            anyhow::bail!(
+                "the core is at height {} but the ledger at {}",
+                core.next_height,
+                self.ledger.height()
+            );
+        }
+        Ok(core)
     }
 
     pub fn key(&self) -> PeerKey {
@@ -799,8 +821,8 @@ impl Driver {
             return;
         }
         self.last_snapshot = h;
-        match self.export_snapshot() {
-            Ok(snap) => {
+        match self.encode_snapshot() {
+            Ok(bytes) => {
                 let horizon = self.core.horizon();
                 self.stats.snapshots += 1;
                 self.snapshot_uncertified.push(h);
@@ -810,7 +832,7 @@ impl Driver {
                 self.effects.push_back(Effect::Snapshot {
                     height: h,
                     horizon,
-                    bytes: proofs::encode(&snap),
+                    bytes,
                 });
             }
             Err(e) => tracing::error!(height = h, "snapshot failed: {e:#}"),

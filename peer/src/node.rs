@@ -692,6 +692,11 @@ fn driver_loop(
                     while snapshot_horizons.len() > 4 {
                         snapshot_horizons.pop_first();
                     }
+                    // The export read the whole state and built one large
+                    // buffer: give both back now.
+                    drop(bytes);
+                    nodes.cache().release_mapped_pages();
+                    return_free_heap();
                 }
                 Effect::SnapshotCertified(cert) => {
                     let height = cert.statement.height;

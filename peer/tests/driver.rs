@@ -278,6 +278,12 @@ fn a_driver_started_from_a_certified_snapshot_goes_on_with_the_others() {
             assert_eq!(a.ledger, b.ledger, "ledger snapshot of driver {i}");
         }
     }
+    // A snapshot written piece by piece is the encoding of the exported one.
+    let d0 = &net.drivers[0];
+    assert_eq!(
+        d0.encode_snapshot().unwrap(),
+        proofs::encode(&d0.export_snapshot().unwrap())
+    );
     // Wrong certified roots are refused.
     let snap: PeerSnapshot = proofs::decode(&bytes, usize::MAX).unwrap();
     let mut wrong = cp.clone();

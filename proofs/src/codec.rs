@@ -27,6 +27,21 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     postcard::to_allocvec(value).expect("project types always encode")
 }
 
+/// Append the encoding of `value` to `out`. The encoding of a struct is its
+/// fields' encodings in order and a sequence's is [`encode_len`] then its
+/// elements', so a large value can be written piece by piece.
+pub fn encode_into<T: Serialize>(value: &T, out: &mut Vec<u8>) {
+    postcard::to_extend(value, std::mem::take(out))
+        .map(|v| *out = v)
+        .expect("project types always encode")
+}
+
+/// Append the length prefix of a sequence of `n` elements.
+pub fn encode_len(n: usize, out: &mut Vec<u8>) {
+    // A sequence's length is the same varint as a u64's.
+    encode_into(&(n as u64), out)
+}
+
 /// Decode a value, rejecting anything but its one canonical encoding.
 /// `limit` bounds the input length before any work is done.
 pub fn decode<T: Serialize + DeserializeOwned>(
@@ -82,6 +97,20 @@ mod tests {
     }
 
     proptest! {
+        /// Piecewise encoding (a header field, a length, the elements) is
+        /// byte for byte the encoding of the whole.
+        #[test]
+        fn piecewise_encoding_is_the_whole(head: u32, items in proptest::collection::vec(any::<(u64, Vec<u8>, bool)>(), 0..300)) {
+            let whole = encode(&(head, items.clone()));
+            let mut pieces = Vec::new();
+            encode_into(&head, &mut pieces);
+            encode_len(items.len(), &mut pieces);
+            for item in &items {
+                encode_into(item, &mut pieces);
+            }
+            prop_assert_eq!(pieces, whole);
+        }
+
         #[test]
         fn roundtrip(a: u64, b in proptest::collection::vec(any::<u8>(), 0..64), c: bool, d: Option<u32>) {
             let s = Sample { a, b, c, d };

@@ -455,18 +455,25 @@ impl<T: VersionedTree, S: NodeStore<IndexKey, IndexValue>> KeyIndex<T, S> {
     /// Every key's whole list as of the latest version, keys in increasing
     /// order: what [`KeyIndex::restore`] takes to rebuild this index.
     pub fn lists(&self) -> Result<Vec<(Hash, Vec<Entry>)>, KeyIndexError> {
+        self.keys()?
+            .into_iter()
+            .map(|key| Ok((key, self.list(&key)?)))
+            .collect()
+    }
+
+    /// Every index key with a non-empty list as of the latest version, in
+    /// increasing order.
+    pub fn keys(&self) -> Result<Vec<Hash>, KeyIndexError> {
         let mut keys = Vec::new();
         self.tree
             .each_leaf(self.tree.latest_version(), &mut |key, _| keys.push(*key))?;
-        keys.into_iter()
-            .map(|key| {
-                let count = self.sizes(&key)?.last().map_or(0, |(_, n)| *n);
-                let entries = (0..count)
-                    .map(|i| self.entry(&key, i))
-                    .collect::<Result<Vec<_>, _>>()?;
-                Ok((key, entries))
-            })
-            .collect()
+        Ok(keys)
+    }
+
+    /// `key`'s whole list as of the latest version, in list order.
+    pub fn list(&self, key: &Hash) -> Result<Vec<Entry>, KeyIndexError> {
+        let count = self.sizes(key)?.last().map_or(0, |(_, n)| *n);
+        (0..count).map(|i| self.entry(key, i)).collect()
     }
 
     /// The height of the last [`KeyIndex::apply`] (or restore).

@@ -246,18 +246,9 @@ impl Ledger {
         let mut all: Vec<(OutputId, OutputState)> = if self.outputs.has_store() {
             // Spent outputs are in the store: the output set's tree lists
             // every id, in order.
-            let mut ids = Vec::with_capacity(self.outputs.len());
-            self.output_tree
-                .each_leaf(self.output_tree.latest_version(), &mut |id, _| {
-                    ids.push(*id)
-                })?;
-            ids.into_iter()
-                .map(|id| match self.outputs.get(&id)? {
-                    Some(st) => Ok((id, st.into_owned())),
-                    None => Err(LedgerError::Store(StoreError::Missing(format!(
-                        "spent output {id}"
-                    )))),
-                })
+            self.output_ids()?
+                .into_iter()
+                .map(|id| Ok((id, self.stored_output(&id)?.into_owned())))
                 .collect::<Result<_, LedgerError>>()?
         } else {
             self.outputs
@@ -267,6 +258,27 @@ impl Ledger {
         };
         all.sort_unstable_by_key(|(id, _)| *id);
         Ok(all)
+    }
+
+    /// Every output id, in increasing order, from the output set's tree.
+    pub(crate) fn output_ids(&self) -> Result<Vec<OutputId>, LedgerError> {
+        let mut ids = Vec::with_capacity(self.outputs.len());
+        self.output_tree
+            .each_leaf(self.output_tree.latest_version(), &mut |id, _| {
+                ids.push(*id)
+            })?;
+        Ok(ids)
+    }
+
+    /// The state of an output the output set's tree lists: missing is a
+    /// damaged store.
+    pub(crate) fn stored_output(
+        &self,
+        id: &OutputId,
+    ) -> Result<std::borrow::Cow<'_, OutputState>, LedgerError> {
+        self.outputs
+            .get(id)?
+            .ok_or_else(|| LedgerError::Store(StoreError::Missing(format!("spent output {id}"))))
     }
 
     /// Outputs ever created, spent or not.
