@@ -994,9 +994,6 @@ fn driver_loop(
     }
 }
 
-/// The driver to start with: from our newest stored snapshot if there is
-/// one (then only the events from its horizon on need replaying), else from
-/// genesis. Returns the round the replay starts at.
 /// The config's local tuning of a driver (after a start or a catch-up).
 fn tune(driver: &mut Driver, cfg: &Config) {
     driver.set_snapshot_interval(cfg.snapshot_interval);
@@ -1004,6 +1001,10 @@ fn tune(driver: &mut Driver, cfg: &Config) {
     driver.set_idle_round_ms(cfg.idle_round_ms);
 }
 
+/// The driver to start with: from our newest stored snapshot if there is
+/// one (then only the events from its horizon on need replaying), else from
+/// genesis, with its ledger state moved into the state cache. Returns the
+/// round the replay starts at.
 fn start_driver(
     genesis: &Genesis,
     secret: [u8; 32],
@@ -1070,6 +1071,7 @@ fn move_state_to_store(store: &Store, nodes: &LedgerNodes, d: &mut Driver) -> Re
     Ok(())
 }
 
+/// [`start_driver`] before the move: the ledger as restored, in memory.
 fn start_driver_in_memory(
     genesis: &Genesis,
     secret: [u8; 32],

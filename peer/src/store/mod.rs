@@ -804,9 +804,7 @@ impl Store {
             db.put(txn, &key, record)?;
             Self::write_pending(txn, nodes)
         })?;
-        for n in nodes {
-            n.clear_pending(u64::MAX);
-        }
+        Self::clear_written(nodes, u64::MAX);
         Ok(())
     }
 
@@ -825,7 +823,11 @@ impl Store {
         nodes: &[&dyn PendingNodes],
     ) -> Result<(), StoreError> {
         if records.is_empty() {
-            return self.commit_nodes(nodes);
+            // Nothing to write costs no transaction (and no sync).
+            if nodes.iter().any(|n| n.has_pending()) {
+                return self.commit_nodes(nodes);
+            }
+            return Ok(());
         }
         self.check_owners(nodes)?;
         let db = self.inner.heights;
@@ -843,9 +845,7 @@ impl Store {
             }
             Self::write_pending(txn, nodes)
         })?;
-        for n in nodes {
-            n.clear_pending(u64::MAX);
-        }
+        Self::clear_written(nodes, u64::MAX);
         Ok(())
     }
 
@@ -881,9 +881,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         self.check_owners(nodes)?;
         self.write(|txn| Self::write_pending_before(txn, nodes, before))?;
-        for n in nodes {
-            n.clear_pending(before);
-        }
+        Self::clear_written(nodes, before);
         Ok(())
     }
 
@@ -896,6 +894,13 @@ impl Store {
             }
         }
         Ok(())
+    }
+
+    /// Empty the overlays of what a committed transaction wrote.
+    fn clear_written(nodes: &[&dyn PendingNodes], before: u64) {
+        for n in nodes {
+            n.clear_pending(before);
+        }
     }
 
     fn write_pending(txn: &mut RwTxn, nodes: &[&dyn PendingNodes]) -> Result<(), StoreError> {
