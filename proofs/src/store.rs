@@ -67,8 +67,19 @@ pub trait NodeStore<K, V> {
     where
         Self: Sized,
     {
-        let _ = recycle;
-        self.remove(key)
+        if let Some(value) = self.remove_taking(key)? {
+            recycle(value);
+        }
+        Ok(())
+    }
+
+    /// Remove the value under `key`, and return it only if the store held
+    /// it as a `V` it gives up for free (the object-safe form of
+    /// [`NodeStore::remove_recycling`]). The default removes and returns
+    /// `None`.
+    fn remove_taking(&mut self, key: &K) -> Result<Option<V>, StoreError> {
+        self.remove(key)?;
+        Ok(None)
     }
 }
 
@@ -89,6 +100,10 @@ impl<K, V> NodeStore<K, V> for Box<dyn NodeStore<K, V> + Send + Sync> {
 
     fn take(&mut self, key: &K) -> Result<Option<V>, StoreError> {
         (**self).take(key)
+    }
+
+    fn remove_taking(&mut self, key: &K) -> Result<Option<V>, StoreError> {
+        (**self).remove_taking(key)
     }
 
     fn visit(&self, key: &K, f: &mut dyn FnMut(Option<&V>)) -> Result<(), StoreError> {
@@ -176,11 +191,8 @@ impl<K: StdHash + Eq, V: Clone> NodeStore<K, V> for MemStore<K, V> {
         Ok(self.map.remove(key))
     }
 
-    fn remove_recycling(&mut self, key: &K, recycle: impl FnOnce(V)) -> Result<(), StoreError> {
-        if let Some(value) = self.map.remove(key) {
-            recycle(value);
-        }
-        Ok(())
+    fn remove_taking(&mut self, key: &K) -> Result<Option<V>, StoreError> {
+        Ok(self.map.remove(key))
     }
 }
 

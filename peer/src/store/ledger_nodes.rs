@@ -56,8 +56,9 @@ impl LedgerNodes {
         let [output_tree, index_tree, index_lists, spent] = STATE_DBS;
         Ok(LedgerNodes {
             history: SharedNodes::new(store.nodes("history")?),
-            output_tree: SharedNodes::new(cache.nodes(output_tree)?),
-            index_tree: SharedNodes::new(cache.nodes(index_tree)?),
+            // A versioned tree puts each page, root and stale list once.
+            output_tree: SharedNodes::new(cache.nodes(output_tree)?.put_once()),
+            index_tree: SharedNodes::new(cache.nodes(index_tree)?.put_once()),
             index_lists: SharedNodes::new(cache.nodes(index_lists)?),
             spent: SharedNodes::new(cache.nodes(spent)?),
             cache,

@@ -11,8 +11,8 @@
 use super::{Db, KeyBytes, Store, StoreError};
 use heed::{PutFlags, RwTxn};
 use proofs::NodeStore;
+use rustc_hash::FxHashMap as HashMap;
 use serde::{de::DeserializeOwned, Serialize};
-use std::collections::HashMap;
 use std::hash::Hash as StdHash;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
@@ -38,6 +38,9 @@ pub struct LmdbNodes<K, V> {
     pending: RwLock<HashMap<K, Pending<V>>>,
     /// The epoch new writes are tagged with (see [`LmdbNodes::set_epoch`]).
     epoch: AtomicU64,
+    /// Whether the owner promises that a key it removes was put at most
+    /// once (see [`LmdbNodes::put_once`]).
+    put_once: bool,
 }
 
 /// A buffered write.
@@ -64,9 +67,21 @@ where
             store,
             name,
             db,
-            pending: RwLock::new(HashMap::new()),
+            pending: RwLock::new(HashMap::default()),
             epoch: AtomicU64::new(0),
+            put_once: false,
         }
+    }
+
+    /// The owner promises that every key it ever removes was put at most
+    /// once (a versioned tree's pages, roots and stale lists; keys it
+    /// rewrites, such as a tree's metadata, it never removes). Removing a
+    /// buffered put then drops it without asking LMDB whether an older
+    /// value lies under it, which would otherwise cost a read for every
+    /// pruned node.
+    pub fn put_once(mut self) -> Self {
+        self.put_once = true;
+        self
     }
 
     /// Tag the writes from now on with `epoch` (the owner's clock: the
@@ -164,13 +179,11 @@ where
     V: Serialize + DeserializeOwned + Clone,
 {
     fn get(&self, key: &K) -> Result<Option<V>, proofs::StoreError> {
-        self.get_checked(key)
-            .map_err(|e| proofs::StoreError::Backend(e.to_string()))
+        self.get_checked(key).map_err(backend)
     }
 
     fn visit(&self, key: &K, f: &mut dyn FnMut(Option<&V>)) -> Result<(), proofs::StoreError> {
-        self.visit_checked(key, f)
-            .map_err(|e| proofs::StoreError::Backend(e.to_string()))
+        self.visit_checked(key, f).map_err(backend)
     }
 
     fn put(&mut self, key: K, value: V) -> Result<(), proofs::StoreError> {
@@ -180,9 +193,20 @@ where
     }
 
     fn remove(&mut self, key: &K) -> Result<(), proofs::StoreError> {
-        self.remove_pending(key)
-            .map_err(|e| proofs::StoreError::Backend(e.to_string()))
+        self.remove_pending(key).map(drop).map_err(backend)
     }
+
+    fn take(&mut self, key: &K) -> Result<Option<V>, proofs::StoreError> {
+        self.take_checked(key).map_err(backend)
+    }
+
+    fn remove_taking(&mut self, key: &K) -> Result<Option<V>, proofs::StoreError> {
+        self.remove_pending(key).map_err(backend)
+    }
+}
+
+fn backend(e: StoreError) -> proofs::StoreError {
+    proofs::StoreError::Backend(e.to_string())
 }
 
 impl<K, V> LmdbNodes<K, V>
@@ -190,29 +214,52 @@ where
     K: KeyBytes + Eq + StdHash + Clone,
     V: Serialize + DeserializeOwned + Clone,
 {
-    /// Buffer the removal of `key`. A value written since the last commit
-    /// and never committed is simply dropped (a structure that writes a
-    /// node and prunes it before the overlay is committed costs the disk
-    /// nothing); otherwise a tombstone stops reads at the overlay until the
-    /// commit deletes the committed value.
-    fn remove_pending(&self, key: &K) -> Result<(), StoreError> {
+    /// Buffer the removal of `key` and return the buffered value it
+    /// replaces, if any. A value written since the last commit and never
+    /// committed is simply dropped (a structure that writes a node and
+    /// prunes it before the overlay is committed costs the disk nothing);
+    /// otherwise a tombstone stops reads at the overlay until the commit
+    /// deletes the committed value.
+    fn remove_pending(&self, key: &K) -> Result<Option<V>, StoreError> {
         let mut pending = self.pending.write().unwrap_or_else(PoisonError::into_inner);
         match pending.get(key).map(|p| p.value.is_some()) {
-            Some(false) => return Ok(()),
+            Some(false) => return Ok(None),
             Some(true) => {
-                let key_bytes = key.key_bytes();
-                let on_disk = self
-                    .store
-                    .read(|txn| Ok(self.db.get(txn, &key_bytes)?.is_some()))?;
+                let on_disk = !self.put_once && {
+                    let key_bytes = key.key_bytes();
+                    self.store
+                        .read(|txn| Ok(self.db.get(txn, &key_bytes)?.is_some()))?
+                };
                 if !on_disk {
-                    pending.remove(key);
-                    return Ok(());
+                    return Ok(pending.remove(key).and_then(|p| p.value));
                 }
             }
             None => {}
         }
-        self.buffer(&mut pending, key.clone(), None);
-        Ok(())
+        let epoch = self.epoch.load(Ordering::Relaxed);
+        let old = pending.insert(key.clone(), Pending { value: None, epoch });
+        Ok(old.and_then(|p| p.value))
+    }
+
+    /// Remove `key` and return its value, from the overlay or the disk.
+    fn take_checked(&self, key: &K) -> Result<Option<V>, StoreError> {
+        let buffered = self
+            .pending
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(key)
+            .map(|p| p.value.is_some());
+        match buffered {
+            Some(false) => Ok(None),
+            Some(true) => self.remove_pending(key),
+            None => {
+                let value = self.get_committed(key)?;
+                if value.is_some() {
+                    self.remove_pending(key)?;
+                }
+                Ok(value)
+            }
+        }
     }
 }
 
@@ -262,9 +309,15 @@ where
     }
 
     fn remove(&mut self, key: &K) -> Result<(), proofs::StoreError> {
-        self.0
-            .remove_pending(key)
-            .map_err(|e| proofs::StoreError::Backend(e.to_string()))
+        self.0.remove_pending(key).map(drop).map_err(backend)
+    }
+
+    fn take(&mut self, key: &K) -> Result<Option<V>, proofs::StoreError> {
+        self.0.take_checked(key).map_err(backend)
+    }
+
+    fn remove_taking(&mut self, key: &K) -> Result<Option<V>, proofs::StoreError> {
+        self.0.remove_pending(key).map_err(backend)
     }
 }
 

@@ -502,6 +502,47 @@ fn removals_of_uncommitted_writes_cancel() {
     assert_eq!((n.get(&1).unwrap(), n.get(&2).unwrap()), (None, None));
 }
 
+/// Taking a node moves it out of the overlay or reads it from the disk,
+/// and leaves a tombstone exactly when the disk holds it. Without the
+/// put-once promise a rewritten key's buffered value still hides the
+/// committed one, which its removal must delete; with it, removing a
+/// buffered put only drops it.
+#[test]
+fn taking_nodes_and_the_put_once_promise() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let mut n = s.nodes::<u64, Hash>("n").unwrap();
+    n.put(1, h(1)).unwrap();
+    s.commit_nodes(&[&n]).unwrap();
+    n.put(2, h(2)).unwrap();
+    assert_eq!(n.take(&2).unwrap(), Some(h(2)));
+    assert_eq!(n.pending_len(), 0);
+    assert_eq!(n.take(&1).unwrap(), Some(h(1)));
+    assert_eq!(n.pending_len(), 1, "a tombstone for the committed value");
+    assert_eq!(n.take(&1).unwrap(), None);
+    assert_eq!(n.take(&7).unwrap(), None);
+    assert_eq!(n.pending_len(), 1, "nothing to remove, nothing buffered");
+    // A rewritten committed key: its removal must reach the disk.
+    n.put(3, h(3)).unwrap();
+    s.commit_nodes(&[&n]).unwrap();
+    n.put(3, h(4)).unwrap();
+    assert_eq!(n.remove_taking(&3).unwrap(), Some(h(4)));
+    s.commit_nodes(&[&n]).unwrap();
+    assert_eq!(n.get(&3).unwrap(), None);
+    drop(n);
+
+    let mut once = s.nodes::<u64, Hash>("once").unwrap().put_once();
+    once.put(5, h(5)).unwrap();
+    s.commit_nodes(&[&once]).unwrap();
+    once.put(6, h(6)).unwrap();
+    assert_eq!(once.remove_taking(&6).unwrap(), Some(h(6)));
+    assert_eq!(once.pending_len(), 0, "dropped, no tombstone");
+    once.remove(&5).unwrap();
+    assert_eq!(once.pending_len(), 1, "a committed key still gets one");
+    s.commit_nodes(&[&once]).unwrap();
+    assert_eq!((once.get(&5).unwrap(), once.get(&6).unwrap()), (None, None));
+}
+
 /// A commit of the writes before an epoch writes exactly those; the
 /// younger stay buffered and readable, and a later full commit writes them.
 #[test]
@@ -676,11 +717,16 @@ proptest! {
         let dir = tempfile::tempdir().unwrap();
         let s = open(dir.path());
         let mut mem = SparseMerkleTree::new();
-        let mut disk = SparseMerkleTree::create(s.nodes::<StoreKey, StoreValue>("outputs").unwrap()).unwrap();
+        // As the peer opens its trees: pages are put once, so pruning a
+        // buffered page drops it without a look at the disk.
+        let mut disk = SparseMerkleTree::create(
+            s.nodes::<StoreKey, StoreValue>("outputs").unwrap().put_once(),
+        )
+        .unwrap();
         s.commit_nodes(&[disk.store()]).unwrap();
         let key = |k: u8| h(u64::from(k));
         let mut height = 0;
-        for st in &steps {
+        for (i, st) in steps.iter().enumerate() {
             match st {
                 Step::Batch(b) => {
                     let batch: Vec<(Hash, Option<Hash>)> =
@@ -695,7 +741,13 @@ proptest! {
             }
             height += 1;
             let root = disk.root(disk.latest_version()).unwrap();
-            s.commit_height(height, &root.0, &[disk.store()]).unwrap();
+            // The nodes reach the disk every third height (and at the
+            // end), so pages are pruned both buffered and committed.
+            if height % 3 == 0 || i + 1 == steps.len() {
+                s.commit_height(height, &root.0, &[disk.store()]).unwrap();
+            } else {
+                s.commit_height(height, &root.0, &[]).unwrap();
+            }
         }
         let check = |disk: &SparseMerkleTree<LmdbNodes<StoreKey, StoreValue>>| -> Result<(), TestCaseError> {
             prop_assert_eq!(disk.latest_version(), mem.latest_version());
