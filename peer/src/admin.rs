@@ -56,11 +56,15 @@ pub struct Status {
     /// The first round still in the event log (older ones are pruned).
     #[serde(default)]
     pub event_log_from_round: Option<u64>,
-    /// Ledger state written but not yet handed to the state cache's disk
-    /// (estimated bytes; bounded by `state_cache_mb`), and outputs whose
-    /// state is held in memory (the unspent ones).
+    /// Memory the ledger state takes against `state_cache_mb` (estimated
+    /// bytes): the whole state while it is held in memory, else the writes
+    /// not yet handed to the state cache's disk; whether it has moved to
+    /// the state cache; and outputs whose state is held in memory (all of
+    /// them, or the unspent ones once on disk).
     #[serde(default)]
     pub state_cache_bytes: u64,
+    #[serde(default)]
+    pub state_on_disk: bool,
     #[serde(default)]
     pub outputs_in_memory: u64,
     pub outputs_root: String,

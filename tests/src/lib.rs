@@ -7,7 +7,8 @@
 use std::net::{IpAddr, Ipv4Addr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// A binary of this workspace, built by `cargo test --workspace` next to
 /// the test executables' directory.
@@ -28,15 +29,32 @@ pub fn bin(name: &str) -> PathBuf {
 }
 
 /// A base port with `n` consecutive free UDP ports on 127.0.0.1.
+///
+/// The tests of one process run in parallel threads and probe ports before
+/// their peers bind them, so a probe alone would hand two tests the same
+/// range: each call takes the next range of a process-wide cursor, which
+/// starts at a place drawn from the process id and the clock (other
+/// processes), and skips ranges in use.
 pub fn free_ports(n: u16) -> u16 {
-    let seed = std::process::id() as u64 ^ Instant::now().elapsed().as_nanos() as u64;
-    let mut candidate = 20_000 + (seed.wrapping_mul(2_654_435_761) % 30_000) as u16;
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 30_000;
+    static CURSOR: AtomicU32 = AtomicU32::new(u32::MAX);
+    let n32 = u32::from(n);
+    let step = n32 + 3;
+    let start = {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        (std::process::id() ^ nanos).wrapping_mul(2_654_435_761) % SPAN
+    };
+    let _ = CURSOR.compare_exchange(u32::MAX, start, Ordering::Relaxed, Ordering::Relaxed);
     loop {
+        let offset = CURSOR.fetch_add(step, Ordering::Relaxed) % (SPAN - n32);
+        let candidate = (LOW + offset) as u16;
         let ok = (0..n).all(|i| UdpSocket::bind(("127.0.0.1", candidate + i)).is_ok());
         if ok {
             return candidate;
         }
-        candidate = 20_000 + (candidate - 20_000 + 97 * n) % 30_000;
     }
 }
 

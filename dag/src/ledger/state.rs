@@ -286,6 +286,11 @@ impl Ledger {
         self.outputs.len()
     }
 
+    /// Whether [`Ledger::use_stores`] moved the growing state into stores.
+    pub fn uses_stores(&self) -> bool {
+        self.output_tree.is_paged() || self.outputs.has_store()
+    }
+
     /// Outputs whose state is held in memory (all of them unless
     /// [`Ledger::use_stores`] moved the spent ones out).
     pub fn outputs_in_memory(&self) -> usize {
@@ -368,7 +373,7 @@ impl Ledger {
     /// the latest version stays provable (as after a restore). Calling it
     /// again is refused.
     pub fn use_stores(&mut self, stores: LedgerStores) -> Result<(), LedgerError> {
-        if self.output_tree.is_paged() || self.outputs.has_store() {
+        if self.uses_stores() {
             return Err(LedgerError::Store(StoreError::Backend(
                 "the ledger already uses stores".into(),
             )));
