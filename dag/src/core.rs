@@ -570,14 +570,26 @@ impl Core {
         event: Event,
         from: Option<PeerKey>,
     ) -> Result<Accepted, Refused> {
-        self.now = self.now.max(now);
         let id = event.id();
+        self.receive_identified(now, event, id, from)
+    }
+
+    /// [`Core::receive`] of an event whose id the caller has computed (it
+    /// must be `event.id()`), so a large payload is hashed once.
+    pub fn receive_identified(
+        &mut self,
+        now: Millis,
+        event: Event,
+        id: EventId,
+        from: Option<PeerKey>,
+    ) -> Result<Accepted, Refused> {
+        self.now = self.now.max(now);
         self.precheck(&id, &event.body)?;
         let ctx = self
             .context(event.body.round)
             .expect("precheck ensured snapshots");
-        let verified =
-            VerifiedEvent::verify(event, &ctx).inspect_err(|_| self.stats.invalid += 1)?;
+        let verified = VerifiedEvent::verify_identified(event, id, &ctx)
+            .inspect_err(|_| self.stats.invalid += 1)?;
         self.accept(verified, from)
     }
 

@@ -183,6 +183,18 @@ impl VerifiedEvent {
     /// Structure, signature and VRF proof.
     pub fn verify(event: Event, ctx: &ValidationContext) -> Result<Self, EventError> {
         let id = event.id();
+        Self::verify_identified(event, id, ctx)
+    }
+
+    /// [`VerifiedEvent::verify`] of an event whose id the caller computed
+    /// already (`id` must be `event.id()`: hashing a large payload twice is
+    /// what this saves).
+    pub(crate) fn verify_identified(
+        event: Event,
+        id: EventId,
+        ctx: &ValidationContext,
+    ) -> Result<Self, EventError> {
+        debug_assert_eq!(id, event.id());
         let author = check_structure(&event.body, ctx)?;
         let key = event
             .body

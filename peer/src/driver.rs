@@ -210,8 +210,9 @@ pub struct Driver {
     sign: StatementSigner,
     rng: ChaCha20Rng,
     effects: VecDeque<Effect>,
-    /// Valid events received since the last [`Driver::take_accepted`].
-    accepted: Vec<Event>,
+    /// Valid events received since the last [`Driver::take_accepted`],
+    /// with their ids.
+    accepted: Vec<(EventId, Event)>,
     stats: DriverStats,
     now: Millis,
 }
@@ -449,8 +450,8 @@ impl Driver {
     }
 
     /// The valid events received from peers since the last call (inserted,
-    /// or parked for missing parents), for the event log.
-    pub fn take_accepted(&mut self) -> Vec<Event> {
+    /// or parked for missing parents), with their ids, for the event log.
+    pub fn take_accepted(&mut self) -> Vec<(EventId, Event)> {
         std::mem::take(&mut self.accepted)
     }
 
@@ -574,10 +575,11 @@ impl Driver {
             PeerMessage::Events(events) => {
                 for ev in events {
                     let copy = ev.clone();
-                    match self.core.receive(self.now, ev, Some(from)) {
+                    let id = ev.id();
+                    match self.core.receive_identified(self.now, ev, id, Some(from)) {
                         // Verified, whether inserted or waiting for parents:
                         // the event log must hold both, or a replay stalls.
-                        Ok(Accepted::Inserted | Accepted::Parked) => self.accepted.push(copy),
+                        Ok(Accepted::Inserted | Accepted::Parked) => self.accepted.push((id, copy)),
                         Err(Refused::Duplicate) => {}
                         Err(_) => self.stats.events_refused += 1,
                     }

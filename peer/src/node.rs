@@ -920,7 +920,7 @@ fn driver_loop(
                     driver
                         .take_accepted()
                         .into_iter()
-                        .map(|e| (e.body.round, e.id(), proofs::encode(&e))),
+                        .map(|(id, e)| (e.body.round, id, proofs::encode(&e))),
                 );
             }
             Input::Submit(wallet, txs) => {
