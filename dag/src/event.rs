@@ -99,6 +99,19 @@ impl Event {
     pub fn id(&self) -> EventId {
         self.body.id()
     }
+
+    /// The event's encoding and its id from one serialization: postcard
+    /// writes a struct as its fields in order and the signature as 64 bytes
+    /// without a length, so the encoding is the body's followed by the
+    /// signature, and the id hashes that prefix.
+    pub fn encode_with_id(&self) -> (Vec<u8>, EventId) {
+        let bytes = proofs::encode(self);
+        let body = &bytes[..bytes.len().saturating_sub(64)];
+        let id = Hash::of(EVENT_DOMAIN, body);
+        debug_assert_eq!(id, self.id());
+        (bytes, id)
+    }
+
     pub fn round(&self) -> Round {
         self.body.round
     }

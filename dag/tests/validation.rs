@@ -96,6 +96,22 @@ fn a_good_event_verifies_and_round_trips() {
     assert_eq!(v.author, n.author(0));
 }
 
+/// One serialization gives both the encoding and the id, for events with
+/// and without parents and payloads of several sizes (a length prefix of
+/// one, two and three bytes).
+#[test]
+fn encoding_and_id_from_one_serialization() {
+    let mut n = net(4);
+    let parents = n.refs(&[0, 1, 2]);
+    for (parents, len) in [(vec![], 0), (parents.clone(), 10), (parents, 300)] {
+        let e = n.event(1, u64::from(!parents.is_empty()), parents, vec![9; len]);
+        assert_eq!(e.encode_with_id(), (e.encode(), e.id()));
+    }
+    let mut big = n.event(2, 0, vec![], vec![]);
+    big.body.payload = vec![3; 70_000];
+    assert_eq!(big.encode_with_id(), (big.encode(), big.id()));
+}
+
 #[test]
 fn decoder_rejects_trailing_and_truncated_bytes() {
     let mut n = net(4);

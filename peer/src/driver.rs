@@ -210,9 +210,9 @@ pub struct Driver {
     sign: StatementSigner,
     rng: ChaCha20Rng,
     effects: VecDeque<Effect>,
-    /// Valid events received since the last [`Driver::take_accepted`],
-    /// with their ids.
-    accepted: Vec<(EventId, Event)>,
+    /// Valid events received since the last [`Driver::take_accepted`]:
+    /// round, id and encoding.
+    accepted: Vec<(Round, EventId, Vec<u8>)>,
     stats: DriverStats,
     now: Millis,
 }
@@ -450,8 +450,9 @@ impl Driver {
     }
 
     /// The valid events received from peers since the last call (inserted,
-    /// or parked for missing parents), with their ids, for the event log.
-    pub fn take_accepted(&mut self) -> Vec<(EventId, Event)> {
+    /// or parked for missing parents) as round, id and encoding, for the
+    /// event log.
+    pub fn take_accepted(&mut self) -> Vec<(Round, EventId, Vec<u8>)> {
         std::mem::take(&mut self.accepted)
     }
 
@@ -574,12 +575,14 @@ impl Driver {
             }
             PeerMessage::Events(events) => {
                 for ev in events {
-                    let copy = ev.clone();
-                    let id = ev.id();
+                    let (bytes, id) = ev.encode_with_id();
+                    let round = ev.body.round;
                     match self.core.receive_identified(self.now, ev, id, Some(from)) {
                         // Verified, whether inserted or waiting for parents:
                         // the event log must hold both, or a replay stalls.
-                        Ok(Accepted::Inserted | Accepted::Parked) => self.accepted.push((id, copy)),
+                        Ok(Accepted::Inserted | Accepted::Parked) => {
+                            self.accepted.push((round, id, bytes))
+                        }
                         Err(Refused::Duplicate) => {}
                         Err(_) => self.stats.events_refused += 1,
                     }

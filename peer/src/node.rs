@@ -916,12 +916,7 @@ fn driver_loop(
                 }
                 driver.handle_message(from, msg, now());
                 // Keep every valid event (inserted or parked), for restarts.
-                burst.events.extend(
-                    driver
-                        .take_accepted()
-                        .into_iter()
-                        .map(|(id, e)| (e.body.round, id, proofs::encode(&e))),
-                );
+                burst.events.extend(driver.take_accepted());
             }
             Input::Submit(wallet, txs) => {
                 let max = driver.ledger().params().max_tx_bytes as usize;
