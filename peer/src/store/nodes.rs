@@ -155,17 +155,20 @@ where
 
     fn get_committed(&self, key: &K) -> Result<Option<V>, StoreError> {
         let key_bytes = key.key_bytes();
-        self.store.read(|txn| match self.db.get(txn, &key_bytes)? {
-            None => Ok(None),
+        let (value, len) = self.store.read(|txn| match self.db.get(txn, &key_bytes)? {
+            None => Ok((None, 0)),
             Some(bytes) => proofs::decode::<V>(bytes, MAX_NODE_VALUE_BYTES)
-                .map(Some)
+                .map(|v| (Some(v), bytes.len()))
                 .map_err(|e| {
                     StoreError::corrupt(
                         &self.db_name(),
                         format!("value under key {}: {e}", hex(&key_bytes)),
                     )
                 }),
-        })
+        })?;
+        // Outside the transaction: releasing the map needs none open.
+        self.store.note_mapped_read(len);
+        Ok(value)
     }
 }
 

@@ -476,6 +476,15 @@ fn overlay_reads_its_own_writes_and_commits_with_the_height() {
     assert_eq!(s.last_height().unwrap(), Some(2));
 }
 
+/// Node database `n` with key 1 committed and key 2 only buffered.
+fn committed_1_buffered_2(s: &Store) -> LmdbNodes<u64, Hash> {
+    let mut n = s.nodes::<u64, Hash>("n").unwrap();
+    n.put(1, h(1)).unwrap();
+    s.commit_nodes(&[&n]).unwrap();
+    n.put(2, h(2)).unwrap();
+    n
+}
+
 /// What only an overlay holds dies there: a removal of a value written
 /// since the last commit leaves no tombstone; a removal of a committed
 /// one does, and its commit deletes it. Reads lend the overlay's value.
@@ -483,10 +492,7 @@ fn overlay_reads_its_own_writes_and_commits_with_the_height() {
 fn removals_of_uncommitted_writes_cancel() {
     let dir = tempfile::tempdir().unwrap();
     let s = open(dir.path());
-    let mut n = s.nodes::<u64, Hash>("n").unwrap();
-    n.put(1, h(1)).unwrap();
-    s.commit_nodes(&[&n]).unwrap();
-    n.put(2, h(2)).unwrap();
+    let mut n = committed_1_buffered_2(&s);
     let mut seen = None;
     n.visit(&2, &mut |v| seen = v.copied()).unwrap();
     assert_eq!(seen, Some(h(2)));
@@ -511,10 +517,7 @@ fn removals_of_uncommitted_writes_cancel() {
 fn taking_nodes_and_the_put_once_promise() {
     let dir = tempfile::tempdir().unwrap();
     let s = open(dir.path());
-    let mut n = s.nodes::<u64, Hash>("n").unwrap();
-    n.put(1, h(1)).unwrap();
-    s.commit_nodes(&[&n]).unwrap();
-    n.put(2, h(2)).unwrap();
+    let mut n = committed_1_buffered_2(&s);
     assert_eq!(n.take(&2).unwrap(), Some(h(2)));
     assert_eq!(n.pending_len(), 0);
     assert_eq!(n.take(&1).unwrap(), Some(h(1)));
