@@ -150,6 +150,23 @@ pub fn spawn_peer(exe: &Path, dir: &Path, json_logs: bool) -> Result<Child> {
     if json_logs {
         cmd.arg("--log-format").arg("json");
     }
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::process::CommandExt;
+        // The peers die with the thread that started them: a devnet or a
+        // bench killed by a signal leaves no daemons running behind it
+        // (holding their directories' locks and the machine's cores).
+        // SAFETY: the closure runs in the child between fork and exec and
+        // only calls prctl, which is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
     cmd.arg("run")
         .arg("--dir")
         .arg(dir)
