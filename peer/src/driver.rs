@@ -777,7 +777,17 @@ impl Driver {
     }
 
     fn drain_core(&mut self) {
+        // Leaders committed in a row (a round's slots often decide
+        // together) share one signature batch: a larger multiscalar
+        // multiplication costs less per point.
+        let mut committed = Vec::new();
         while let Some(out) = self.core.poll_output() {
+            if let Output::Committed(sub) = out {
+                committed.push(sub);
+                continue;
+            }
+            // Everything else comes after the heights before it.
+            self.apply_all(std::mem::take(&mut committed));
             match out {
                 Output::Broadcast(ev) => {
                     let round = ev.body.round;
@@ -794,7 +804,7 @@ impl Driver {
                         _ => Effect::Broadcast(msg),
                     });
                 }
-                Output::Committed(sub) => self.apply(sub),
+                Output::Committed(_) => unreachable!("gathered above"),
                 Output::SnapshotReached { snapshot } => {
                     // Every leader up to the snapshot is applied (heights
                     // apply as they commit), so this is the table at S.
@@ -811,6 +821,7 @@ impl Driver {
                 Output::Equivocation(_) => {}
             }
         }
+        self.apply_all(committed);
         self.maybe_snapshot();
     }
 
@@ -844,18 +855,24 @@ impl Driver {
         }
     }
 
-    fn apply(&mut self, sub: CommittedSubDag) {
+    /// Check the signatures of every transaction of `subs` in one batch,
+    /// then apply the heights in order.
+    fn apply_all(&mut self, subs: Vec<CommittedSubDag>) {
+        if subs.is_empty() {
+            return;
+        }
         let max = self.ledger.params().max_tx_bytes as usize;
-        let mut record_events = Vec::with_capacity(sub.events.len());
-        // The whole height's transactions in one batch: one multiscalar
-        // multiplication over more points costs less per point.
         let mut items = Vec::new();
-        let mut counts = Vec::with_capacity(sub.events.len());
-        for ve in &sub.events {
-            let decoded = decode_payload(&ve.event.body.payload, max);
-            counts.push(decoded.len());
-            items.extend(decoded);
-            record_events.push((ve.id, ve.event.body.payload.clone()));
+        // Per height, per event: how many items.
+        let mut counts: Vec<Vec<usize>> = Vec::with_capacity(subs.len());
+        for sub in &subs {
+            let mut of_sub = Vec::with_capacity(sub.events.len());
+            for ve in &sub.events {
+                let decoded = decode_payload(&ve.event.body.payload, max);
+                of_sub.push(decoded.len());
+                items.extend(decoded);
+            }
+            counts.push(of_sub);
         }
         // Our own mempool's transactions were verified when we took them.
         let queued = &self.queued;
@@ -865,15 +882,26 @@ impl Driver {
             })
             .into_iter();
         drop(items);
-        let mut events = Vec::with_capacity(sub.events.len());
-        for (ve, n) in sub.events.iter().zip(counts) {
-            let of_event: Vec<Admitted> = admitted.by_ref().take(n).collect();
-            for a in &of_event {
-                // Stale ids left in `queued_order` are harmless.
-                self.queued.remove(&a.id());
+        for (sub, of_sub) in subs.into_iter().zip(counts) {
+            let mut events = Vec::with_capacity(sub.events.len());
+            for (ve, n) in sub.events.iter().zip(of_sub) {
+                let of_event: Vec<Admitted> = admitted.by_ref().take(n).collect();
+                for a in &of_event {
+                    // Stale ids left in `queued_order` are harmless.
+                    self.queued.remove(&a.id());
+                }
+                events.push((ve.id, of_event));
             }
-            events.push((ve.id, of_event));
+            self.apply(sub, events);
         }
+    }
+
+    fn apply(&mut self, sub: CommittedSubDag, events: Vec<(EventId, Vec<Admitted>)>) {
+        let record_events = sub
+            .events
+            .iter()
+            .map(|ve| (ve.id, ve.event.body.payload.clone()))
+            .collect();
         let input = HeightInput {
             height: sub.height,
             round: sub.leader.round,

@@ -18,4 +18,5 @@ pub mod driver;
 pub mod keys;
 pub mod node;
 pub mod store;
+pub mod submissions;
 pub mod transport;

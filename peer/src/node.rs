@@ -17,6 +17,7 @@ use crate::config::Config;
 use crate::driver::{Driver, Effect, HeightRecord, PeerSnapshot, StatementSigner};
 use crate::keys;
 use crate::store::{LedgerNodes, Store, StoreConfig};
+use crate::submissions::{self, Submitters};
 use crate::transport::{Authorize, Link, LinkSigner, Transport, TransportConfig};
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
@@ -27,7 +28,7 @@ use dag::ledger::genesis::Genesis;
 use dag::wire::{PeerMessage, SnapshotOffer, WalletMessage, SNAPSHOT_CHUNK};
 use dag::OwnProgress;
 use rand_core::{OsRng, RngCore};
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -632,8 +633,7 @@ fn driver_loop(
     let mut last_release = Instant::now();
     let mut connected: HashSet<PeerKey> = HashSet::new();
     // Which wallet submitted which transaction (oldest forgotten first).
-    let mut submitters: HashMap<proofs::Hash, PeerKey> = HashMap::new();
-    let mut submit_order: VecDeque<proofs::Hash> = VecDeque::new();
+    let mut submitters = Submitters::new(MAX_TRACKED_SUBMISSIONS);
     // When each peer was last answered from the event log, or offered a
     // snapshot.
     let mut served_from_log: HashMap<PeerKey, Instant> = HashMap::new();
@@ -645,6 +645,8 @@ fn driver_loop(
     let mut download: Option<Download> = None;
 
     let mut burst = Burst::default();
+    // An input taken while gathering submissions, handled next.
+    let mut deferred: Option<Input> = None;
     // Finality notices wait until their heights are on disk.
     let mut pending_notices: Vec<(PeerKey, Bytes)> = Vec::new();
     // When the writes now pending started gathering.
@@ -750,7 +752,7 @@ fn driver_loop(
                 Effect::Finalized(height, outcomes) => {
                     let mut by_wallet: HashMap<PeerKey, Vec<_>> = HashMap::new();
                     for (id, outcome) in outcomes {
-                        if let Some(w) = submitters.remove(&id) {
+                        if let Some(w) = submitters.take(&id) {
                             by_wallet.entry(w).or_default().push((id, height, outcome));
                         }
                     }
@@ -795,13 +797,16 @@ fn driver_loop(
         } else {
             0
         };
-        let input = match in_rx.blocking_recv_timeout(Duration::from_millis(wait)) {
-            Received::Input(i) => i,
-            Received::Timeout => {
-                driver.handle_timeout(now());
-                continue;
-            }
-            Received::Closed => return Ok(()),
+        let input = match deferred.take() {
+            Some(i) => i,
+            None => match in_rx.blocking_recv_timeout(Duration::from_millis(wait)) {
+                Received::Input(i) => i,
+                Received::Timeout => {
+                    driver.handle_timeout(now());
+                    continue;
+                }
+                Received::Closed => return Ok(()),
+            },
         };
         match input {
             Input::Msg(from, PeerMessage::SnapshotFetch { height, offset }) => {
@@ -919,42 +924,36 @@ fn driver_loop(
                 burst.events.extend(driver.take_accepted());
             }
             Input::Submit(wallet, txs) => {
-                let max = driver.ledger().params().max_tx_bytes as usize;
-                let mut results = Vec::with_capacity(txs.len());
-                let mut decoded = Vec::with_capacity(txs.len());
-                for bytes in txs {
-                    match proofs::decode::<dag::ledger::Transaction>(&bytes, max) {
-                        Err(e) => results.push((
-                            proofs::Hash::of(dag::ledger::admission::MALFORMED_DOMAIN, &bytes),
-                            Some(format!("malformed: {e}")),
-                        )),
-                        Ok(tx) => decoded.push(tx),
-                    }
-                }
-                for (txid, r) in driver.submit_batch(decoded) {
-                    match r {
-                        Ok(_) => {
-                            if submitters.insert(txid, wallet).is_none() {
-                                submit_order.push_back(txid);
-                            }
-                            while submit_order.len() > MAX_TRACKED_SUBMISSIONS {
-                                if let Some(old) = submit_order.pop_front() {
-                                    submitters.remove(&old);
-                                }
-                            }
-                            results.push((txid, None));
+                // Submissions that queued up while we were busy are checked
+                // in one batch.
+                let mut submits = vec![(wallet, txs)];
+                let mut total = submits[0].1.len();
+                while total < submissions::MAX_GATHERED {
+                    match in_rx.try_recv() {
+                        Ok(Input::Submit(w, t)) => {
+                            total += t.len();
+                            submits.push((w, t));
                         }
-                        Err(e) => results.push((txid, Some(e))),
+                        Ok(other) => {
+                            deferred = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
                     }
                 }
-                send(
-                    &out_tx,
-                    &counters,
-                    Out::Send(
-                        wallet,
-                        Bytes::from(WalletMessage::Submitted(results).encode()),
-                    ),
-                );
+                let max = driver.ledger().params().max_tx_bytes as usize;
+                for (wallet, answers) in
+                    submitters.check(submits, max, |txs| driver.submit_batch(txs))
+                {
+                    send(
+                        &out_tx,
+                        &counters,
+                        Out::Send(
+                            wallet,
+                            Bytes::from(WalletMessage::Submitted(answers).encode()),
+                        ),
+                    );
+                }
             }
             Input::Disconnected(key) => {
                 connected.remove(&key);
