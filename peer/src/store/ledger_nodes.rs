@@ -21,6 +21,7 @@ use dag::ledger::{LedgerStores, OutputState};
 use proofs::key_index::{IndexKey, IndexValue};
 use proofs::smt::{StoreKey, StoreValue};
 use proofs::Hash;
+use std::collections::BTreeMap;
 
 /// What one buffered write of each state database takes in memory, about
 /// (measured: tree pages average ~850 encoded bytes, held decoded with
@@ -36,6 +37,10 @@ const SPENT_OUTPUT_BYTES: usize = 320;
 /// `peer bench --peers 4` peaks at 174 MB per peer with 80,000 outputs and
 /// 252 MB with 160,000).
 const IN_MEMORY_BYTES_PER_OUTPUT: usize = 1000;
+
+/// A write-back commits about this much of the buffered writes per
+/// transaction (see [`LedgerNodes::commit_in_chunks`]).
+const WRITE_BACK_CHUNK_BYTES: usize = 4 << 20;
 
 /// Buffered writes younger than this many heights stay in memory at a
 /// write-back: twice the default `state_versions_kept`, so a page staled
@@ -139,19 +144,51 @@ impl LedgerNodes {
             return Ok(());
         }
         if all {
-            self.cache.commit_nodes(&self.state_pending())?;
+            self.commit_in_chunks(u64::MAX)?;
         } else {
-            let before = height.saturating_sub(YOUNG_HEIGHTS);
-            self.cache
-                .commit_nodes_before(&self.state_pending(), before)?;
+            self.commit_in_chunks(height.saturating_sub(YOUNG_HEIGHTS))?;
             if self.state_pending_bytes() > self.cache_bytes / 2 {
-                self.cache.commit_nodes(&self.state_pending())?;
+                self.commit_in_chunks(u64::MAX)?;
             }
         }
-        // The commit wrote through the map: let go of those pages now
-        // (they are the kernel's to write back), not at the next periodic
-        // release.
-        self.cache.release_mapped_pages();
+        Ok(())
+    }
+
+    /// Commit the buffered writes made before epoch `before`, oldest first,
+    /// in transactions of about [`WRITE_BACK_CHUNK_BYTES`] (whole epochs),
+    /// releasing the map's pages after each. A commit writes through the
+    /// map, and with keys spread over the whole tree it touches pages
+    /// everywhere: one 32 MB write-back was measured mapping 150–280 MB of
+    /// the file at once. The state cache is rebuilt at every start, so
+    /// splitting a write-back costs no crash safety.
+    fn commit_in_chunks(&self, before: u64) -> Result<(), StoreError> {
+        let pending = self.state_pending();
+        let mut by_epoch: BTreeMap<u64, usize> = BTreeMap::new();
+        let mut counts = BTreeMap::new();
+        for (p, weight) in pending.iter().zip(Self::WRITE_BYTES) {
+            counts.clear();
+            p.count_by_epoch(&mut counts);
+            for (epoch, n) in counts.range(..before) {
+                *by_epoch.entry(*epoch).or_default() += n * weight;
+            }
+        }
+        let mut gathered = 0;
+        let mut ends = Vec::new();
+        for (epoch, bytes) in by_epoch {
+            gathered += bytes;
+            if gathered >= WRITE_BACK_CHUNK_BYTES {
+                ends.push(epoch.saturating_add(1));
+                gathered = 0;
+            }
+        }
+        if gathered > 0 {
+            ends.push(before);
+        }
+        for end in ends {
+            self.cache.commit_nodes_before(&pending, end)?;
+            // Those pages are now the kernel's to write back.
+            self.cache.release_mapped_pages();
+        }
         Ok(())
     }
 
@@ -167,11 +204,90 @@ impl LedgerNodes {
         Self::in_memory_bytes(outputs) > self.cache_bytes
     }
 
+    /// What one buffered write of each of [`Self::state_pending`] takes.
+    const WRITE_BYTES: [usize; 4] = [
+        TREE_PAGE_BYTES,
+        TREE_PAGE_BYTES,
+        LIST_ENTRY_BYTES,
+        SPENT_OUTPUT_BYTES,
+    ];
+
     /// Estimated memory of the buffered state writes.
     pub fn state_pending_bytes(&self) -> usize {
-        (self.output_tree.pending().pending_len() + self.index_tree.pending().pending_len())
-            * TREE_PAGE_BYTES
-            + self.index_lists.pending().pending_len() * LIST_ENTRY_BYTES
-            + self.spent.pending().pending_len() * SPENT_OUTPUT_BYTES
+        self.state_pending()
+            .iter()
+            .zip(Self::WRITE_BYTES)
+            .map(|(p, w)| p.pending_count() * w)
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreConfig;
+    use proofs::key_index::Entry;
+    use proofs::NodeStore;
+
+    const CHAIN: Hash = Hash([9; 32]);
+
+    fn entry(i: u64) -> (IndexKey, IndexValue) {
+        let key = Hash::of(
+            proofs::Domain::new("pos/test/ledger-nodes/v1"),
+            &i.to_le_bytes(),
+        );
+        (
+            IndexKey::Entry(key, i),
+            IndexValue::Entry(Entry {
+                height: i,
+                output: key,
+            }),
+        )
+    }
+
+    #[test]
+    fn a_write_back_commits_old_writes_in_chunks_and_keeps_young_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("db"), &StoreConfig::new(CHAIN, 1 << 20)).unwrap();
+        let cache = Store::open(
+            dir.path().join("state-cache"),
+            &StoreConfig::new(CHAIN, 64 << 20).volatile(),
+        )
+        .unwrap();
+        // A cache of 8 MB: the writes below (10.2 MB estimated) outgrow
+        // it, while the young ones (3.3 MB) take less than half of it.
+        let nodes = LedgerNodes::open(&store, cache, 8 << 20).unwrap();
+        let mut stores = nodes.fresh_state().unwrap();
+        let per_height = 200;
+        let heights = 400;
+        for h in 1..=heights {
+            nodes.set_height(h);
+            for i in 0..per_height {
+                let (k, v) = entry(h * per_height + i);
+                stores.index_lists.put(k, v).unwrap();
+            }
+        }
+        let txns = |s: &Store| s.inner.handle.env.info().last_txn_id;
+        let start = txns(nodes.cache());
+        nodes.write_back(false, heights).unwrap();
+        // Heights 1..272 (those more than 128 behind 400) of 200 entries ×
+        // 128 bytes ≈ 7 MB: two transactions (164 heights ≈ 4.2 MB, then
+        // the rest).
+        assert_eq!(txns(nodes.cache()) - start, 2, "transactions");
+        let young = (YOUNG_HEIGHTS + 1) * per_height;
+        assert_eq!(nodes.index_lists.pending().pending_len() as u64, young);
+        // Everything reads back, committed or buffered.
+        for h in 1..=heights {
+            for i in 0..per_height {
+                let (k, v) = entry(h * per_height + i);
+                assert_eq!(stores.index_lists.get(&k).unwrap(), Some(v));
+            }
+        }
+        nodes.write_back(true, heights).unwrap();
+        assert_eq!(nodes.state_pending_bytes(), 0);
+        for h in (1..=heights).step_by(37) {
+            let (k, v) = entry(h * per_height);
+            assert_eq!(stores.index_lists.get(&k).unwrap(), Some(v));
+        }
     }
 }

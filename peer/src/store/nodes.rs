@@ -13,6 +13,7 @@ use heed::{PutFlags, RwTxn};
 use proofs::NodeStore;
 use rustc_hash::FxHashMap as HashMap;
 use serde::{de::DeserializeOwned, Serialize};
+use std::collections::BTreeMap;
 use std::hash::Hash as StdHash;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
@@ -360,6 +361,10 @@ pub trait PendingNodes: sealed::Sealed {
     fn clear_pending(&self, before: u64);
     /// Whether any write waits for a commit.
     fn has_pending(&self) -> bool;
+    /// How many writes wait for a commit.
+    fn pending_count(&self) -> usize;
+    /// Add the number of pending writes of each epoch to `counts`.
+    fn count_by_epoch(&self, counts: &mut BTreeMap<u64, usize>);
 }
 
 impl<K, V> sealed::Sealed for LmdbNodes<K, V> {}
@@ -415,5 +420,16 @@ where
 
     fn has_pending(&self) -> bool {
         self.pending_len() > 0
+    }
+
+    fn pending_count(&self) -> usize {
+        self.pending_len()
+    }
+
+    fn count_by_epoch(&self, counts: &mut BTreeMap<u64, usize>) {
+        let pending = self.pending.read().unwrap_or_else(PoisonError::into_inner);
+        for p in pending.values() {
+            *counts.entry(p.epoch).or_default() += 1;
+        }
     }
 }
