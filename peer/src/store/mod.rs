@@ -244,8 +244,14 @@ fn round_up(n: usize) -> usize {
     n.div_ceil(MAP_GRANULE).saturating_mul(MAP_GRANULE)
 }
 
-/// Node bytes read through the map after which its pages are released.
+/// Bytes of the map touched by node reads after which its pages are
+/// released. A read counts the value's size, and at least a page: values
+/// (~850 bytes for a tree page) lie at random in the file, so each read
+/// maps a page of its own (counting value bytes alone let ~4 times as much
+/// stay mapped).
 pub const RELEASE_AFTER_READ_BYTES: usize = 32 << 20;
+/// LMDB's page size on the systems we run on.
+pub(crate) const MAP_PAGE_BYTES: usize = 4096;
 
 struct Inner {
     handle: EnvHandle,
@@ -533,7 +539,7 @@ impl Store {
         self.inner.handle.write(f)
     }
 
-    /// Count `bytes` of node values read through the map, and release its
+    /// Count `bytes` of the map touched by a node read, and release its
     /// pages ([`Store::release_mapped_pages`]) every
     /// [`RELEASE_AFTER_READ_BYTES`]: a snapshot export reads the whole
     /// state within one call, and would otherwise hold all of its pages

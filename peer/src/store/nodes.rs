@@ -168,7 +168,7 @@ where
                 }),
         })?;
         // Outside the transaction: releasing the map needs none open.
-        self.store.note_mapped_read(len);
+        self.store.note_mapped_read(len.max(super::MAP_PAGE_BYTES));
         Ok(value)
     }
 }
