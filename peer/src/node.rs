@@ -47,6 +47,12 @@ const MAX_BURST: Duration = Duration::from_millis(15);
 /// How often the LMDB files' pages are unmapped from the process (see
 /// `Store::release_mapped_pages`) and freed heap memory is handed back.
 const RELEASE_MAPPED_EVERY: Duration = Duration::from_secs(2);
+/// How often the file pages mapped into the process are checked against
+/// [`MAPPED_BUDGET`] (a read of `/proc/self/statm`, a few microseconds).
+const MAPPED_CHECK_EVERY: Duration = Duration::from_millis(50);
+/// File pages (LMDB's maps, and the program's own) mapped into the process
+/// above which both stores' maps are released before the periodic release.
+const MAPPED_BUDGET: usize = 48 << 20;
 /// Inputs waiting for the driver thread, at most.
 const INPUT_QUEUE: usize = 10_000;
 /// Frames waiting to be handed to links, at most.
@@ -631,6 +637,7 @@ fn driver_loop(
     };
     let mut last_frontier = Instant::now() - FRONTIER_EVERY;
     let mut last_release = Instant::now();
+    let mut last_mapped_check = Instant::now();
     let mut connected: HashSet<PeerKey> = HashSet::new();
     // Which wallet submitted which transaction (oldest forgotten first).
     let mut submitters = Submitters::new(MAX_TRACKED_SUBMISSIONS);
@@ -765,9 +772,19 @@ fn driver_loop(
         }
         if last_release.elapsed() >= RELEASE_MAPPED_EVERY {
             last_release = Instant::now();
+            last_mapped_check = last_release;
             store.release_mapped_pages();
             nodes.cache().release_mapped_pages();
             return_free_heap();
+        } else if last_mapped_check.elapsed() >= MAPPED_CHECK_EVERY {
+            // Reads can map pages far faster than every 2 s allows for (a
+            // state on disk, a peer served from the event log): release as
+            // soon as the file pages mapped exceed their budget.
+            last_mapped_check = Instant::now();
+            if file_pages_mapped().is_some_and(|b| b > MAPPED_BUDGET) {
+                store.release_mapped_pages();
+                nodes.cache().release_mapped_pages();
+            }
         }
         if last_frontier.elapsed() >= FRONTIER_EVERY {
             last_frontier = Instant::now();
@@ -1055,6 +1072,16 @@ fn spill_if_outgrown(store: &Store, nodes: &LedgerNodes, d: &mut Driver) -> Resu
         "the ledger state outgrew state_cache_mb: moved into the state cache"
     );
     Ok(())
+}
+
+/// Bytes of file pages mapped into this process (resident, shared:
+/// `/proc/self/statm`'s third field).
+fn file_pages_mapped() -> Option<usize> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: usize = statm.split_whitespace().nth(2)?.parse().ok()?;
+    // SAFETY: sysconf only reads a system constant.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Some(pages.saturating_mul(usize::try_from(page).ok()?))
 }
 
 /// Hand the allocator's free pages back to the kernel. The state cache's
