@@ -484,6 +484,33 @@ fn a_ledger_in_stores_goes_on_like_one_in_memory() {
     // is the same bytes.
     assert_eq!(d.w.ledger.encode_snapshot().unwrap(), snap.encode());
     assert_eq!(twin.ledger.encode_snapshot().unwrap(), snap.encode());
+    // In small pieces, from either: the same bytes, each piece but the last
+    // at least the size asked for; a failing sink stops the export.
+    for ledger in [&d.w.ledger, &twin.ledger] {
+        let mut pieces: Vec<Vec<u8>> = Vec::new();
+        ledger
+            .encode_snapshot_with(1000, &mut |p| {
+                pieces.push(p.to_vec());
+                Ok(())
+            })
+            .unwrap();
+        assert!(pieces.len() > 3, "{} pieces", pieces.len());
+        assert!(pieces[..pieces.len() - 1].iter().all(|p| p.len() >= 1000));
+        assert_eq!(pieces.concat(), snap.encode());
+        let mut calls = 0;
+        let err = ledger
+            .encode_snapshot_with(1000, &mut |_| {
+                calls += 1;
+                if calls == 2 {
+                    Err("disk full".into())
+                } else {
+                    Ok(())
+                }
+            })
+            .unwrap_err();
+        assert!(err.to_string().contains("disk full"), "{err}");
+        assert_eq!(calls, 2);
+    }
 }
 
 #[test]

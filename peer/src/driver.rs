@@ -20,6 +20,7 @@ use dag::ledger::admission::{
 use dag::ledger::apply::{HeightInput, HeightOutcome};
 use dag::ledger::checkpoint::{Certified, Checkpoint, Handover, Statement};
 use dag::ledger::genesis::Genesis;
+use dag::ledger::snapshot::SNAPSHOT_PIECE;
 use dag::ledger::{Ledger, StateRoots, Transaction};
 use dag::wire::{PeerMessage, MAX_EVENTS_PER_MESSAGE};
 use dag::CommittedSubDag;
@@ -93,11 +94,7 @@ pub enum Effect {
     /// restart from, and to hand to peers that are far behind once the
     /// height is certified). Events below `horizon` are no longer needed to
     /// restart from it.
-    Snapshot {
-        height: u64,
-        horizon: Round,
-        bytes: Vec<u8>,
-    },
+    Snapshot { height: u64, horizon: Round },
     /// A snapshot height got its certificate.
     SnapshotCertified(Box<Certified<Checkpoint>>),
     /// More than 2/3 of the stake signed another checkpoint than ours for a
@@ -396,17 +393,33 @@ impl Driver {
     /// The encoding of [`Driver::export_snapshot`], written piece by piece
     /// (see [`Ledger::encode_snapshot`]): what a stored snapshot is.
     pub fn encode_snapshot(&self) -> anyhow::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        self.write_snapshot(SNAPSHOT_PIECE, &mut |piece| {
+            out.extend_from_slice(piece);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// [`Driver::encode_snapshot`] handed to `sink` in pieces of at least
+    /// `piece` bytes as it is encoded (see [`Ledger::encode_snapshot_with`]).
+    /// What [`Effect::Snapshot`] asks for, before the next input.
+    pub fn write_snapshot(
+        &self,
+        piece: usize,
+        sink: &mut dyn FnMut(&[u8]) -> Result<(), String>,
+    ) -> anyhow::Result<()> {
         use proofs::codec::encode_into;
         let core = self.core_state()?;
-        let mut out = self
-            .ledger
-            .encode_snapshot()
+        self.ledger
+            .encode_snapshot_with(piece, sink)
             .map_err(|e| anyhow::anyhow!("exporting the ledger: {e}"))?;
         // The fields after the ledger, in `PeerSnapshot`'s order.
+        let mut out = Vec::new();
         encode_into(&core, &mut out);
         encode_into(&self.stats.txs_applied, &mut out);
         encode_into(&self.stats.txs_rejected, &mut out);
-        Ok(out)
+        sink(&out).map_err(|e| anyhow::anyhow!("writing the snapshot: {e}"))
     }
 
     /// The core's state, which must be at the ledger's height.
@@ -837,22 +850,14 @@ impl Driver {
             return;
         }
         self.last_snapshot = h;
-        match self.encode_snapshot() {
-            Ok(bytes) => {
-                let horizon = self.core.horizon();
-                self.stats.snapshots += 1;
-                self.snapshot_uncertified.push(h);
-                if self.snapshot_uncertified.len() > 4 {
-                    self.snapshot_uncertified.remove(0);
-                }
-                self.effects.push_back(Effect::Snapshot {
-                    height: h,
-                    horizon,
-                    bytes,
-                });
-            }
-            Err(e) => tracing::error!(height = h, "snapshot failed: {e:#}"),
+        let horizon = self.core.horizon();
+        self.stats.snapshots += 1;
+        self.snapshot_uncertified.push(h);
+        if self.snapshot_uncertified.len() > 4 {
+            self.snapshot_uncertified.remove(0);
         }
+        self.effects
+            .push_back(Effect::Snapshot { height: h, horizon });
     }
 
     /// Check the signatures of every transaction of `subs` in one batch,

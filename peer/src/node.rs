@@ -685,31 +685,32 @@ fn driver_loop(
                         burst_started.get_or_insert_with(Instant::now);
                     }
                 }
-                Effect::Snapshot {
-                    height,
-                    horizon,
-                    bytes,
-                } => {
+                Effect::Snapshot { height, horizon } => {
                     // The heights before it go first: a restart from this
                     // snapshot appends the heights after it.
                     burst.flush(&store, &nodes, driver.ledger().height())?;
-                    let t = Instant::now();
-                    store
-                        .put_snapshot(height, &bytes, false)
-                        .context("storing a snapshot")?;
-                    info!(
-                        height,
-                        bytes = bytes.len(),
-                        ms = t.elapsed().as_millis() as u64,
-                        "snapshot stored"
-                    );
-                    snapshot_horizons.insert(height, horizon);
-                    while snapshot_horizons.len() > 4 {
-                        snapshot_horizons.pop_first();
+                    if driver.ledger().height() != height {
+                        // Asked for during a replay, which has gone on.
+                        debug!(height, "snapshot skipped: the ledger moved on");
+                        continue;
                     }
-                    // The export read the whole state and built one large
-                    // buffer: give both back now.
-                    drop(bytes);
+                    let t = Instant::now();
+                    match store_snapshot(&store, &driver, height) {
+                        Ok(len) => {
+                            info!(
+                                height,
+                                bytes = len,
+                                ms = t.elapsed().as_millis() as u64,
+                                "snapshot stored"
+                            );
+                            snapshot_horizons.insert(height, horizon);
+                            while snapshot_horizons.len() > 4 {
+                                snapshot_horizons.pop_first();
+                            }
+                        }
+                        Err(e) => error!(height, "storing a snapshot: {e:#}"),
+                    }
+                    // The export read the whole state: let its pages go.
                     nodes.cache().release_mapped_pages();
                     return_free_heap();
                 }
@@ -1072,6 +1073,16 @@ fn spill_if_outgrown(store: &Store, nodes: &LedgerNodes, d: &mut Driver) -> Resu
         "the ledger state outgrew state_cache_mb: moved into the state cache"
     );
     Ok(())
+}
+
+/// Write the driver's snapshot of `height` into the store, a piece at a
+/// time; its length.
+fn store_snapshot(store: &Store, driver: &Driver, height: u64) -> Result<u64> {
+    let mut w = store.snapshot_writer(height)?;
+    driver.write_snapshot(crate::store::SNAPSHOT_PIECE_BYTES, &mut |piece| {
+        w.write(piece).map_err(|e| e.to_string())
+    })?;
+    Ok(w.finish(false)?)
 }
 
 /// Bytes of file pages mapped into this process (resident, shared:

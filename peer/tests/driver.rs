@@ -126,8 +126,9 @@ impl Net {
                     }
                     Effect::Committed(r) => self.records[i].push(*r),
                     Effect::Finalized(..) => {}
-                    Effect::Snapshot { height, bytes, .. } => {
-                        self.snapshots[i].push((height, bytes))
+                    Effect::Snapshot { height, .. } => {
+                        // Asked for now, before the next input.
+                        self.snapshots[i].push((height, d.encode_snapshot().unwrap()))
                     }
                     Effect::SnapshotCertified(c) => self.certified[i].push(*c),
                     Effect::HandoverCertified(h) => self.handovers[i].push(*h),

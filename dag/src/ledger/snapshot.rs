@@ -48,6 +48,8 @@ use std::sync::Arc;
 
 /// The snapshot layout this code writes and reads.
 pub const SNAPSHOT_FORMAT: u32 = 1;
+/// The pieces [`Ledger::encode_snapshot`] gathers its encoding from.
+pub const SNAPSHOT_PIECE: usize = 1 << 20;
 
 /// The ledger state after `height`, in canonical order (see the module
 /// docs). Encoded with [`LedgerSnapshot::encode`], decoded with
@@ -210,8 +212,33 @@ impl Ledger {
     /// held twice, so a snapshot of a large state costs its encoded size in
     /// memory, not that plus a decoded copy.
     pub fn encode_snapshot(&self) -> Result<Vec<u8>, LedgerError> {
+        let mut all = Vec::new();
+        self.encode_snapshot_with(SNAPSHOT_PIECE, &mut |piece| {
+            all.extend_from_slice(piece);
+            Ok(())
+        })?;
+        Ok(all)
+    }
+
+    /// [`Ledger::encode_snapshot`] handed to `sink` as it is encoded, in
+    /// pieces of at least `piece` bytes (the last one may be shorter; a
+    /// piece ends where an entry ends), so that the caller can write a
+    /// snapshot of any size holding about one piece at a time. A sink
+    /// error stops the export ([`LedgerError::Sink`]).
+    pub fn encode_snapshot_with(
+        &self,
+        piece: usize,
+        sink: &mut dyn FnMut(&[u8]) -> Result<(), String>,
+    ) -> Result<(), LedgerError> {
         use proofs::codec::{encode_into, encode_len};
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(piece.min(SNAPSHOT_PIECE) * 5 / 4);
+        let mut hand_over = |out: &mut Vec<u8>, done: bool| -> Result<(), LedgerError> {
+            if out.len() >= piece || (done && !out.is_empty()) {
+                sink(out).map_err(LedgerError::Sink)?;
+                out.clear();
+            }
+            Ok(())
+        };
         encode_into(&SNAPSHOT_FORMAT, &mut out);
         encode_into(&self.chain, &mut out);
         encode_into(&self.params, &mut out);
@@ -225,6 +252,7 @@ impl Ledger {
             encode_len(ids.len(), &mut out);
             for id in &ids {
                 encode_into(&(id, self.stored_output(id)?.as_ref()), &mut out);
+                hand_over(&mut out, false)?;
             }
         } else {
             let mut all: Vec<(&OutputId, &OutputState)> = self.outputs.iter_memory().collect();
@@ -232,6 +260,7 @@ impl Ledger {
             encode_len(all.len(), &mut out);
             for entry in &all {
                 encode_into(entry, &mut out);
+                hand_over(&mut out, false)?;
             }
         }
         let (assets, items) = self.registry_lists();
@@ -240,14 +269,16 @@ impl Ledger {
         encode_len(self.peers.len(), &mut out);
         for p in self.peers.values() {
             encode_into(p, &mut out);
+            hand_over(&mut out, false)?;
         }
         let keys = self.key_index.keys()?;
         encode_len(keys.len(), &mut out);
         for key in &keys {
             encode_into(&(key, self.key_index.list(key)?), &mut out);
+            hand_over(&mut out, false)?;
         }
         encode_into(&self.history.peaks().to_vec(), &mut out);
-        Ok(out)
+        hand_over(&mut out, true)
     }
 
     /// Assets and items in snapshot order.

@@ -113,6 +113,8 @@ pub enum LedgerError {
     Store(#[from] StoreError),
     #[error("the executor returned without running every job")]
     Executor,
+    #[error("writing the snapshot: {0}")]
+    Sink(String),
 }
 
 /// A store of tree pages (the peer's is LMDB).

@@ -32,7 +32,7 @@ use tracing::{debug, info, warn};
 
 /// The layout version this build reads and writes; a store of another
 /// version is refused rather than misread.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Map sizes are rounded to this: a multiple of every page size LMDB meets
 /// (4, 16 and 64 KiB), which LMDB requires of a map size.
@@ -340,8 +340,114 @@ fn snapshot_key(height: u64, part: u8) -> [u8; 9] {
     k[8] = part;
     k
 }
+/// A snapshot's total length (u64 BE): written last, it marks the pieces
+/// complete.
 const SNAPSHOT_DATA: u8 = b'd';
 const SNAPSHOT_CERT: u8 = b'c';
+/// A piece of a snapshot's bytes, keyed (height, `p`, index u32 BE).
+const SNAPSHOT_PIECE: u8 = b'p';
+/// Bytes per stored snapshot piece (the last may be shorter).
+pub const SNAPSHOT_PIECE_BYTES: usize = 1 << 20;
+
+fn piece_key(height: u64, index: u32) -> [u8; 13] {
+    let mut k = [0u8; 13];
+    k[..9].copy_from_slice(&snapshot_key(height, SNAPSHOT_PIECE));
+    k[9..].copy_from_slice(&index.to_be_bytes());
+    k
+}
+
+/// The length a snapshot's marker records.
+fn snapshot_len(txn: &RoTxn, db: Db, height: u64) -> Result<Option<u64>, StoreError> {
+    match db.get(txn, &snapshot_key(height, SNAPSHOT_DATA))? {
+        None => Ok(None),
+        Some(v) => read_be_u64(v)
+            .map(Some)
+            .ok_or_else(|| StoreError::corrupt(DB_SNAPSHOTS, "a snapshot length not of 8 bytes")),
+    }
+}
+
+/// Writes one snapshot in pieces of [`SNAPSHOT_PIECE_BYTES`], each in a
+/// transaction of its own, so that memory holds one piece at a time
+/// however large the state (LMDB buffers a transaction's pages until its
+/// commit); [`SnapshotWriter::finish`] then marks it complete. A snapshot
+/// interrupted before that is invisible, and removed by the next one.
+pub struct SnapshotWriter<'s> {
+    store: &'s Store,
+    height: u64,
+    buf: Vec<u8>,
+    pieces: u32,
+    len: u64,
+}
+
+impl SnapshotWriter<'_> {
+    pub fn write(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
+        self.buf.extend_from_slice(bytes);
+        self.len += bytes.len() as u64;
+        while self.buf.len() >= SNAPSHOT_PIECE_BYTES {
+            self.put_piece(SNAPSHOT_PIECE_BYTES)?;
+        }
+        Ok(())
+    }
+
+    fn put_piece(&mut self, n: usize) -> Result<(), StoreError> {
+        let db = self.store.inner.snapshots;
+        let key = piece_key(self.height, self.pieces);
+        let piece = &self.buf[..n];
+        self.store.write(|txn| Ok(db.put(txn, &key, piece)?))?;
+        self.buf.drain(..n);
+        self.pieces += 1;
+        Ok(())
+    }
+
+    /// Store the rest and mark the snapshot complete, keeping only the
+    /// newest [`SNAPSHOTS_KEPT`]. With `installed` (a snapshot from another
+    /// peer, ahead of our heights) the heights table continues after its
+    /// height; heights in between are never stored here. Returns its
+    /// length.
+    pub fn finish(self, installed: bool) -> Result<u64, StoreError> {
+        let (db, meta, heights) = (
+            self.store.inner.snapshots,
+            self.store.inner.meta,
+            self.store.inner.heights,
+        );
+        let (height, len) = (self.height, self.len);
+        let last = (!self.buf.is_empty()).then(|| (piece_key(height, self.pieces), &self.buf));
+        self.store.write(|txn| {
+            if let Some((key, bytes)) = &last {
+                db.put(txn, key, bytes)?;
+            }
+            db.put(txn, &snapshot_key(height, SNAPSHOT_DATA), &be_u64(len))?;
+            if installed && next_height(txn, heights, meta)? <= height {
+                meta.put(txn, META_HEIGHTS_BASE, &be_u64(height))?;
+            }
+            // Keep the newest complete snapshots; remove everything else
+            // (older ones, and pieces of any interrupted write).
+            let mut complete: Vec<u64> = Vec::new();
+            let mut all: Vec<(u64, Vec<u8>)> = Vec::new();
+            for item in db.iter(txn)? {
+                let (k, _) = item?;
+                let h = parse_u64_key(DB_SNAPSHOTS, &k[..k.len().min(8)])?;
+                if k.len() == 9 && k[8] == SNAPSHOT_DATA {
+                    complete.push(h);
+                }
+                all.push((h, k.to_vec()));
+            }
+            let kept: Vec<u64> = complete
+                .iter()
+                .rev()
+                .take(SNAPSHOTS_KEPT)
+                .copied()
+                .collect();
+            for (h, k) in all {
+                if !kept.contains(&h) {
+                    db.delete(txn, &k)?;
+                }
+            }
+            Ok(())
+        })?;
+        Ok(len)
+    }
+}
 
 impl Store {
     /// Open the store in `dir` (created if missing) for `config.chain_id`.
@@ -1004,36 +1110,40 @@ impl Store {
 
     // ---- snapshots -----------------------------------------------------
 
-    /// Store the encoded state snapshot of `height` durably, keeping only
-    /// the newest [`SNAPSHOTS_KEPT`]. With `installed` (a snapshot from
-    /// another peer, ahead of our heights) the heights table continues
-    /// after `height`; heights in between are never stored here.
+    /// Start storing the snapshot of `height` (see [`SnapshotWriter`]),
+    /// removing what an earlier write of that height left.
+    pub fn snapshot_writer(&self, height: u64) -> Result<SnapshotWriter<'_>, StoreError> {
+        let db = self.inner.snapshots;
+        self.write(|txn| {
+            let mut stale = Vec::new();
+            for item in db.prefix_iter(txn, &be_u64(height))? {
+                stale.push(item?.0.to_vec());
+            }
+            for k in stale {
+                db.delete(txn, &k)?;
+            }
+            Ok(())
+        })?;
+        Ok(SnapshotWriter {
+            store: self,
+            height,
+            buf: Vec::new(),
+            pieces: 0,
+            len: 0,
+        })
+    }
+
+    /// Store the encoded state snapshot of `height` durably (see
+    /// [`SnapshotWriter::finish`]).
     pub fn put_snapshot(
         &self,
         height: u64,
         data: &[u8],
         installed: bool,
     ) -> Result<(), StoreError> {
-        let (db, meta, heights) = (self.inner.snapshots, self.inner.meta, self.inner.heights);
-        self.write(|txn| {
-            db.put(txn, &snapshot_key(height, SNAPSHOT_DATA), data)?;
-            if installed && next_height(txn, heights, meta)? <= height {
-                meta.put(txn, META_HEIGHTS_BASE, &be_u64(height))?;
-            }
-            let mut kept: Vec<u64> = Vec::new();
-            for item in db.rev_iter(txn)? {
-                let (k, _) = item?;
-                let h = parse_u64_key(DB_SNAPSHOTS, &k[..k.len().min(8)])?;
-                if kept.last() != Some(&h) {
-                    kept.push(h);
-                }
-            }
-            for h in kept.into_iter().skip(SNAPSHOTS_KEPT) {
-                db.delete(txn, &snapshot_key(h, SNAPSHOT_DATA))?;
-                db.delete(txn, &snapshot_key(h, SNAPSHOT_CERT))?;
-            }
-            Ok(())
-        })
+        let mut w = self.snapshot_writer(height)?;
+        w.write(data)?;
+        w.finish(installed).map(drop)
     }
 
     /// Attach the certificate of a stored snapshot's height (ignored if that
@@ -1041,7 +1151,7 @@ impl Store {
     pub fn put_snapshot_certificate(&self, height: u64, cert: &[u8]) -> Result<bool, StoreError> {
         let db = self.inner.snapshots;
         self.write(|txn| {
-            if db.get(txn, &snapshot_key(height, SNAPSHOT_DATA))?.is_none() {
+            if snapshot_len(txn, db, height)?.is_none() {
                 return Ok(false);
             }
             db.put(txn, &snapshot_key(height, SNAPSHOT_CERT), cert)?;
@@ -1052,11 +1162,17 @@ impl Store {
     /// The height of the newest stored snapshot (reads no snapshot bytes).
     pub fn latest_snapshot_height(&self) -> Result<Option<u64>, StoreError> {
         let db = self.inner.snapshots;
-        self.read(|txn| match db.last(txn)? {
-            Some((k, _)) if k.len() == 9 => Ok(Some(parse_u64_key(DB_SNAPSHOTS, &k[..8])?)),
-            Some(_) => Err(StoreError::corrupt(DB_SNAPSHOTS, "bad key")),
-            None => Ok(None),
-        })
+        self.read(|txn| Self::latest_complete_snapshot(txn, db))
+    }
+
+    fn latest_complete_snapshot(txn: &RoTxn, db: Db) -> Result<Option<u64>, StoreError> {
+        for item in db.rev_iter(txn)? {
+            let (k, _) = item?;
+            if k.len() == 9 && k[8] == SNAPSHOT_DATA {
+                return Ok(Some(parse_u64_key(DB_SNAPSHOTS, &k[..8])?));
+            }
+        }
+        Ok(None)
     }
 
     /// The first round still in the event log.
@@ -1072,14 +1188,54 @@ impl Store {
     pub fn latest_snapshot(&self) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
         let db = self.inner.snapshots;
         self.read(|txn| {
-            for item in db.rev_iter(txn)? {
-                let (k, v) = item?;
-                if k.len() == 9 && k[8] == SNAPSHOT_DATA {
-                    return Ok(Some((parse_u64_key(DB_SNAPSHOTS, &k[..8])?, v.to_vec())));
-                }
-            }
-            Ok(None)
+            let Some(height) = Self::latest_complete_snapshot(txn, db)? else {
+                return Ok(None);
+            };
+            let len = snapshot_len(txn, db, height)?.unwrap_or(0);
+            let bytes = Self::snapshot_range(txn, db, height, len, 0, len)?;
+            Ok(Some((height, bytes)))
         })
+    }
+
+    /// Bytes `[from, to)` of the complete snapshot of `height` (`len`
+    /// long), from its pieces.
+    fn snapshot_range(
+        txn: &RoTxn,
+        db: Db,
+        height: u64,
+        len: u64,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<u8>, StoreError> {
+        let piece = SNAPSHOT_PIECE_BYTES as u64;
+        let mut out = Vec::with_capacity(usize::try_from(to - from).unwrap_or(0));
+        let mut at = from;
+        while at < to {
+            let index = u32::try_from(at / piece)
+                .map_err(|_| StoreError::corrupt(DB_SNAPSHOTS, "a snapshot of too many pieces"))?;
+            let Some(bytes) = db.get(txn, &piece_key(height, index))? else {
+                return Err(StoreError::corrupt(
+                    DB_SNAPSHOTS,
+                    format!("snapshot {height} lacks piece {index}"),
+                ));
+            };
+            // Every piece is full but the last.
+            let expected = piece.min(len - u64::from(index) * piece);
+            if bytes.len() as u64 != expected {
+                return Err(StoreError::corrupt(
+                    DB_SNAPSHOTS,
+                    format!(
+                        "piece {index} of snapshot {height} has {} bytes, not {expected}",
+                        bytes.len()
+                    ),
+                ));
+            }
+            let start = (at - u64::from(index) * piece) as usize;
+            let end = (to - u64::from(index) * piece).min(piece) as usize;
+            out.extend_from_slice(&bytes[start..end]);
+            at = u64::from(index) * piece + end as u64;
+        }
+        Ok(out)
     }
 
     /// The newest snapshot with a certificate: height, certificate bytes and
@@ -1091,8 +1247,8 @@ impl Store {
                 let (k, v) = item?;
                 if k.len() == 9 && k[8] == SNAPSHOT_CERT {
                     let h = parse_u64_key(DB_SNAPSHOTS, &k[..8])?;
-                    if let Some(data) = db.get(txn, &snapshot_key(h, SNAPSHOT_DATA))? {
-                        return Ok(Some((h, v.to_vec(), data.len() as u64)));
+                    if let Some(len) = snapshot_len(txn, db, h)? {
+                        return Ok(Some((h, v.to_vec(), len)));
                     }
                 }
             }
@@ -1110,10 +1266,12 @@ impl Store {
     ) -> Result<Option<Vec<u8>>, StoreError> {
         let db = self.inner.snapshots;
         self.read(|txn| {
-            Ok(db.get(txn, &snapshot_key(height, SNAPSHOT_DATA))?.map(|d| {
-                let start = usize::try_from(offset).unwrap_or(usize::MAX).min(d.len());
-                d[start..(start.saturating_add(max)).min(d.len())].to_vec()
-            }))
+            let Some(len) = snapshot_len(txn, db, height)? else {
+                return Ok(None);
+            };
+            let from = offset.min(len);
+            let to = from.saturating_add(max as u64).min(len);
+            Self::snapshot_range(txn, db, height, len, from, to).map(Some)
         })
     }
 
