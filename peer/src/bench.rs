@@ -411,11 +411,21 @@ async fn load(
                     s.insert(*id, now);
                 }
             }
-            let link = &links[round_robin % links.len()];
+            let which = round_robin % links.len();
             round_robin += 1;
-            link.send_wait(Bytes::from(WalletMessage::Submit(batch).encode()))
-                .await
-                .context("a peer closed its wallet link")?;
+            let frame = Bytes::from(WalletMessage::Submit(batch).encode());
+            // A peer that stops reading its wallet link must not hang the
+            // bench past its deadline.
+            match tokio::time::timeout_at(deadline.into(), links[which].send_wait(frame)).await {
+                Ok(sent) => sent.context("a peer closed its wallet link")?,
+                Err(_) => {
+                    eprintln!(
+                        "timed out: {} stopped taking submissions ({} of {total} sent)",
+                        genesis.peers[which].name, next
+                    );
+                    break;
+                }
+            }
             next += n;
             in_flight += n;
             budget -= n;
