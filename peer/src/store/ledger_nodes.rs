@@ -38,9 +38,10 @@ const SPENT_OUTPUT_BYTES: usize = 320;
 /// 252 MB with 160,000).
 const IN_MEMORY_BYTES_PER_OUTPUT: usize = 1000;
 
-/// A write-back commits about this much of the buffered writes per
-/// transaction (see [`LedgerNodes::commit_in_chunks`]).
-const WRITE_BACK_CHUNK_BYTES: usize = 4 << 20;
+/// A write-back commits about this many buffered writes per transaction
+/// (see [`LedgerNodes::commit_in_chunks`]): each write touches a page of
+/// its own, read and copied (~8 KiB), so a chunk maps ~16 MiB of the file.
+const WRITE_BACK_CHUNK_WRITES: usize = 2048;
 
 /// Buffered writes younger than this many heights stay in memory at a
 /// write-back: twice the default `state_versions_kept`, so a page staled
@@ -155,28 +156,24 @@ impl LedgerNodes {
     }
 
     /// Commit the buffered writes made before epoch `before`, oldest first,
-    /// in transactions of about [`WRITE_BACK_CHUNK_BYTES`] (whole epochs),
-    /// releasing the map's pages after each. A commit writes through the
-    /// map, and with keys spread over the whole tree it touches pages
-    /// everywhere: one 32 MB write-back was measured mapping 150–280 MB of
-    /// the file at once. The state cache is rebuilt at every start, so
+    /// in transactions of about [`WRITE_BACK_CHUNK_WRITES`] writes (whole
+    /// epochs), releasing the map's pages after each. A commit writes
+    /// through the map, and with keys spread over the whole file each write
+    /// touches a page of its own: one 32 MB write-back was measured mapping
+    /// 150–280 MB at once, and chunks of 4 MB of (small) values still
+    /// ~130 MB each. The state cache is rebuilt at every start, so
     /// splitting a write-back costs no crash safety.
     fn commit_in_chunks(&self, before: u64) -> Result<(), StoreError> {
         let pending = self.state_pending();
         let mut by_epoch: BTreeMap<u64, usize> = BTreeMap::new();
-        let mut counts = BTreeMap::new();
-        for (p, weight) in pending.iter().zip(Self::WRITE_BYTES) {
-            counts.clear();
-            p.count_by_epoch(&mut counts);
-            for (epoch, n) in counts.range(..before) {
-                *by_epoch.entry(*epoch).or_default() += n * weight;
-            }
+        for p in pending {
+            p.count_by_epoch(&mut by_epoch);
         }
         let mut gathered = 0;
         let mut ends = Vec::new();
-        for (epoch, bytes) in by_epoch {
-            gathered += bytes;
-            if gathered >= WRITE_BACK_CHUNK_BYTES {
+        for (&epoch, writes) in by_epoch.range(..before) {
+            gathered += writes;
+            if gathered >= WRITE_BACK_CHUNK_WRITES {
                 ends.push(epoch.saturating_add(1));
                 gathered = 0;
             }
@@ -270,10 +267,10 @@ mod tests {
         let txns = |s: &Store| s.inner.handle.env.info().last_txn_id;
         let start = txns(nodes.cache());
         nodes.write_back(false, heights).unwrap();
-        // Heights 1..272 (those more than 128 behind 400) of 200 entries ×
-        // 128 bytes ≈ 7 MB: two transactions (164 heights ≈ 4.2 MB, then
-        // the rest).
-        assert_eq!(txns(nodes.cache()) - start, 2, "transactions");
+        // Heights 1..=271 (those more than 128 behind 400) of 200 writes:
+        // transactions of 11 heights (the first count ≥ 2048), 24 of them,
+        // then one of the last 7 heights.
+        assert_eq!(txns(nodes.cache()) - start, 25, "transactions");
         let young = (YOUNG_HEIGHTS + 1) * per_height;
         assert_eq!(nodes.index_lists.pending().pending_len() as u64, young);
         // Everything reads back, committed or buffered.
