@@ -16,7 +16,7 @@ use crate::catchup::{self, Download, Step};
 use crate::config::Config;
 use crate::driver::{Driver, Effect, HeightRecord, PeerSnapshot, StatementSigner};
 use crate::keys;
-use crate::store::{LedgerNodes, Store, StoreConfig};
+use crate::store::{file_pages_mapped, LedgerNodes, Store, StoreConfig, MAPPED_BUDGET};
 use crate::submissions::{self, Submitters};
 use crate::transport::{Authorize, Link, LinkSigner, Transport, TransportConfig};
 use anyhow::{bail, Context, Result};
@@ -48,11 +48,8 @@ const MAX_BURST: Duration = Duration::from_millis(15);
 /// `Store::release_mapped_pages`) and freed heap memory is handed back.
 const RELEASE_MAPPED_EVERY: Duration = Duration::from_secs(2);
 /// How often the file pages mapped into the process are checked against
-/// [`MAPPED_BUDGET`] (a read of `/proc/self/statm`, a few microseconds).
+/// `MAPPED_BUDGET` (a read of `/proc/self/statm`, a few microseconds).
 const MAPPED_CHECK_EVERY: Duration = Duration::from_millis(50);
-/// File pages (LMDB's maps, and the program's own) mapped into the process
-/// above which both stores' maps are released before the periodic release.
-const MAPPED_BUDGET: usize = 48 << 20;
 /// Inputs waiting for the driver thread, at most.
 const INPUT_QUEUE: usize = 10_000;
 /// Frames waiting to be handed to links, at most.
@@ -1083,16 +1080,6 @@ fn store_snapshot(store: &Store, driver: &Driver, height: u64) -> Result<u64> {
         w.write(piece).map_err(|e| e.to_string())
     })?;
     Ok(w.finish(false)?)
-}
-
-/// Bytes of file pages mapped into this process (resident, shared:
-/// `/proc/self/statm`'s third field).
-fn file_pages_mapped() -> Option<usize> {
-    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
-    let pages: usize = statm.split_whitespace().nth(2)?.parse().ok()?;
-    // SAFETY: sysconf only reads a system constant.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    Some(pages.saturating_mul(usize::try_from(page).ok()?))
 }
 
 /// Hand the allocator's free pages back to the kernel. The state cache's

@@ -244,14 +244,29 @@ fn round_up(n: usize) -> usize {
     n.div_ceil(MAP_GRANULE).saturating_mul(MAP_GRANULE)
 }
 
-/// Bytes of the map touched by node reads after which its pages are
-/// released. A read counts the value's size, and at least a page: values
-/// (~850 bytes for a tree page) lie at random in the file, so each read
-/// maps a page of its own (counting value bytes alone let ~4 times as much
-/// stay mapped).
-pub const RELEASE_AFTER_READ_BYTES: usize = 32 << 20;
+/// Bytes of the map touched by node reads (a read counts its value's
+/// size, and at least a page) after which the process's mapped file pages
+/// are measured, and the map released if they exceed
+/// [`MAPPED_BUDGET`]. Counting alone cannot bound them: on a read fault
+/// the kernel also maps the neighbouring pages already cached ("fault
+/// around", 64 KiB by default), so a random read maps up to 16 pages.
+pub const CHECK_AFTER_READ_BYTES: usize = 4 << 20;
 /// LMDB's page size on the systems we run on.
 pub(crate) const MAP_PAGE_BYTES: usize = 4096;
+/// File pages (LMDB's maps, and the program's own) mapped into the process
+/// above which a store releases its map (see [`Store::note_mapped_read`]);
+/// the daemon checks the same budget between inputs.
+pub const MAPPED_BUDGET: usize = 48 << 20;
+
+/// Bytes of file pages mapped into this process (resident, shared:
+/// `/proc/self/statm`'s third field).
+pub fn file_pages_mapped() -> Option<usize> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: usize = statm.split_whitespace().nth(2)?.parse().ok()?;
+    // SAFETY: sysconf only reads a system constant.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Some(pages.saturating_mul(usize::try_from(page).ok()?))
+}
 
 struct Inner {
     handle: EnvHandle,
@@ -645,17 +660,20 @@ impl Store {
         self.inner.handle.write(f)
     }
 
-    /// Count `bytes` of the map touched by a node read, and release its
-    /// pages ([`Store::release_mapped_pages`]) every
-    /// [`RELEASE_AFTER_READ_BYTES`]: a snapshot export reads the whole
-    /// state within one call, and would otherwise hold all of its pages
-    /// until the next periodic release. Must not be called inside a
-    /// transaction of this store.
+    /// Count `bytes` of the map touched by a node read; every
+    /// [`CHECK_AFTER_READ_BYTES`], release the map's pages
+    /// ([`Store::release_mapped_pages`]) if the process's mapped file pages
+    /// exceed [`MAPPED_BUDGET`]: a snapshot export reads the whole state
+    /// within one call, and would otherwise hold all of its pages until the
+    /// daemon's next check. Must not be called inside a transaction of
+    /// this store.
     pub(crate) fn note_mapped_read(&self, bytes: usize) {
         let c = &self.inner.read_since_release;
-        if c.fetch_add(bytes, Ordering::Relaxed) + bytes >= RELEASE_AFTER_READ_BYTES {
+        if c.fetch_add(bytes, Ordering::Relaxed) + bytes >= CHECK_AFTER_READ_BYTES {
             c.store(0, Ordering::Relaxed);
-            self.release_mapped_pages();
+            if file_pages_mapped().is_none_or(|b| b > MAPPED_BUDGET) {
+                self.release_mapped_pages();
+            }
         }
     }
 
