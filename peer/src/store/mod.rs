@@ -1257,7 +1257,10 @@ impl Store {
         to: u64,
     ) -> Result<Vec<u8>, StoreError> {
         let piece = SNAPSHOT_PIECE_BYTES as u64;
-        let mut out = Vec::with_capacity(usize::try_from(to - from).unwrap_or(0));
+        // The length comes from the file: reserve at most a few pieces up
+        // front, so a damaged length is a missing piece, not an abort.
+        let reserve = (to - from).min(4 * piece);
+        let mut out = Vec::with_capacity(usize::try_from(reserve).unwrap_or(0));
         let mut at = from;
         while at < to {
             let index = u32::try_from(at / piece)

@@ -875,6 +875,18 @@ fn a_large_snapshot_is_stored_in_pieces_and_read_back_across_them() {
         s.snapshot_chunk(5, 0, 10).unwrap(),
         Some(data[..10].to_vec())
     );
+    // A damaged length (here the largest possible) is a corrupt store,
+    // not an attempt to allocate it.
+    drop(s);
+    raw_put(
+        dir.path(),
+        DB_SNAPSHOTS,
+        &snapshot_key(7, SNAPSHOT_DATA),
+        &u64::MAX.to_be_bytes(),
+    );
+    let s = Store::open(dir.path(), &StoreConfig::new(CHAIN, 1 << 20)).unwrap();
+    corrupt_in(s.latest_snapshot(), DB_SNAPSHOTS);
+    corrupt_in(s.snapshot_chunk(7, 0, 10), DB_SNAPSHOTS);
 }
 
 #[test]
