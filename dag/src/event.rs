@@ -38,7 +38,10 @@ pub struct EventBody {
     pub round: Round,
     /// Sorted by (round, author), strictly increasing.
     pub parents: Vec<EventRef>,
-    /// Opaque to consensus (transactions or batch references).
+    /// Opaque to consensus (transactions or batch references). Written as
+    /// bytes, not as a sequence of u8: the same postcard encoding, copied
+    /// in one piece instead of byte by byte.
+    #[serde(with = "serde_bytes")]
     pub payload: Vec<u8>,
     pub ticket: VrfTicket,
     /// Creation time, milliseconds since the Unix epoch (informational).

@@ -112,6 +112,24 @@ fn encoding_and_id_from_one_serialization() {
     assert_eq!(big.encode_with_id(), (big.encode(), big.id()));
 }
 
+/// The payload is written as one byte string; the encoding is still the
+/// body's fields in order with the payload as a sequence of u8, as before.
+#[test]
+fn the_payload_encodes_as_a_sequence_of_u8() {
+    let mut n = net(4);
+    let parents = n.refs(&[0, 1, 2]);
+    for len in [0usize, 1, 127, 128, 70_000] {
+        let e = n.event(1, 1, parents.clone(), vec![5; len]);
+        let b = &e.body;
+        let plain = proofs::encode(&(
+            (b.chain, b.creator, b.round, &b.parents, &b.payload),
+            (b.ticket, b.time_ms),
+            e.signature,
+        ));
+        assert_eq!(e.encode(), plain, "payload of {len} bytes");
+    }
+}
+
 #[test]
 fn decoder_rejects_trailing_and_truncated_bytes() {
     let mut n = net(4);

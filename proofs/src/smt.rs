@@ -220,8 +220,10 @@ const MAX_PAGE_DEPTH: usize = MAX_DEPTH - PAGE_LEVELS;
 
 /// Leaf and node hashing with the Blake2b state set up once (same output
 /// as [`Hasher`], see [`PairHasher`]).
-static LEAF_HASHER: LazyLock<PairHasher> = LazyLock::new(|| PairHasher::new(LEAF_DOMAIN));
-static NODE_HASHER: LazyLock<PairHasher> = LazyLock::new(|| PairHasher::new(NODE_DOMAIN));
+pub(crate) static LEAF_HASHER: LazyLock<PairHasher> =
+    LazyLock::new(|| PairHasher::new(LEAF_DOMAIN));
+pub(crate) static NODE_HASHER: LazyLock<PairHasher> =
+    LazyLock::new(|| PairHasher::new(NODE_DOMAIN));
 
 /// The hash of the leaf mapping `key` to `value`.
 pub fn leaf_hash(key: &Hash, value: &Hash) -> Hash {

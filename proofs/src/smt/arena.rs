@@ -31,7 +31,7 @@
 //! long after memory would have run out.
 
 use super::proof::SparseProof;
-use super::{batch, bit, finish_proof, leaf_hash, node_hash, SmtError, MAX_DEPTH};
+use super::{batch, bit, finish_proof, SmtError, LEAF_HASHER, MAX_DEPTH, NODE_HASHER};
 use crate::hash::Hash;
 use crate::store::Executor;
 use std::collections::VecDeque;
@@ -99,6 +99,8 @@ type Update = (Hash, Option<Hash>);
 /// A subtree: its node and that node's hash.
 type Sub = (NodeRef, Hash);
 const EMPTY_SUB: Sub = (NodeRef::EMPTY, Hash::ZERO);
+/// The hash of a new node until [`Builder::hash_new`] computes it.
+const PENDING: Hash = Hash::ZERO;
 
 /// Where a parallel batch splits the tree: the subtrees at depth 4, one
 /// per first nibble of the key.
@@ -308,6 +310,8 @@ impl MemTree {
         let mut b = Builder::new(&self.nodes, self.spare.pop().unwrap_or_default());
         b.presolved = presolved.as_ref();
         let root = b.build(old, 0, &updates);
+        b.hash_new();
+        let root = b.resolved(root);
         let buffers = b.finish(&mut staled);
         let (root, hash) = self.commit(buffers, root);
         self.versions.push_back(Version { root, hash, staled });
@@ -383,6 +387,10 @@ impl MemTree {
                                 built.push((n, b.build(old[n], SPLIT_DEPTH, ups)));
                             }
                         }
+                        b.hash_new();
+                        for (_, sub) in &mut built {
+                            *sub = b.resolved(*sub);
+                        }
                         let mut bufs = b.into_buffers();
                         bufs.staled_out = std::mem::take(&mut bufs.staled);
                         *out = Some((bufs, built));
@@ -398,7 +406,7 @@ impl MemTree {
                 // An executor that skipped a job: build it here.
                 None => {
                     let mut b = Builder::new(&self.nodes, self.spare.pop().unwrap_or_default());
-                    let built = (from.0..from.1)
+                    let mut built: Vec<(usize, Sub)> = (from.0..from.1)
                         .filter(|&n| bounds[n] < bounds[n + 1])
                         .map(|n| {
                             (
@@ -407,6 +415,10 @@ impl MemTree {
                             )
                         })
                         .collect();
+                    b.hash_new();
+                    for (_, sub) in &mut built {
+                        *sub = b.resolved(*sub);
+                    }
                     let mut bufs = b.into_buffers();
                     bufs.staled_out = std::mem::take(&mut bufs.staled);
                     (bufs, built)
@@ -439,6 +451,16 @@ impl MemTree {
         bufs.staled.shrink_to(KEEP);
         bufs.staled_out.shrink_to(KEEP);
         bufs.scratch.shrink_to(KEEP);
+        bufs.leaf_hashes.clear();
+        bufs.inner_hashes.clear();
+        bufs.levels.clear();
+        bufs.order.clear();
+        bufs.pairs.clear();
+        bufs.leaf_hashes.shrink_to(KEEP);
+        bufs.inner_hashes.shrink_to(KEEP);
+        bufs.levels.shrink_to(KEEP);
+        bufs.order.shrink_to(KEEP);
+        bufs.pairs.shrink_to(KEEP);
         self.spare.push(bufs);
     }
 
@@ -565,6 +587,15 @@ struct Buffers {
     /// A finished subtree job's staled nodes, handed over with the buffers.
     staled_out: Vec<NodeRef>,
     scratch: Vec<Update>,
+    /// The new nodes' own hashes, by index, once [`Builder::hash_new`] ran.
+    leaf_hashes: Vec<Hash>,
+    inner_hashes: Vec<Hash>,
+    /// Per new internal node: 1 + the highest level of its new internal
+    /// children (new leaves and old nodes count 0).
+    levels: Vec<u16>,
+    /// New internal nodes ordered by level, and their children's hashes.
+    order: Vec<u32>,
+    pairs: Vec<(Hash, Hash)>,
 }
 
 /// What a subtree job hands back: its buffers (new nodes, and the old
@@ -605,6 +636,9 @@ impl<'t> Builder<'t> {
         bufs.inner.clear();
         bufs.leaves.clear();
         bufs.staled.clear();
+        bufs.leaf_hashes.clear();
+        bufs.inner_hashes.clear();
+        bufs.levels.clear();
         Builder {
             old,
             bufs,
@@ -622,8 +656,77 @@ impl<'t> Builder<'t> {
         self.bufs
     }
 
+    /// Hash every node built so far: the leaves, then the internal nodes
+    /// level by level from the bottom, each level's nodes several at a time
+    /// ([`PairHasher::hash_pairs`](crate::hash::PairHasher::hash_pairs)).
+    /// The build itself only links nodes, so that a level's independent
+    /// hashes can share the SIMD lanes.
+    fn hash_new(&mut self) {
+        let b = &mut self.bufs;
+        b.pairs.clear();
+        b.pairs.extend(b.leaves.iter().map(|l| (l.key, l.value)));
+        b.leaf_hashes.resize(b.leaves.len(), Hash::ZERO);
+        LEAF_HASHER.hash_pairs(&b.pairs, &mut b.leaf_hashes);
+
+        // Counting sort of the internal nodes by level.
+        let top = b.levels.iter().copied().max().unwrap_or(0) as usize;
+        let mut starts = vec![0u32; top + 2];
+        for &l in &b.levels {
+            starts[l as usize + 1] += 1;
+        }
+        for i in 1..starts.len() {
+            starts[i] += starts[i - 1];
+        }
+        b.order.clear();
+        b.order.resize(b.levels.len(), 0);
+        let mut next = starts.clone();
+        for (i, &l) in b.levels.iter().enumerate() {
+            b.order[next[l as usize] as usize] = i as u32;
+            next[l as usize] += 1;
+        }
+        b.inner_hashes.resize(b.inner.len(), Hash::ZERO);
+        let mut out: Vec<Hash> = Vec::new();
+        for level in 1..=top {
+            let run = &b.order[starts[level] as usize..starts[level + 1] as usize];
+            b.pairs.clear();
+            for &i in run {
+                let n = &mut b.inner[i as usize];
+                for side in 0..2 {
+                    let c = n.children[side];
+                    if c.is_new() {
+                        n.hashes[side] = if c.is_leaf() {
+                            b.leaf_hashes[c.index()]
+                        } else {
+                            b.inner_hashes[c.index()]
+                        };
+                    }
+                }
+                b.pairs.push((n.hashes[0], n.hashes[1]));
+            }
+            out.clear();
+            out.resize(run.len(), Hash::ZERO);
+            NODE_HASHER.hash_pairs(&b.pairs, &mut out);
+            for (&i, h) in run.iter().zip(&out) {
+                b.inner_hashes[i as usize] = *h;
+            }
+        }
+    }
+
+    /// `sub` with its hash, once [`Self::hash_new`] ran.
+    fn resolved(&self, sub: Sub) -> Sub {
+        let (node, _) = sub;
+        if !node.is_new() {
+            sub
+        } else if node.is_leaf() {
+            (node, self.bufs.leaf_hashes[node.index()])
+        } else {
+            (node, self.bufs.inner_hashes[node.index()])
+        }
+    }
+
     /// The subtree at `depth` that `sub` (a node of the old tree) becomes
-    /// under `updates` (sorted, unique, all under `sub`'s path).
+    /// under `updates` (sorted, unique, all under `sub`'s path). New nodes
+    /// come back unhashed ([`Self::hash_new`]).
     fn build(&mut self, sub: Sub, depth: usize, updates: &[Update]) -> Sub {
         let (node, _) = sub;
         if updates.is_empty() {
@@ -690,12 +793,20 @@ impl<'t> Builder<'t> {
             (NodeRef::EMPTY, only) if only.is_leaf() => right,
             (only, NodeRef::EMPTY) if only.is_leaf() => left,
             _ => {
+                // A new child's hash is filled in by `hash_new`.
                 self.bufs.inner.push(Inner {
                     children: [left.0, right.0],
                     hashes: [left.1, right.1],
                 });
+                let level = [left.0, right.0]
+                    .iter()
+                    .filter(|c| c.is_new() && !c.is_leaf())
+                    .map(|c| self.bufs.levels[c.index()])
+                    .max()
+                    .unwrap_or(0);
+                self.bufs.levels.push(level + 1);
                 let at = NodeRef((self.bufs.inner.len() - 1) as u32 | NEW_BIT);
-                (at, node_hash(&left.1, &right.1))
+                (at, PENDING)
             }
         }
     }
@@ -712,7 +823,7 @@ impl<'t> Builder<'t> {
                 }
                 self.bufs.leaves.push(Leaf { key, value });
                 let at = NodeRef((self.bufs.leaves.len() - 1) as u32 | LEAF_BIT | NEW_BIT);
-                (at, leaf_hash(&key, &value))
+                (at, PENDING)
             }
             (None, _) => EMPTY_SUB,
             _ => {
