@@ -157,6 +157,9 @@ pub struct Stats {
     pub skipped_leaders: u64,
     pub ordered_events: u64,
     pub proposed: u64,
+    /// Own events with payload that fell below the horizon unordered, their
+    /// payload queued again.
+    pub requeued_events: u64,
 }
 
 /// What only this peer knows about itself and must keep across a restart or
@@ -206,6 +209,9 @@ pub struct Core {
     last_proposed_at: Millis,
     own_last: Option<EventRef>,
     own_last_event: Option<Arc<Event>>,
+    /// Own events carrying payload that no committed leader has ordered
+    /// yet, oldest first (see [`Core::requeue_unordered`]).
+    own_unordered: VecDeque<(Round, EventId, Arc<Event>)>,
     /// Highest round with a quorum of events, and when it got one.
     quorum_round: Option<(Round, Millis)>,
     last_progress: Millis,
@@ -301,6 +307,7 @@ impl Core {
             last_proposed_at: 0,
             own_last: None,
             own_last_event: None,
+            own_unordered: VecDeque::new(),
             quorum_round: None,
             last_progress: now,
             payload: VecDeque::new(),
@@ -708,6 +715,10 @@ impl Core {
         for step in steps {
             match step {
                 SequenceStep::Leader(c) => {
+                    if !self.own_unordered.is_empty() {
+                        self.own_unordered
+                            .retain(|(_, id, _)| !c.events.iter().any(|v| v.id == *id));
+                    }
                     self.stats.committed_leaders += 1;
                     self.stats.ordered_events += c.events.len() as u64;
                     self.outputs.push_back(Output::Committed(c));
@@ -732,6 +743,7 @@ impl Core {
             }
         }
         let horizon = self.dag.next_round.saturating_sub(self.cfg.gc_depth);
+        self.requeue_unordered(horizon);
         if horizon > self.dag.base() {
             self.dag.prune_below(horizon);
             // Parked events whose only missing parents fell below the
@@ -745,6 +757,24 @@ impl Core {
             if horizon > self.imported_upto {
                 self.imported_ordered.clear();
             }
+        }
+    }
+
+    /// Queue again, ahead of everything else, the payload of own events
+    /// below `horizon` that no leader ordered: every later leader's round
+    /// is at least as high, and a leader orders nothing below its round
+    /// less the GC depth, so those events will never be ordered (an event
+    /// that reached the others too late, e.g. while this peer lagged). The
+    /// ledger would refuse a second ordering of the same transaction anyway.
+    fn requeue_unordered(&mut self, horizon: Round) {
+        let lost = self
+            .own_unordered
+            .iter()
+            .take_while(|(r, _, _)| *r < horizon)
+            .count();
+        for (_, _, ev) in self.own_unordered.drain(..lost).rev() {
+            self.payload.push_front(ev.body.payload.clone());
+            self.stats.requeued_events += 1;
         }
     }
 
@@ -844,6 +874,9 @@ impl Core {
         self.last_proposed = Some(target);
         self.own_last = Some(r);
         self.own_last_event = Some(event.clone());
+        if !event.body.payload.is_empty() {
+            self.own_unordered.push_back((target, id, event.clone()));
+        }
         self.stats.proposed += 1;
         // Persist-then-send is the driver's job; we put it in our DAG now.
         self.outputs.push_back(Output::Broadcast(event));

@@ -280,3 +280,127 @@ fn an_idle_member_slows_down_until_payload_arrives() {
         "{later} rounds in 5 idle seconds"
     );
 }
+
+/// Four cores on a lossless in-test network, with D's sends optionally
+/// held back.
+struct Net {
+    cores: Vec<Core>,
+    keys: Vec<dag::PeerKey>,
+    /// D's events not delivered yet.
+    withheld: Vec<Arc<Event>>,
+    /// Each core's committed non-empty payloads, in order.
+    committed: Vec<Vec<Vec<u8>>>,
+    now: u64,
+}
+
+const D: usize = 3;
+
+impl Net {
+    /// Run in 1 ms steps up to `until`; `cut_off`: nobody hears D.
+    fn run(&mut self, until: u64, cut_off: bool) {
+        while self.now < until {
+            self.now += 1;
+            let now = self.now;
+            for core in &mut self.cores {
+                if core.poll_timeout().is_some_and(|t| t <= now) {
+                    core.handle_timeout(now);
+                }
+            }
+            loop {
+                let mut mail: Vec<(usize, Arc<Event>, usize)> = Vec::new();
+                let mut fetches: Vec<(usize, Vec<EventRef>)> = Vec::new();
+                for (i, core) in self.cores.iter_mut().enumerate() {
+                    for o in drain(core) {
+                        match o {
+                            Output::Broadcast(e) | Output::Rebroadcast(e) => {
+                                if cut_off && i == D {
+                                    self.withheld.push(e);
+                                    continue;
+                                }
+                                for j in (0..4).filter(|&j| j != i) {
+                                    mail.push((j, e.clone(), i));
+                                }
+                            }
+                            Output::Fetch { refs, .. } => fetches.push((i, refs)),
+                            Output::Committed(sd) => self.committed[i].extend(
+                                sd.events
+                                    .iter()
+                                    .map(|v| v.event.body.payload.clone())
+                                    .filter(|p| !p.is_empty()),
+                            ),
+                            _ => {}
+                        }
+                    }
+                }
+                for (i, refs) in fetches {
+                    for r in refs {
+                        let holder = (0..4).filter(|&j| !(cut_off && j == D));
+                        if let Some((j, e)) = holder
+                            .filter(|&j| j != i)
+                            .find_map(|j| self.cores[j].get_event(&r.id).map(|e| (j, e)))
+                        {
+                            mail.push((i, e, j));
+                        }
+                    }
+                }
+                if mail.is_empty() {
+                    break;
+                }
+                for (to, e, from) in mail {
+                    let _ = self.cores[to].receive(now, (*e).clone(), Some(self.keys[from]));
+                }
+            }
+        }
+    }
+
+    fn ordered(&self, i: usize, payload: &[u8]) -> usize {
+        self.committed[i]
+            .iter()
+            .filter(|p| p.as_slice() == payload)
+            .count()
+    }
+}
+
+/// A member's event that no leader reached before the rounds it sits in
+/// fell below the garbage-collection horizon is never ordered; its payload
+/// must not be lost with it. Here D's first events (one carrying a
+/// payload) reach nobody until A, B and C have moved far past them; D then
+/// proposes that payload again and everyone orders it, once.
+#[test]
+fn payload_of_an_event_left_below_the_horizon_is_proposed_again() {
+    let s = signers();
+    let c = committee(&s);
+    let mut config = cfg();
+    config.gc_depth = 4;
+    config.min_round_interval_ms = 10;
+    config.idle_round_interval_ms = 10;
+    config.round_wait_ms = 5;
+    let mut net = Net {
+        cores: signers()
+            .into_iter()
+            .map(|me| Core::new(config.clone(), c.clone(), Box::new(me), 0))
+            .collect(),
+        keys: s.iter().map(|x| x.key()).collect(),
+        withheld: Vec::new(),
+        committed: vec![Vec::new(); 4],
+        now: 0,
+    };
+    net.cores[D].queue_payload(b"from D".to_vec()).unwrap();
+    // D hears everyone; nobody hears D, for many more rounds than the
+    // horizon keeps.
+    net.run(400, true);
+    assert_eq!(net.ordered(0, b"from D"), 0, "nobody has seen D's events");
+    assert!(net.cores[0].stats().committed_leaders > 20);
+    // D's oldest events arrive now, late; then everything flows.
+    let late = std::mem::take(&mut net.withheld);
+    for e in late.iter().take(8) {
+        for core in net.cores.iter_mut().take(3) {
+            let _ = core.receive(net.now, (**e).clone(), Some(net.keys[D]));
+        }
+    }
+    net.run(1200, false);
+    for i in 0..4 {
+        assert_eq!(net.ordered(i, b"from D"), 1, "peer {i}");
+    }
+    assert!(net.cores[D].stats().requeued_events >= 1);
+}

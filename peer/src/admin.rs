@@ -50,6 +50,10 @@ pub struct Status {
     pub snapshots: u64,
     #[serde(default)]
     pub handovers_certified: u64,
+    /// Own events that no leader ordered in time (they reached the others
+    /// too late), whose transactions were proposed again.
+    #[serde(default)]
+    pub events_requeued: u64,
     /// The newest stored state snapshot's height.
     #[serde(default)]
     pub snapshot_height: Option<u64>,

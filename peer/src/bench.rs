@@ -243,6 +243,19 @@ pub fn run(args: BenchArgs) -> Result<()> {
     done.store(true, std::sync::atomic::Ordering::Relaxed);
     let samples = sampler.join().unwrap_or_default();
     let result = result?;
+    // Own events the peers had to propose again (see the core's requeue),
+    // and what they dropped, by reason, summed over the peers.
+    let statuses: Vec<crate::admin::Status> = dirs
+        .iter()
+        .filter_map(|d| crate::admin::query(d).ok())
+        .collect();
+    let requeued: u64 = statuses.iter().map(|s| s.events_requeued).sum();
+    let mut drops: std::collections::BTreeMap<String, u64> = Default::default();
+    for (k, v) in statuses.iter().flat_map(|s| s.drops.iter()) {
+        if *v > 0 {
+            *drops.entry(k.clone()).or_default() += v;
+        }
+    }
     let peak = children
         .0
         .iter()
@@ -288,6 +301,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
             "batch_verify_per_sec_before_after": [rate_before.round(), rate_after.round()],
             "cores": cores,
             "peak_rss_mb_per_peer": (peak * 10.0).round() / 10.0,
+            "events_requeued": requeued,
+            "peer_drops": drops,
             "rss_mb_samples": samples
                 .iter()
                 .map(|(t, rss, anon)| serde_json::json!([t, rss.round(), anon.round()]))

@@ -529,6 +529,11 @@ pub fn prometheus_text(s: &Status) -> String {
     );
     gauge("txs_applied", "Transactions applied.", s.txs_applied as f64);
     gauge(
+        "events_requeued",
+        "Own events left unordered below the horizon, their transactions proposed again.",
+        s.events_requeued as f64,
+    );
+    gauge(
         "snapshots",
         "State snapshots taken since start.",
         s.snapshots as f64,
@@ -1562,6 +1567,7 @@ fn status(
         last_certified_height: d.last_certified().map(|c| c.statement.height),
         snapshots: d.stats().snapshots,
         handovers_certified: d.stats().handovers_certified,
+        events_requeued: core.stats().requeued_events,
         snapshot_height: store.latest_snapshot_height().ok().flatten(),
         event_log_from_round: store.first_event_round().ok().flatten(),
         state_cache_bytes: 0,
