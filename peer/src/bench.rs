@@ -84,6 +84,28 @@ fn free_base_port(n: u16) -> u16 {
     }
 }
 
+/// CPU time (user and system) process `pid` has used, in seconds (0 if
+/// unknown): fields 14 and 15 of `/proc/PID/stat`, in clock ticks.
+fn cpu_seconds(pid: u32) -> f64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The command name (field 2) may hold spaces; fields after it are plain.
+    let Some(rest) = s.rfind(')').map(|i| &s[i + 1..]) else {
+        return 0.0;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = [11, 12]
+        .iter()
+        .filter_map(|&i| f.get(i).and_then(|x| x.parse::<f64>().ok()))
+        .sum();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if hz > 0 {
+        ticks / hz as f64
+    } else {
+        0.0
+    }
+}
+
 fn peak_rss_mb(pid: u32) -> f64 {
     proc_status_mb(pid, "VmHWM:")
 }
@@ -217,9 +239,11 @@ pub fn run(args: BenchArgs) -> Result<()> {
     // its anonymous part (the rest is LMDB's file pages, which the kernel
     // reclaims at will).
     let pids: Vec<u32> = children.0.iter().map(|c| c.id()).collect();
+    let sampler_pids = pids.clone();
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let sampler = {
         let done = done.clone();
+        let pids = sampler_pids;
         std::thread::spawn(move || {
             let start = Instant::now();
             let mut samples: Vec<(u64, f64, f64)> = Vec::new();
@@ -239,7 +263,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
             samples
         })
     };
+    let cpu_before: f64 = pids.iter().map(|p| cpu_seconds(*p)).sum();
     let result = rt.block_on(load(&args, &genesis, txs, &ids));
+    let cpu_load: f64 = pids.iter().map(|p| cpu_seconds(*p)).sum::<f64>() - cpu_before;
     done.store(true, std::sync::atomic::Ordering::Relaxed);
     let samples = sampler.join().unwrap_or_default();
     let result = result?;
@@ -250,6 +276,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         .filter_map(|d| crate::admin::query(d).ok())
         .collect();
     let requeued: u64 = statuses.iter().map(|s| s.events_requeued).sum();
+    let height = statuses.iter().map(|s| s.height).max().unwrap_or(0);
     let mut drops: std::collections::BTreeMap<String, u64> = Default::default();
     for (k, v) in statuses.iter().flat_map(|s| s.drops.iter()) {
         if *v > 0 {
@@ -301,6 +328,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
             "batch_verify_per_sec_before_after": [rate_before.round(), rate_after.round()],
             "cores": cores,
             "peak_rss_mb_per_peer": (peak * 10.0).round() / 10.0,
+            "height": height,
+            "cpu_us_per_tx_per_peer": (cpu_load * 1e6 / result.finalized.max(1) as f64 / args.peers as f64 * 10.0).round() / 10.0,
             "events_requeued": requeued,
             "peer_drops": drops,
             "rss_mb_samples": samples

@@ -63,7 +63,7 @@ impl Default for Params {
             min_share_ppm: 10_000,
             min_fee: 0,
             max_tx_bytes: 64 * 1024,
-            state_versions_kept: 64,
+            state_versions_kept: 32,
         }
     }
 }

@@ -46,7 +46,7 @@ const IN_MEMORY_BYTES_PER_OUTPUT: usize = 1000;
 const WRITE_BACK_CHUNK_WRITES: usize = 512;
 
 /// Buffered writes younger than this many heights stay in memory at a
-/// write-back: twice the default `state_versions_kept`, so a page staled
+/// write-back: four times the default `state_versions_kept`, so a page staled
 /// and pruned within it is dropped rather than written and deleted.
 pub const YOUNG_HEIGHTS: u64 = 128;
 
