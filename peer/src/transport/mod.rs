@@ -219,7 +219,7 @@ impl Transport {
         let counters = Arc::new(Counters::default());
         let io = socket::bind_udp(cfg.listen)?;
         let local = io.local_addr()?;
-        let (socket, raw) = DemuxSocket::new(io, cfg.raw_queue, counters.clone());
+        let (socket, raw) = DemuxSocket::new(io, cfg.raw_queue, counters.clone())?;
 
         let tls = tls::configs()?;
         let mut tc = quinn::TransportConfig::default();

@@ -8,10 +8,13 @@
 //! datagrams (NAT introductions and address echoes) go to a bounded queue
 //! read through [`RawDatagrams`]. When that queue is full the datagram is
 //! dropped and counted, so a flood of junk costs a bounded amount of memory.
+//! Sending and receiving go through quinn-udp (segmentation offload both
+//! ways, several datagrams per system call); a received entry holding
+//! several datagrams is demultiplexed datagram by datagram.
 
 use super::stats::Counters;
 use bytes::Bytes;
-use quinn::udp::{RecvMeta, Transmit};
+use quinn::udp::{RecvMeta, Transmit, UdpSocketState};
 use quinn::{AsyncUdpSocket, UdpPoller};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::fmt;
@@ -21,8 +24,8 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use tokio::io::ReadBuf;
+use std::task::{ready, Context, Poll};
+use tokio::io::Interest;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
@@ -112,6 +115,10 @@ pub(crate) fn bind_udp(addr: SocketAddr) -> io::Result<tokio::net::UdpSocket> {
 /// The shared socket as quinn sees it. Also the sender of raw datagrams.
 pub(crate) struct DemuxSocket {
     io: tokio::net::UdpSocket,
+    /// quinn-udp's per-socket state: segmentation offload both ways (one
+    /// system call sends or receives several datagrams), the don't-fragment
+    /// bit that lets quinn discover the path MTU, ECN.
+    state: UdpSocketState,
     /// An IPv6 socket reaches IPv4 addresses only in their mapped form.
     v6: bool,
     raw_tx: mpsc::Sender<RawDatagram>,
@@ -131,18 +138,20 @@ impl DemuxSocket {
         io: tokio::net::UdpSocket,
         raw_capacity: usize,
         counters: Arc<Counters>,
-    ) -> (Arc<Self>, RawDatagrams) {
+    ) -> io::Result<(Arc<Self>, RawDatagrams)> {
         let (raw_tx, rx) = mpsc::channel(raw_capacity.max(1));
         let v6 = io.local_addr().map(|a| a.is_ipv6()).unwrap_or(false);
-        (
+        let state = UdpSocketState::new((&io).into())?;
+        Ok((
             Arc::new(DemuxSocket {
                 io,
+                state,
                 v6,
                 raw_tx,
                 counters,
             }),
             RawDatagrams { rx },
-        )
+        ))
     }
 
     /// Send one raw datagram. It must satisfy [`is_raw`] (otherwise the
@@ -179,6 +188,47 @@ impl DemuxSocket {
         }
     }
 
+    /// Take the raw datagrams out of `n` received entries, leaving only QUIC
+    /// datagrams in the first entries of `bufs`/`meta`; returns how many
+    /// entries are left. One entry may hold several datagrams of `stride`
+    /// bytes from one sender (receive offload; the last may be shorter), and
+    /// a raw one may sit among them: the QUIC ones close up around it.
+    fn demux(&self, bufs: &mut [IoSliceMut<'_>], meta: &mut [RecvMeta], n: usize) -> usize {
+        let mut kept = 0;
+        for i in 0..n.min(bufs.len()).min(meta.len()) {
+            let m = meta[i];
+            let len = m.len.min(bufs[i].len());
+            if len == 0 {
+                self.take_raw(m.addr, &[]);
+                continue;
+            }
+            let stride = if m.stride == 0 { len } else { m.stride };
+            let buf = &mut bufs[i][..len];
+            let (mut read, mut write) = (0, 0);
+            while read < len {
+                let end = (read + stride).min(len);
+                if is_raw(&buf[read..end]) {
+                    self.take_raw(m.addr, &buf[read..end]);
+                } else {
+                    buf.copy_within(read..end, write);
+                    write += end - read;
+                    self.counters.quic_datagrams.fetch_add(1, Relaxed);
+                }
+                read = end;
+            }
+            if write == 0 {
+                continue;
+            }
+            if kept != i {
+                let (to, from) = bufs.split_at_mut(i);
+                to[kept][..write].copy_from_slice(&from[0][..write]);
+            }
+            meta[kept] = RecvMeta { len: write, ..m };
+            kept += 1;
+        }
+        kept
+    }
+
     /// Route one received datagram that is not for quinn.
     fn take_raw(&self, from: SocketAddr, bytes: &[u8]) {
         if bytes.is_empty() || bytes.len() > MAX_RAW_LEN {
@@ -213,10 +263,16 @@ impl AsyncUdpSocket for DemuxSocket {
     }
 
     fn try_send(&self, transmit: &Transmit) -> io::Result<()> {
-        // One datagram per transmit: max_transmit_segments is 1 (no GSO).
-        self.io
-            .try_send_to(transmit.contents, self.dest(transmit.destination))
-            .map(|_| ())
+        let mapped = Transmit {
+            destination: self.dest(transmit.destination),
+            ecn: transmit.ecn,
+            contents: transmit.contents,
+            segment_size: transmit.segment_size,
+            src_ip: transmit.src_ip,
+        };
+        self.io.try_io(Interest::WRITABLE, || {
+            self.state.send((&self.io).into(), &mapped)
+        })
     }
 
     fn poll_recv(
@@ -225,52 +281,44 @@ impl AsyncUdpSocket for DemuxSocket {
         bufs: &mut [IoSliceMut<'_>],
         meta: &mut [RecvMeta],
     ) -> Poll<io::Result<usize>> {
-        let mut filled = 0;
-        while filled < bufs.len().min(meta.len()) {
-            let mut rb = ReadBuf::new(&mut bufs[filled]);
+        loop {
             // Tokio's cooperative budget makes this return Pending after a
             // while, so a flood of raw datagrams cannot hold the task forever.
-            match self.io.poll_recv_from(cx, &mut rb) {
-                Poll::Pending => break,
-                Poll::Ready(Err(e))
+            ready!(self.io.poll_recv_ready(cx))?;
+            let n = match self.io.try_io(Interest::READABLE, || {
+                self.state.recv((&self.io).into(), bufs, meta)
+            }) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                // ICMP errors for an earlier send: meaningless to QUIC and
+                // may be forged, so skip them.
+                Err(e)
                     if matches!(
                         e.kind(),
                         io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionRefused
                     ) =>
                 {
-                    // ICMP errors for an earlier send: meaningless to QUIC and
-                    // may be forged, so skip them.
-                    continue;
+                    continue
                 }
-                Poll::Ready(Err(e)) => {
-                    if filled > 0 {
-                        break;
-                    }
-                    return Poll::Ready(Err(e));
-                }
-                Poll::Ready(Ok(from)) => {
-                    let len = rb.filled().len();
-                    if len == 0 || is_raw(rb.filled()) {
-                        self.take_raw(from, rb.filled());
-                        continue;
-                    }
-                    self.counters.quic_datagrams.fetch_add(1, Relaxed);
-                    meta[filled] = RecvMeta {
-                        addr: from,
-                        len,
-                        stride: len,
-                        ecn: None,
-                        dst_ip: None,
-                    };
-                    filled += 1;
-                }
+                Err(e) => return Poll::Ready(Err(e)),
+            };
+            let kept = self.demux(bufs, meta, n);
+            if kept > 0 {
+                return Poll::Ready(Ok(kept));
             }
         }
-        if filled == 0 {
-            Poll::Pending
-        } else {
-            Poll::Ready(Ok(filled))
-        }
+    }
+
+    fn may_fragment(&self) -> bool {
+        self.state.may_fragment()
+    }
+
+    fn max_transmit_segments(&self) -> usize {
+        self.state.max_gso_segments()
+    }
+
+    fn max_receive_segments(&self) -> usize {
+        self.state.gro_segments()
     }
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
@@ -318,5 +366,50 @@ mod tests {
         assert!(!is_raw(&[0x80]), "long headers go to quinn");
         assert!(!is_raw(&[0xc3]));
         assert!(!is_raw(&[]));
+    }
+
+    /// Received entries as receive offload gives them: several datagrams of
+    /// one stride per entry, raw ones among QUIC ones. The QUIC datagrams
+    /// close up (entries too), each raw one reaches the raw queue.
+    #[tokio::test]
+    async fn raw_datagrams_are_taken_out_of_coalesced_entries() {
+        let io = bind_udp("127.0.0.1:0".parse().unwrap()).unwrap();
+        let counters = Arc::new(Counters::default());
+        let (sock, mut raw) = DemuxSocket::new(io, 16, counters.clone()).unwrap();
+        let from: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let quic = |tag: u8, len: usize| {
+            let mut d = vec![tag; len];
+            d[0] = 0x40 | (tag & 0x3f);
+            d
+        };
+        let raw_dgram = |tag: u8| vec![0x01, tag, tag, tag];
+        // Entry 0: QUIC, raw, QUIC (stride 4), the last one short.
+        // Entry 1: only raw. Entry 2: QUIC, QUIC.
+        let e0 = [quic(1, 4), raw_dgram(2), quic(3, 3)].concat();
+        let e1 = [raw_dgram(4), raw_dgram(5)].concat();
+        let e2 = [quic(6, 4), quic(7, 4)].concat();
+        let mut store = vec![vec![0u8; 16]; 3];
+        for (b, e) in store.iter_mut().zip([&e0, &e1, &e2]) {
+            b[..e.len()].copy_from_slice(e);
+        }
+        let meta_of = |len: usize| RecvMeta {
+            addr: from,
+            len,
+            stride: 4,
+            ecn: None,
+            dst_ip: None,
+        };
+        let mut meta = [meta_of(e0.len()), meta_of(e1.len()), meta_of(e2.len())];
+        let mut bufs: Vec<IoSliceMut> = store.iter_mut().map(|b| IoSliceMut::new(b)).collect();
+        let kept = sock.demux(&mut bufs, &mut meta, 3);
+        assert_eq!(kept, 2);
+        assert_eq!(meta[0].len, 7);
+        assert_eq!(&bufs[0][..7], [quic(1, 4), quic(3, 3)].concat().as_slice());
+        assert_eq!(meta[1].len, 8);
+        assert_eq!(&bufs[1][..8], e2.as_slice());
+        let got: Vec<Bytes> = std::iter::from_fn(|| raw.try_recv().map(|d| d.bytes)).collect();
+        assert_eq!(got, vec![raw_dgram(2), raw_dgram(4), raw_dgram(5)]);
+        assert_eq!(counters.quic_datagrams.load(Relaxed), 4);
+        assert_eq!(counters.raw_received.load(Relaxed), 3);
     }
 }

@@ -309,6 +309,9 @@ impl MemTree {
         });
         let mut b = Builder::new(&self.nodes, self.spare.pop().unwrap_or_default());
         b.presolved = presolved.as_ref();
+        if b.presolved.is_none() {
+            b.prefetch(old, 0, &updates);
+        }
         let root = b.build(old, 0, &updates);
         b.hash_new();
         let root = b.resolved(root);
@@ -384,6 +387,7 @@ impl MemTree {
                         for n in from..to {
                             let ups = &updates[bounds[n]..bounds[n + 1]];
                             if !ups.is_empty() {
+                                b.prefetch(old[n], SPLIT_DEPTH, ups);
                                 built.push((n, b.build(old[n], SPLIT_DEPTH, ups)));
                             }
                         }
@@ -456,6 +460,10 @@ impl MemTree {
         bufs.levels.clear();
         bufs.order.clear();
         bufs.pairs.clear();
+        bufs.walk.clear();
+        bufs.walk_next.clear();
+        bufs.walk.shrink_to(KEEP);
+        bufs.walk_next.shrink_to(KEEP);
         bufs.leaf_hashes.shrink_to(KEEP);
         bufs.inner_hashes.shrink_to(KEEP);
         bufs.levels.shrink_to(KEEP);
@@ -562,6 +570,40 @@ impl MemTree {
     }
 }
 
+impl Nodes {
+    /// Ask the CPU to start loading `node`'s record (both cache lines it
+    /// may span); a hint only, never a fault.
+    #[inline]
+    fn prefetch(&self, node: NodeRef) {
+        let ptr = if node.is_leaf() {
+            self.leaves
+                .get(node.index())
+                .map(|l| l as *const Leaf as *const u8)
+        } else {
+            self.inner
+                .get(node.index())
+                .map(|n| n as *const Inner as *const u8)
+        };
+        if let Some(p) = ptr {
+            prefetch_line(p);
+            prefetch_line(p.wrapping_add(63));
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[inline]
+fn prefetch_line(p: *const u8) {
+    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+    // SAFETY: a prefetch is a hint that never faults, whatever the address;
+    // SSE is part of the x86_64 baseline.
+    unsafe { _mm_prefetch::<_MM_HINT_T0>(p as *const i8) }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[inline]
+fn prefetch_line(_: *const u8) {}
+
 /// Put `node` in a freed slot of `pool`, or at its end, and return its
 /// index (`apply_batch` has checked that indices cannot overflow).
 fn store_in_slot<T>(pool: &mut Vec<T>, free: &mut Vec<u32>, node: T) -> u32 {
@@ -596,6 +638,9 @@ struct Buffers {
     /// New internal nodes ordered by level, and their children's hashes.
     order: Vec<u32>,
     pairs: Vec<(Hash, Hash)>,
+    /// The prefetch walk's current and next level.
+    walk: Vec<(NodeRef, u32, u32)>,
+    walk_next: Vec<(NodeRef, u32, u32)>,
 }
 
 /// What a subtree job hands back: its buffers (new nodes, and the old
@@ -654,6 +699,41 @@ impl<'t> Builder<'t> {
     fn finish(mut self, staled: &mut Vec<NodeRef>) -> Buffers {
         staled.append(&mut self.bufs.staled);
         self.bufs
+    }
+
+    /// Bring into the cache, level by level, the old nodes a build of
+    /// `updates` under `sub` (at `depth`) will read. The build descends one
+    /// path at a time, each node's address known only once its parent is
+    /// loaded: in a tree larger than the caches every level below the
+    /// shared top is a wait for memory (profiling: two thirds of the build).
+    /// Walking a whole level at once issues those loads together.
+    fn prefetch(&mut self, sub: Sub, depth: usize, updates: &[Update]) {
+        let mut level = std::mem::take(&mut self.bufs.walk);
+        let mut next = std::mem::take(&mut self.bufs.walk_next);
+        level.clear();
+        level.push((sub.0, 0, updates.len() as u32));
+        let mut d = depth;
+        while !level.is_empty() && d < MAX_DEPTH {
+            next.clear();
+            for &(node, from, to) in &level {
+                if node == NodeRef::EMPTY || node.is_leaf() {
+                    continue;
+                }
+                let n = &self.old.inner[node.index()];
+                let ups = &updates[from as usize..to as usize];
+                let split = from + ups.partition_point(|u| !bit(&u.0 .0, d)) as u32;
+                for (child, a, b) in [(n.children[0], from, split), (n.children[1], split, to)] {
+                    if a < b && child != NodeRef::EMPTY {
+                        self.old.prefetch(child);
+                        next.push((child, a, b));
+                    }
+                }
+            }
+            std::mem::swap(&mut level, &mut next);
+            d += 1;
+        }
+        self.bufs.walk = level;
+        self.bufs.walk_next = next;
     }
 
     /// Hash every node built so far: the leaves, then the internal nodes
