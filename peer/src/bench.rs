@@ -275,6 +275,23 @@ pub fn run(args: BenchArgs) -> Result<()> {
         .iter()
         .filter_map(|d| crate::admin::query(d).ok())
         .collect();
+    if result.finalized + result.rejected < args.txs {
+        // What each peer says, to tell where the missing transactions are.
+        for s in &statuses {
+            eprintln!(
+                "{}: height {} round {} lag {} mempool {} applied {} rejected {} requeued {} drops {:?}",
+                s.name,
+                s.height,
+                s.round,
+                s.lag_rounds,
+                s.mempool_txs,
+                s.txs_applied,
+                s.txs_rejected,
+                s.events_requeued,
+                s.drops
+            );
+        }
+    }
     let requeued: u64 = statuses.iter().map(|s| s.events_requeued).sum();
     let height = statuses.iter().map(|s| s.height).max().unwrap_or(0);
     let mut drops: std::collections::BTreeMap<String, u64> = Default::default();
@@ -394,9 +411,12 @@ async fn load(
     }
     let sent_at: Arc<Mutex<HashMap<Hash, Instant>>> = Arc::new(Mutex::new(HashMap::new()));
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<(Hash, Outcome, Instant)>();
-    for link in &links {
+    let finishing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for (link, peer) in links.iter().zip(&genesis.peers) {
         let link = link.clone();
         let done_tx = done_tx.clone();
+        let name = peer.name.clone();
+        let finishing = finishing.clone();
         tokio::spawn(async move {
             while let Some(frame) = link.recv().await {
                 let now = Instant::now();
@@ -419,6 +439,13 @@ async fn load(
                         }
                     }
                     _ => {}
+                }
+            }
+            // Notices for what is still in flight through this peer are
+            // lost with the link: say so rather than only time out.
+            if !finishing.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Some(reason) = link.close_reason() {
+                    eprintln!("the wallet link to {name} closed: {reason}");
                 }
             }
         });
@@ -504,6 +531,7 @@ async fn load(
             break;
         }
     }
+    finishing.store(true, std::sync::atomic::Ordering::Relaxed);
     transport.close().await;
     Ok(LoadResult {
         finalized,

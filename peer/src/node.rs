@@ -760,15 +760,8 @@ fn driver_loop(
                         .context("storing a hand-over")?;
                 }
                 Effect::Finalized(height, outcomes) => {
-                    let mut by_wallet: HashMap<PeerKey, Vec<_>> = HashMap::new();
-                    for (id, outcome) in outcomes {
-                        if let Some(w) = submitters.take(&id) {
-                            by_wallet.entry(w).or_default().push((id, height, outcome));
-                        }
-                    }
-                    for (w, done) in by_wallet {
-                        pending_notices
-                            .push((w, Bytes::from(WalletMessage::Finalized(done).encode())));
+                    for (w, msg) in submitters.notices(height, outcomes) {
+                        pending_notices.push((w, Bytes::from(msg.encode())));
                     }
                 }
             }

@@ -8,7 +8,9 @@
 
 use dag::identity::PeerKey;
 use dag::ledger::admission::MALFORMED_DOMAIN;
+use dag::ledger::apply::Outcome;
 use dag::ledger::Transaction;
+use dag::wire::{WalletMessage, MAX_TXS_PER_MESSAGE};
 use proofs::Hash;
 use std::collections::{HashMap, VecDeque};
 
@@ -101,6 +103,33 @@ impl Submitters {
         // then is harmless.
         self.by_tx.remove(txid)
     }
+
+    /// The finality notices for `height`'s outcomes: per wallet that
+    /// submitted some of them, `Finalized` messages of at most
+    /// [`MAX_TXS_PER_MESSAGE`] entries each, which is all a wallet's decoder
+    /// accepts. (One message per wallet lost every notice of a height
+    /// that carried more of a wallet's transactions than that.)
+    pub fn notices(
+        &mut self,
+        height: u64,
+        outcomes: Vec<(Hash, Outcome)>,
+    ) -> Vec<(PeerKey, WalletMessage)> {
+        let mut by_wallet: HashMap<PeerKey, Vec<(Hash, u64, Outcome)>> = HashMap::new();
+        for (id, outcome) in outcomes {
+            if let Some(w) = self.take(&id) {
+                by_wallet.entry(w).or_default().push((id, height, outcome));
+            }
+        }
+        let mut out = Vec::new();
+        for (w, mut done) in by_wallet {
+            while !done.is_empty() {
+                let rest = done.split_off(done.len().min(MAX_TXS_PER_MESSAGE));
+                out.push((w, WalletMessage::Finalized(done)));
+                done = rest;
+            }
+        }
+        out
+    }
 }
 
 #[cfg(test)]
@@ -188,5 +217,45 @@ mod tests {
         assert_eq!(s.take(&tx(1).id()), None);
         assert_eq!(s.take(&tx(2).id()), Some(w));
         assert_eq!(s.take(&tx(3).id()), Some(w));
+    }
+
+    #[test]
+    fn a_large_height_is_notified_in_messages_a_wallet_accepts() {
+        let (a, b) = (PeerKey([1; 32]), PeerKey([2; 32]));
+        let mut s = Submitters::new(100_000);
+        let n = 2 * MAX_TXS_PER_MESSAGE + 5;
+        let ids: Vec<Hash> = (0..n as u32)
+            .map(|i| Hash::of(MALFORMED_DOMAIN, &i.to_le_bytes()))
+            .collect();
+        for id in &ids {
+            s.remember(*id, a);
+        }
+        let other = Hash([9; 32]);
+        s.remember(other, b);
+        let mut outcomes: Vec<(Hash, Outcome)> =
+            ids.iter().map(|id| (*id, Outcome::Applied)).collect();
+        outcomes.push((other, Outcome::Applied));
+        outcomes.push((Hash([8; 32]), Outcome::Applied)); // nobody's
+        let notices = s.notices(7, outcomes);
+        let mut seen_a = Vec::new();
+        let mut seen_b = 0;
+        for (w, msg) in notices {
+            // What the wallet's decoder makes of it.
+            let Ok(WalletMessage::Finalized(list)) = WalletMessage::decode(&msg.encode()) else {
+                panic!("a notice the wallet refuses");
+            };
+            assert!(list
+                .iter()
+                .all(|(_, h, o)| *h == 7 && *o == Outcome::Applied));
+            if w == a {
+                seen_a.extend(list.into_iter().map(|(id, _, _)| id));
+            } else {
+                assert_eq!(w, b);
+                seen_b += list.len();
+            }
+        }
+        assert_eq!(seen_a, ids, "every id, once, in order");
+        assert_eq!(seen_b, 1);
+        assert_eq!(s.take(&ids[0]), None, "notified ids are forgotten");
     }
 }
