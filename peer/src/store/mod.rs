@@ -17,7 +17,7 @@ pub use keys::{be_u64, read_be_u64, KeyBytes};
 pub use ledger_nodes::LedgerNodes;
 pub use nodes::{LmdbNodes, PendingNodes, SharedNodes};
 
-use heed::types::Bytes;
+use heed::types::{Bytes, DecodeIgnore};
 use heed::{Database, Env, EnvFlags, EnvOpenOptions, MdbError, RoTxn, RwTxn, WithoutTls};
 use proofs::Hash;
 use std::collections::HashSet;
@@ -253,6 +253,9 @@ fn round_up(n: usize) -> usize {
 pub const CHECK_AFTER_READ_BYTES: usize = 4 << 20;
 /// LMDB's page size on the systems we run on.
 pub(crate) const MAP_PAGE_BYTES: usize = 4096;
+/// Entries deleted per transaction when the event log is pruned.
+const PRUNE_CHUNK: usize = 1024;
+
 /// File pages (LMDB's maps, and the program's own) mapped into the process
 /// above which a store releases its map (see [`Store::note_mapped_read`]);
 /// the daemon checks the same budget between inputs.
@@ -851,16 +854,36 @@ impl Store {
     /// what stops a second event for its round). Returns how many went.
     pub fn prune_own_events_below(&self, round: u64) -> Result<usize, StoreError> {
         let db = self.inner.own_events;
-        let n = self.write(|txn| {
-            let Some((last, _)) = db.last(txn)? else {
-                return Ok(0);
-            };
-            let last = parse_u64_key(DB_OWN_EVENTS, last)?;
-            let end = be_u64(round.min(last));
-            Ok(db.delete_range(txn, &below_key(&end))?)
+        let last = self.read(|txn| match db.last(txn)? {
+            Some((last, _)) => Ok(Some(parse_u64_key(DB_OWN_EVENTS, last)?)),
+            None => Ok(None),
         })?;
-        debug!(below = round, removed = n, "own events pruned");
-        Ok(n)
+        let Some(last) = last else {
+            return Ok(0);
+        };
+        let end = be_u64(round.min(last));
+        let keys = db.remap_data_type::<DecodeIgnore>();
+        let mut total = 0;
+        // In chunks, as `prune_events_below`.
+        loop {
+            let removed = self.write(|txn| {
+                let mut found = Vec::new();
+                for item in keys.range(txn, &below_key(&end))?.take(PRUNE_CHUNK) {
+                    found.push(item?.0.to_vec());
+                }
+                for k in &found {
+                    db.delete(txn, k)?;
+                }
+                Ok(found.len())
+            })?;
+            total += removed;
+            self.release_if_over_budget();
+            if removed < PRUNE_CHUNK {
+                break;
+            }
+        }
+        debug!(below = round, removed = total, "own events pruned");
+        Ok(total)
     }
 
     /// The consensus core's own progress (opaque bytes), durably.
@@ -943,24 +966,44 @@ impl Store {
     }
 
     /// Delete every event below `round` (and its index entry). Returns how
-    /// many went.
+    /// many went. Done in transactions of [`PRUNE_CHUNK`] events, releasing
+    /// the map between them when it holds more than [`MAPPED_BUDGET`] of file
+    /// pages: finding and deleting each event reads its pages, and one
+    /// transaction over a long stretch of the log mapped ~200 MB at once.
     pub fn prune_events_below(&self, round: u64) -> Result<usize, StoreError> {
         let (data, index) = (self.inner.events, self.inner.event_index);
+        let keys = data.remap_data_type::<DecodeIgnore>();
         let end = be_u64(round);
-        let n = self.write(|txn| {
-            let mut ids = Vec::new();
-            for item in data.range(txn, &below_key(&end))? {
-                let (k, _) = item?;
-                ids.push(parse_event_key(k)?.1);
+        let mut total = 0;
+        loop {
+            let n = self.write(|txn| {
+                let mut found = Vec::new();
+                for item in keys.range(txn, &below_key(&end))?.take(PRUNE_CHUNK) {
+                    let (k, ()) = item?;
+                    found.push(k.to_vec());
+                }
+                for k in &found {
+                    index.delete(txn, &parse_event_key(k)?.1 .0)?;
+                    data.delete(txn, k)?;
+                }
+                Ok(found.len())
+            })?;
+            total += n;
+            self.release_if_over_budget();
+            if n < PRUNE_CHUNK {
+                break;
             }
-            for id in &ids {
-                index.delete(txn, &id.0)?;
-            }
-            data.delete_range(txn, &below_key(&end))?;
-            Ok(ids.len())
-        })?;
-        debug!(below = round, removed = n, "events pruned");
-        Ok(n)
+        }
+        debug!(below = round, removed = total, "events pruned");
+        Ok(total)
+    }
+
+    /// Release the map if this process holds more than [`MAPPED_BUDGET`] of
+    /// file pages. Not inside a transaction.
+    fn release_if_over_budget(&self) {
+        if file_pages_mapped().is_none_or(|b| b > MAPPED_BUDGET) {
+            self.release_mapped_pages();
+        }
     }
 
     // ---- committed heights ---------------------------------------------

@@ -251,6 +251,31 @@ fn events_by_round_and_id() {
     corrupt_in(s.prune_events_below(5), DB_EVENTS);
 }
 
+/// Pruning more events than one transaction takes goes on in further
+/// transactions until everything below the round is gone, index included.
+#[test]
+fn a_long_stretch_of_the_event_log_is_pruned_in_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let n = 2 * super::PRUNE_CHUNK as u64 + 10;
+    let ids: Vec<Hash> = (0..n).map(h).collect();
+    let body = vec![7u8; 600];
+    let refs: Vec<(u64, Hash, &[u8])> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (i as u64 / 3, *id, &body[..]))
+        .collect();
+    s.put_events(&refs).unwrap();
+    let below = n / 3 - 1; // all but the last few rounds
+    let expect = ids.len() - refs.iter().filter(|r| r.0 >= below).count();
+    assert!(expect > 2 * super::PRUNE_CHUNK);
+    assert_eq!(s.prune_events_below(below).unwrap(), expect);
+    assert_eq!(s.events_from_round(0).unwrap().len(), ids.len() - expect);
+    assert_eq!(s.get_event(&ids[0]).unwrap(), None, "index entry gone");
+    assert!(s.get_event(&ids[ids.len() - 1]).unwrap().is_some());
+    assert_eq!(s.prune_events_below(below).unwrap(), 0);
+}
+
 #[test]
 fn heights_are_consecutive_from_one() {
     let dir = tempfile::tempdir().unwrap();
