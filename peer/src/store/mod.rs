@@ -861,27 +861,7 @@ impl Store {
         let Some(last) = last else {
             return Ok(0);
         };
-        let end = be_u64(round.min(last));
-        let keys = db.remap_data_type::<DecodeIgnore>();
-        let mut total = 0;
-        // In chunks, as `prune_events_below`.
-        loop {
-            let removed = self.write(|txn| {
-                let mut found = Vec::new();
-                for item in keys.range(txn, &below_key(&end))?.take(PRUNE_CHUNK) {
-                    found.push(item?.0.to_vec());
-                }
-                for k in &found {
-                    db.delete(txn, k)?;
-                }
-                Ok(found.len())
-            })?;
-            total += removed;
-            self.release_if_over_budget();
-            if removed < PRUNE_CHUNK {
-                break;
-            }
-        }
+        let total = self.delete_below_in_chunks(db, &be_u64(round.min(last)), |_, _| Ok(()))?;
         debug!(below = round, removed = total, "own events pruned");
         Ok(total)
     }
@@ -971,31 +951,45 @@ impl Store {
     /// pages: finding and deleting each event reads its pages, and one
     /// transaction over a long stretch of the log mapped ~200 MB at once.
     pub fn prune_events_below(&self, round: u64) -> Result<usize, StoreError> {
-        let (data, index) = (self.inner.events, self.inner.event_index);
-        let keys = data.remap_data_type::<DecodeIgnore>();
-        let end = be_u64(round);
+        let index = self.inner.event_index;
+        let total = self.delete_below_in_chunks(self.inner.events, &be_u64(round), |txn, k| {
+            index.delete(txn, &parse_event_key(k)?.1 .0)?;
+            Ok(())
+        })?;
+        debug!(below = round, removed = total, "events pruned");
+        Ok(total)
+    }
+
+    /// Delete the keys of `db` below `end`, [`PRUNE_CHUNK`] per transaction
+    /// (calling `also` on each key first, in the same transaction), with the
+    /// map released between transactions when over budget. Keys only: the
+    /// values are not read.
+    fn delete_below_in_chunks(
+        &self,
+        db: Db,
+        end: &[u8],
+        also: impl Fn(&mut RwTxn, &[u8]) -> Result<(), StoreError>,
+    ) -> Result<usize, StoreError> {
+        let keys = db.remap_data_type::<DecodeIgnore>();
         let mut total = 0;
         loop {
             let n = self.write(|txn| {
                 let mut found = Vec::new();
-                for item in keys.range(txn, &below_key(&end))?.take(PRUNE_CHUNK) {
-                    let (k, ()) = item?;
-                    found.push(k.to_vec());
+                for item in keys.range(txn, &below_key(end))?.take(PRUNE_CHUNK) {
+                    found.push(item?.0.to_vec());
                 }
                 for k in &found {
-                    index.delete(txn, &parse_event_key(k)?.1 .0)?;
-                    data.delete(txn, k)?;
+                    also(txn, k)?;
+                    db.delete(txn, k)?;
                 }
                 Ok(found.len())
             })?;
             total += n;
             self.release_if_over_budget();
             if n < PRUNE_CHUNK {
-                break;
+                return Ok(total);
             }
         }
-        debug!(below = round, removed = total, "events pruned");
-        Ok(total)
     }
 
     /// Release the map if this process holds more than [`MAPPED_BUDGET`] of

@@ -449,26 +449,8 @@ impl MemTree {
     /// Keep `bufs` for the next batch, without the room a huge batch (a
     /// restore) made in them.
     fn keep_spare(&mut self, mut bufs: Buffers) {
-        const KEEP: usize = 1 << 13;
-        bufs.inner.shrink_to(KEEP);
-        bufs.leaves.shrink_to(KEEP);
-        bufs.staled.shrink_to(KEEP);
-        bufs.staled_out.shrink_to(KEEP);
-        bufs.scratch.shrink_to(KEEP);
-        bufs.leaf_hashes.clear();
-        bufs.inner_hashes.clear();
-        bufs.levels.clear();
-        bufs.order.clear();
-        bufs.pairs.clear();
-        bufs.walk.clear();
-        bufs.walk_next.clear();
-        bufs.walk.shrink_to(KEEP);
-        bufs.walk_next.shrink_to(KEEP);
-        bufs.leaf_hashes.shrink_to(KEEP);
-        bufs.inner_hashes.shrink_to(KEEP);
-        bufs.levels.shrink_to(KEEP);
-        bufs.order.shrink_to(KEEP);
-        bufs.pairs.shrink_to(KEEP);
+        bufs.clear();
+        bufs.shrink_to(1 << 13);
         self.spare.push(bufs);
     }
 
@@ -643,6 +625,40 @@ struct Buffers {
     walk_next: Vec<(NodeRef, u32, u32)>,
 }
 
+impl Buffers {
+    /// Empty every list, keeping the room.
+    fn clear(&mut self) {
+        self.inner.clear();
+        self.leaves.clear();
+        self.staled.clear();
+        self.staled_out.clear();
+        self.scratch.clear();
+        self.leaf_hashes.clear();
+        self.inner_hashes.clear();
+        self.levels.clear();
+        self.order.clear();
+        self.pairs.clear();
+        self.walk.clear();
+        self.walk_next.clear();
+    }
+
+    /// Give back room beyond `keep` entries per list.
+    fn shrink_to(&mut self, keep: usize) {
+        self.inner.shrink_to(keep);
+        self.leaves.shrink_to(keep);
+        self.staled.shrink_to(keep);
+        self.staled_out.shrink_to(keep);
+        self.scratch.shrink_to(keep);
+        self.leaf_hashes.shrink_to(keep);
+        self.inner_hashes.shrink_to(keep);
+        self.levels.shrink_to(keep);
+        self.order.shrink_to(keep);
+        self.pairs.shrink_to(keep);
+        self.walk.shrink_to(keep);
+        self.walk_next.shrink_to(keep);
+    }
+}
+
 /// What a subtree job hands back: its buffers (new nodes, and the old
 /// nodes it replaced in `staled_out`) and each built subtree by nibble.
 type JobResult = (Buffers, Vec<(usize, Sub)>);
@@ -678,12 +694,7 @@ struct Builder<'t> {
 
 impl<'t> Builder<'t> {
     fn new(old: &'t Nodes, mut bufs: Buffers) -> Self {
-        bufs.inner.clear();
-        bufs.leaves.clear();
-        bufs.staled.clear();
-        bufs.leaf_hashes.clear();
-        bufs.inner_hashes.clear();
-        bufs.levels.clear();
+        bufs.clear();
         Builder {
             old,
             bufs,
