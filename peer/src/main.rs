@@ -68,8 +68,11 @@ enum Cmd {
     /// Load test: a fresh local network of N peer processes, T signed
     /// transfers submitted over wallet links; prints one JSON line last
     /// (throughput, latency percentiles, the signature-verification
-    /// ceiling, peak RSS, and `rss_mb_samples`: [seconds, largest peer's
-    /// RSS MB, its anonymous part MB] every 30 s of the load).
+    /// ceiling, peak RSS, `rss_mb_samples`: [seconds, largest peer's
+    /// RSS MB, its anonymous part MB] every 30 s of the load,
+    /// `cpu_us_per_tx_per_peer`: the peers' CPU time during the load per
+    /// finalized transaction and peer, the final `height`, and the peers'
+    /// `events_requeued` and `peer_drops` by reason).
     Bench {
         #[arg(long, default_value_t = 4)]
         peers: usize,
