@@ -1,0 +1,336 @@
+//! `wallet`: the Proof of Share wallet's command line.
+
+use std::io::{self, BufRead, IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use dag::ledger::owner_keys::KeyPurpose;
+use serde_json::json;
+use wallet::dir::{DirError, KEYSTORE_FILE};
+use wallet::{KdfParams, Phrase, WalletDir};
+use zeroize::Zeroizing;
+
+/// The environment variable holding the password (second source).
+const PASSWORD_ENV: &str = "POS_WALLET_PASSWORD";
+
+/// The wallet directory under `$HOME` when `--dir` is not given.
+const DEFAULT_DIR: &str = ".pos-wallet";
+
+/// The most bytes of standard input taken as a phrase: far more than 24
+/// words, so a wrong pipe is refused instead of read forever.
+const MAX_PHRASE_INPUT: u64 = 4096;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "wallet",
+    version,
+    about = "Proof of Share wallet: keys from a seed phrase, kept in a password-encrypted keystore",
+    after_help = "The password comes from --password-file FILE (its first line), else the \
+                  POS_WALLET_PASSWORD environment variable, else a prompt on the terminal \
+                  (asked twice when a keystore is written). An empty password is allowed."
+)]
+struct Cli {
+    /// The wallet directory [default: $HOME/.pos-wallet].
+    #[arg(long, global = true, value_name = "W")]
+    dir: Option<PathBuf>,
+    /// Read the password from the first line of FILE.
+    #[arg(long, global = true, value_name = "FILE")]
+    password_file: Option<PathBuf>,
+    /// Log format on stderr (the level comes from RUST_LOG, default warn).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Make a new wallet: a fresh 24-word seed phrase, encrypted under a
+    /// password in W/keystore. Prints the phrase once: write it down.
+    Create {
+        /// One JSON object {"dir", "login_key", "phrase"} instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make a wallet from an existing seed phrase, read from standard input
+    /// (one line, or words over several lines).
+    Restore {
+        /// One JSON object {"dir", "login_key"} instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Open the keystore (asks for the password) and show the login key and
+    /// the first receive keys.
+    Keys {
+        /// How many receive keys to show.
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..=1000))]
+        receive: u64,
+        /// One JSON object {"dir", "login_key", "receive_keys"} instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // The cause chain on one line; no backtrace, even with
+            // RUST_BACKTRACE set, since the reader is a wallet user.
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<()> {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let dir = match cli.dir {
+        Some(d) => d,
+        None => default_dir()?,
+    };
+    let password = PasswordSource::choose(cli.password_file)?;
+    match cli.command {
+        Cmd::Create { json } => create(&dir, &password, json),
+        Cmd::Restore { json } => restore(&dir, &password, json),
+        Cmd::Keys { receive, json } => keys(&dir, &password, receive, json),
+    }
+}
+
+/// As in `peer`: RUST_LOG filters, logs go to stderr. The default level is
+/// warn, not info, because a wallet command's stderr is read by a person.
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn default_dir() -> Result<PathBuf> {
+    match std::env::var_os("HOME") {
+        Some(home) if !home.is_empty() => Ok(PathBuf::from(home).join(DEFAULT_DIR)),
+        _ => bail!("HOME is not set, so there is no default wallet directory: pass --dir"),
+    }
+}
+
+/// Where the password comes from, decided before anything is read so a
+/// command that cannot get one fails at once.
+enum PasswordSource {
+    File(PathBuf),
+    Env(Zeroizing<String>),
+    Prompt,
+}
+
+impl PasswordSource {
+    fn choose(file: Option<PathBuf>) -> Result<PasswordSource> {
+        if let Some(f) = file {
+            return Ok(PasswordSource::File(f));
+        }
+        match std::env::var(PASSWORD_ENV) {
+            Ok(p) => return Ok(PasswordSource::Env(Zeroizing::new(p))),
+            Err(std::env::VarError::NotUnicode(_)) => {
+                bail!("{PASSWORD_ENV} is not valid UTF-8")
+            }
+            Err(std::env::VarError::NotPresent) => {}
+        }
+        Ok(PasswordSource::Prompt)
+    }
+
+    /// Fails unless the password can be had: a prompt needs a terminal.
+    fn check_available(&self) -> Result<()> {
+        if matches!(self, PasswordSource::Prompt) && !io::stdin().is_terminal() {
+            bail!(
+                "no password given and standard input is not a terminal to ask for one: \
+                 use --password-file FILE or set {PASSWORD_ENV}"
+            );
+        }
+        Ok(())
+    }
+
+    /// The password; `confirm` asks twice at a prompt (when writing a
+    /// keystore, where a typo would lock the wallet).
+    fn get(&self, confirm: bool) -> Result<Zeroizing<Vec<u8>>> {
+        match self {
+            PasswordSource::File(path) => {
+                let all = Zeroizing::new(std::fs::read(path).with_context(|| {
+                    format!("cannot read the password file {}", path.display())
+                })?);
+                let mut line = all.split(|&b| b == b'\n').next().unwrap_or_default();
+                if let Some(stripped) = line.strip_suffix(b"\r") {
+                    line = stripped;
+                }
+                Ok(Zeroizing::new(line.to_vec()))
+            }
+            PasswordSource::Env(p) => Ok(Zeroizing::new(p.as_bytes().to_vec())),
+            PasswordSource::Prompt => {
+                self.check_available()?;
+                let first = Zeroizing::new(
+                    rpassword::prompt_password("Wallet password: ")
+                        .context("cannot read the password from the terminal")?,
+                );
+                if confirm {
+                    let again = Zeroizing::new(
+                        rpassword::prompt_password("Repeat the password: ")
+                            .context("cannot read the password from the terminal")?,
+                    );
+                    if *first != *again {
+                        bail!("the two passwords differ; nothing was written");
+                    }
+                    if first.is_empty() {
+                        eprintln!(
+                            "warning: an empty password lets anyone who gets the keystore file \
+                             use the wallet"
+                        );
+                    }
+                }
+                Ok(Zeroizing::new(first.as_bytes().to_vec()))
+            }
+        }
+    }
+}
+
+/// Fails early, before a phrase is shown or typed, when `dir` has a
+/// keystore already (the write refuses too, atomically).
+fn refuse_existing(dir: &Path) -> Result<()> {
+    let keystore = dir.join(KEYSTORE_FILE);
+    if keystore.exists() {
+        return Err(DirError::KeystoreExists(keystore).into());
+    }
+    Ok(())
+}
+
+fn create(dir: &Path, password: &PasswordSource, json: bool) -> Result<()> {
+    refuse_existing(dir)?;
+    password.check_available()?;
+    let phrase = Phrase::generate().context("cannot make a seed phrase")?;
+    let pw = password.get(true)?;
+    let wallet = write_wallet(dir, &phrase, &pw)?;
+    let login_key = phrase.owner_keys().login_key().to_string();
+    let words = phrase.words();
+    if json {
+        let out = json!({
+            "dir": wallet.path().display().to_string(),
+            "login_key": login_key,
+            "phrase": words.as_str(),
+        });
+        println!("{out}");
+    } else {
+        println!("Wallet created in {}", wallet.path().display());
+        println!("Login key: {login_key}");
+        println!();
+        println!("Seed phrase (shown only this once; write it down and keep it offline):");
+        println!();
+        println!("    {}", words.as_str());
+        println!();
+        println!(
+            "Anyone with these words controls the wallet; without them, a lost password \
+             or directory cannot be recovered. `wallet restore` takes them back."
+        );
+    }
+    Ok(())
+}
+
+fn restore(dir: &Path, password: &PasswordSource, json: bool) -> Result<()> {
+    refuse_existing(dir)?;
+    password.check_available()?;
+    let text = read_phrase()?;
+    let phrase = Phrase::parse(&text).context("the seed phrase is not valid")?;
+    let pw = password.get(true)?;
+    let wallet = write_wallet(dir, &phrase, &pw)?;
+    let login_key = phrase.owner_keys().login_key().to_string();
+    if json {
+        let out = json!({
+            "dir": wallet.path().display().to_string(),
+            "login_key": login_key,
+        });
+        println!("{out}");
+    } else {
+        println!("Wallet restored in {}", wallet.path().display());
+        println!("Login key: {login_key}");
+    }
+    Ok(())
+}
+
+/// The phrase from standard input: one line at a terminal, else all of it
+/// (bounded), so a file of words over several lines works too.
+fn read_phrase() -> Result<Zeroizing<String>> {
+    let stdin = io::stdin();
+    let mut text = Zeroizing::new(String::new());
+    if stdin.is_terminal() {
+        eprint!("Seed phrase (words separated by spaces), then Enter: ");
+        io::stderr().flush().ok();
+        stdin
+            .lock()
+            .read_line(&mut text)
+            .context("cannot read the seed phrase")?;
+    } else {
+        let n = stdin
+            .lock()
+            .take(MAX_PHRASE_INPUT + 1)
+            .read_to_string(&mut text)
+            .context("cannot read the seed phrase from standard input (is it UTF-8 text?)")?;
+        if n as u64 > MAX_PHRASE_INPUT {
+            bail!(
+                "standard input is longer than any seed phrase ({MAX_PHRASE_INPUT} bytes or more)"
+            );
+        }
+    }
+    Ok(text)
+}
+
+fn write_wallet(dir: &Path, phrase: &Phrase, password: &[u8]) -> Result<WalletDir> {
+    let started = Instant::now();
+    let wallet = WalletDir::create(dir, phrase, password, KdfParams::DEFAULT)
+        .with_context(|| format!("cannot create the wallet in {}", dir.display()))?;
+    tracing::info!(dir = %dir.display(), elapsed_ms = started.elapsed().as_millis() as u64, "keystore written");
+    Ok(wallet)
+}
+
+fn keys(dir: &Path, password: &PasswordSource, receive: u64, json: bool) -> Result<()> {
+    let wallet = WalletDir::open(dir)?;
+    let pw = password.get(false)?;
+    let started = Instant::now();
+    // The error names the keystore's path and says what is wrong.
+    let phrase = wallet.unlock(&pw)?;
+    tracing::info!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "keystore opened"
+    );
+    let owner = phrase.owner_keys();
+    let login_key = owner.login_key().to_string();
+    let receive_keys: Vec<String> = (0..receive)
+        .map(|i| owner.public(KeyPurpose::Receive, i).to_string())
+        .collect();
+    if json {
+        let out = json!({
+            "dir": wallet.path().display().to_string(),
+            "login_key": login_key,
+            "receive_keys": receive_keys,
+        });
+        println!("{out}");
+    } else {
+        println!("Login key: {login_key}");
+        if !receive_keys.is_empty() {
+            println!("Receive keys:");
+            for (i, k) in receive_keys.iter().enumerate() {
+                println!("  {i:>3}  {k}");
+            }
+        }
+    }
+    Ok(())
+}
