@@ -2,6 +2,11 @@
 //! hole punching (including port probing against symmetric NATs), relay
 //! fallback and the direct encrypted channel between two wallets.
 //!
-//! The core is a sans-IO state machine driven by received datagrams and the
-//! clock; sockets belong to the programs (`peer`, `wallet`) that drive it.
-//! Nothing is implemented yet.
+//! The core (still to come) is a sans-IO state machine driven by received
+//! datagrams and the clock. [`transport`] is the I/O layer that the peer
+//! and the wallet share: one UDP socket per process carrying QUIC links
+//! authenticated by schnorrkel keys, plus the raw datagrams the core will
+//! speak. It depends on `dag` (keys, signing) and `proofs` (hashes), never
+//! on `peer` or `wallet`.
+
+pub mod transport;

@@ -8,7 +8,6 @@
 //! submission to that notice. The last stdout line is one JSON object.
 
 use crate::devnet;
-use crate::transport::{LinkSigner, Transport, TransportConfig};
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use dag::identity::{PeerKey, Signer};
@@ -19,6 +18,7 @@ use dag::ledger::output::{output_id, Output, Value};
 use dag::ledger::transaction::{Transaction, TxBody};
 use dag::ledger::AssetId;
 use dag::wire::WalletMessage;
+use nat::transport::{LinkSigner, Transport, TransportConfig};
 use proofs::Hash;
 use schnorrkel::{signing_context, ExpansionMode, Keypair, MiniSecretKey};
 use std::collections::HashMap;

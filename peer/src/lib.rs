@@ -4,8 +4,8 @@
 //!
 //! It depends on `dag` and `nat`, never on `wallet`. [`driver`] is the
 //! protocol logic without I/O (consensus core, ledger, mempool); [`node`]
-//! is the event loop around it, which owns the [`transport`] (one UDP
-//! socket, QUIC links authenticated by identity keys), the [`store`] (LMDB)
+//! is the event loop around it, which owns the transport (`nat::transport`:
+//! one UDP socket, QUIC links authenticated by identity keys), the [`store`] (LMDB)
 //! and the clock. [`catchup`] brings a peer far behind up from a certified
 //! state snapshot.
 
@@ -19,4 +19,3 @@ pub mod keys;
 pub mod node;
 pub mod store;
 pub mod submissions;
-pub mod transport;

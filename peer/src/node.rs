@@ -18,7 +18,6 @@ use crate::driver::{Driver, Effect, HeightRecord, PeerSnapshot, StatementSigner}
 use crate::keys;
 use crate::store::{file_pages_mapped, LedgerNodes, Store, StoreConfig, MAPPED_BUDGET};
 use crate::submissions::{self, Submitters};
-use crate::transport::{Authorize, Link, LinkSigner, Transport, TransportConfig};
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use dag::event::Event;
@@ -27,6 +26,7 @@ use dag::ledger::checkpoint::{Certified, Checkpoint, Handover};
 use dag::ledger::genesis::Genesis;
 use dag::wire::{PeerMessage, SnapshotOffer, WalletMessage, SNAPSHOT_CHUNK};
 use dag::OwnProgress;
+use nat::transport::{Authorize, Link, LinkSigner, Transport, TransportConfig};
 use rand_core::{OsRng, RngCore};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;

@@ -320,7 +320,7 @@ mod load {
     use dag::ledger::transaction::{Transaction, TxBody};
     use dag::ledger::AssetId;
     use dag::wire::WalletMessage;
-    use peer::transport::{LinkSigner, Transport, TransportConfig};
+    use nat::transport::{LinkSigner, Transport, TransportConfig};
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Arc, Mutex};
     use std::time::Duration;

@@ -30,6 +30,7 @@ pub mod apply;
 pub mod asset;
 pub mod checkpoint;
 pub mod genesis;
+pub mod light;
 pub mod multisig;
 pub mod output;
 pub mod output_set;

@@ -23,6 +23,10 @@ use tracing::warn;
 /// tree's stale list of a huge batch is a few MB), it only bounds the work
 /// a damaged record can cause.
 pub const MAX_NODE_VALUE_BYTES: usize = 1 << 30;
+/// Writes between two checks of the mapped file pages inside a write-back
+/// transaction: 256 random writes map at most ~16 MB (a page and up to 15
+/// neighbours each), and a check costs a read of `/proc/self/statm`.
+const RELEASE_CHECK_WRITES: usize = 256;
 
 /// A node database of the store as a [`NodeStore<K, V>`], with writes
 /// buffered until the store commits them (see the module docs). Keys are
@@ -386,8 +390,19 @@ where
             .map(|(k, p)| (k.key_bytes(), p.value.as_ref()))
             .collect();
         writes.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        // Each write reads its leaf page through the map: keep what that
+        // maps within the budget as the transaction goes.
+        let mut since_release = 0usize;
+        let mut pace = |txn: &mut RwTxn| {
+            since_release += 1;
+            if since_release >= RELEASE_CHECK_WRITES {
+                since_release = 0;
+                self.store.release_in_write_txn(txn);
+            }
+        };
         for (k, _) in writes.iter().filter(|(_, v)| v.is_none()) {
             self.db.delete(txn, k)?;
+            pace(txn);
         }
         // Keys sorting after every stored one (the history's positions, a
         // fresh database) are appended: LMDB then fills pages in order
@@ -405,6 +420,7 @@ where
             } else {
                 self.db.put(txn, k, &bytes)?;
             }
+            pace(txn);
         }
         Ok(())
     }

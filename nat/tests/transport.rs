@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use dag::identity::Bytes64;
 use dag::{PeerKey, Signer};
-use peer::transport::{
+use nat::transport::{
     close_code, AuthError, LinkSigner, RawDatagrams, Transport, TransportConfig, TransportError,
     LINK_CONTEXT, MAX_RAW_LEN,
 };
@@ -28,14 +28,14 @@ fn key_of(seed: u8) -> PeerKey {
     Signer::from_seed([seed; 32], [0; 32]).key()
 }
 
-fn allow_all() -> peer::transport::Authorize {
+fn allow_all() -> nat::transport::Authorize {
     Arc::new(|_: &PeerKey| true)
 }
 
 async fn node_with(
     cfg: TransportConfig,
     identity: Arc<dyn LinkSigner>,
-    authorize: peer::transport::Authorize,
+    authorize: nat::transport::Authorize,
 ) -> (Transport, RawDatagrams) {
     Transport::bind(cfg, identity, authorize).await.unwrap()
 }
@@ -57,7 +57,7 @@ async fn within<T>(f: impl Future<Output = T>) -> T {
 }
 
 /// Dial b from a and accept on b; both ends' links.
-async fn linked(a: &Transport, b: &Transport) -> (peer::transport::Link, peer::transport::Link) {
+async fn linked(a: &Transport, b: &Transport) -> (nat::transport::Link, nat::transport::Link) {
     let (la, lb) =
         within(async { tokio::join!(a.connect(b.local_addr(), b.key()), b.accept()) }).await;
     (la.unwrap(), lb.unwrap())
@@ -144,7 +144,7 @@ async fn dialler_refuses_a_node_with_another_key() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unauthorized_keys_are_refused_both_ways() {
     let one = key_of(1);
-    let not_one: peer::transport::Authorize = Arc::new(move |k: &PeerKey| *k != one);
+    let not_one: nat::transport::Authorize = Arc::new(move |k: &PeerKey| *k != one);
 
     // The acceptor refuses the dialler.
     let (a, _) = node(1).await;
