@@ -205,6 +205,16 @@ impl Signer {
         }
     }
 
+    /// A signer for an existing keypair (a wallet's derived login key).
+    pub fn from_keypair(keypair: Keypair, rng_seed: [u8; 32]) -> Self {
+        let key = PeerKey(keypair.public.to_bytes());
+        Signer {
+            keypair,
+            key,
+            rng: ChaCha20Rng::from_seed(rng_seed),
+        }
+    }
+
     pub fn key(&self) -> PeerKey {
         self.key
     }

@@ -12,6 +12,9 @@ use crate::event::{Event, EventRef};
 use crate::identity::{Bytes64, PeerKey};
 use crate::ledger::apply::Outcome;
 use crate::ledger::checkpoint::{Certified, Checkpoint, Handover};
+use crate::ledger::light::{SyncAnswer, SyncRequest, MAX_SYNC_KEYS, MAX_SYNC_WATCH};
+use crate::ledger::names::NameVoucher;
+use crate::ledger::peers::check_name;
 use crate::ledger::transaction::TxId;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -150,7 +153,28 @@ pub enum WalletMessage {
     /// Peer → wallet: transactions this wallet submitted that are now final,
     /// with their height and outcome.
     Finalized(Vec<(TxId, u64, Outcome)>),
+    /// Wallet → peer: register login `name` for this link's key (or confirm
+    /// it, if it already is).
+    Register { name: String },
+    /// Peer → wallet: the peer vouches for the name.
+    Registered(NameVoucher),
+    /// Wallet → peer: new outputs of keys and states of outputs, proven.
+    Sync(SyncRequest),
+    /// Peer → wallet: the proven answer (see `ledger::light`).
+    Synced(Box<SyncAnswer>),
+    /// Wallet → peer: the certified committee hand-overs after snapshot
+    /// round `after`.
+    GetHandovers { after: Round },
+    /// Peer → wallet: up to [`MAX_WALLET_HANDOVERS`] of them, oldest first.
+    Handovers(Vec<Certified<Handover>>),
+    /// Peer → wallet: the last request (`what`: its variant) was refused.
+    Refused { what: String, reason: String },
 }
+
+/// Most hand-overs in one `Handovers` message.
+pub const MAX_WALLET_HANDOVERS: usize = 256;
+/// Longest reason or request name in a `Refused`.
+pub const MAX_REFUSAL: usize = 512;
 
 impl WalletMessage {
     pub fn encode(&self) -> Vec<u8> {
@@ -167,7 +191,40 @@ impl WalletMessage {
             WalletMessage::Submit(t) => t.len(),
             WalletMessage::Submitted(t) => t.len(),
             WalletMessage::Finalized(t) => t.len(),
+            WalletMessage::Register { name } => name.len().min(1),
+            WalletMessage::Registered(v) => v.name.len().min(1),
+            WalletMessage::Sync(r) => {
+                r.check().map_err(|e| WireError::Malformed(e.to_string()))?;
+                0
+            }
+            WalletMessage::Synced(a) => {
+                if a.keys.len() > MAX_SYNC_KEYS || a.watched.len() > MAX_SYNC_WATCH {
+                    return Err(WireError::Malformed("answer too large".into()));
+                }
+                0
+            }
+            WalletMessage::GetHandovers { .. } => 0,
+            WalletMessage::Handovers(h) => {
+                if h.len() > MAX_WALLET_HANDOVERS {
+                    return Err(WireError::ListTooLong {
+                        len: h.len(),
+                        max: MAX_WALLET_HANDOVERS,
+                    });
+                }
+                0
+            }
+            WalletMessage::Refused { what, reason } => {
+                if what.len() + reason.len() > MAX_REFUSAL {
+                    return Err(WireError::Malformed("refusal too long".into()));
+                }
+                0
+            }
         };
+        if let WalletMessage::Register { name }
+        | WalletMessage::Registered(NameVoucher { name, .. }) = &msg
+        {
+            check_name(name).map_err(|e| WireError::Malformed(e.to_string()))?;
+        }
         if len > MAX_SUBMIT.max(MAX_TXS_PER_MESSAGE) {
             return Err(WireError::ListTooLong {
                 len,

@@ -160,6 +160,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         IpAddr::V4(Ipv4Addr::LOCALHOST),
         base,
         extra,
+        None,
     )?;
     if let Some(mb) = args.state_cache_mb {
         for dir in &dirs {

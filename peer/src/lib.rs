@@ -19,3 +19,4 @@ pub mod keys;
 pub mod node;
 pub mod store;
 pub mod submissions;
+pub mod wallet_service;

@@ -233,8 +233,25 @@ fn run_devnet(
     base_port: u16,
     log_format: LogFormat,
 ) -> Result<()> {
-    let dirs = devnet::prepare(root, peers, bind, base_port)?;
     let exe = std::env::current_exe().context("finding the peer executable")?;
+    // The wallet program built next to this one makes the funded wallets.
+    let wallet_exe = exe.with_file_name("wallet");
+    let wallet_exe = wallet_exe.exists().then_some(wallet_exe);
+    if !root.join("genesis.json").exists() && wallet_exe.is_none() {
+        eprintln!(
+            "note: no `wallet` program next to {}: the devnet gets no wallets \
+             (build it first: cargo build --release)",
+            exe.display()
+        );
+    }
+    let dirs = devnet::prepare_with(
+        root,
+        peers,
+        bind,
+        base_port,
+        Vec::new(),
+        wallet_exe.as_deref(),
+    )?;
     let mut children: Vec<Child> = Vec::new();
     for dir in &dirs {
         children.push(devnet::spawn_peer(
@@ -259,8 +276,28 @@ fn run_devnet(
         "test wallets (secrets, test money only): {}",
         root.join("test-wallets.json").display()
     );
+    let dev_wallets = devnet::wallets(root)?;
+    if let (Some(exe), false) = (&wallet_exe, dev_wallets.is_empty()) {
+        // Logged in once the peers certify their first checkpoint.
+        match devnet::login_wallets(exe, root, std::time::Duration::from_secs(60)) {
+            Ok(_) => {}
+            Err(e) => eprintln!("logging the wallets in: {e:#}"),
+        }
+        println!(
+            "wallets (empty password; phrases in {}):",
+            root.join(devnet::WALLETS_FILE).display()
+        );
+        for w in &dev_wallets {
+            println!(
+                "  {:<14} wallet --dir {} balance",
+                w.login(),
+                w.dir.display()
+            );
+        }
+    }
     println!(
-        "wallets will log in with `wallet login NAME@peer-0 --via {}` (the wallet is not built yet)",
+        "a new wallet logs in with `wallet login NAME@peer-0 --genesis {}` (peer-0 at {})",
+        root.join("genesis.json").display(),
         SocketAddr::new(bind, base_port)
     );
     println!("Ctrl-C stops the network; running this again resumes it.");

@@ -18,6 +18,7 @@ use crate::driver::{Driver, Effect, HeightRecord, PeerSnapshot, StatementSigner}
 use crate::keys;
 use crate::store::{file_pages_mapped, LedgerNodes, Store, StoreConfig, MAPPED_BUDGET};
 use crate::submissions::{self, Submitters};
+use crate::wallet_service;
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use dag::event::Event;
@@ -59,6 +60,8 @@ enum Input {
     Msg(PeerKey, PeerMessage),
     /// Encoded transactions from a wallet link.
     Submit(PeerKey, Vec<Vec<u8>>),
+    /// Another request from a wallet link (see `wallet_service`).
+    Wallet(PeerKey, WalletMessage),
     Connected(PeerKey),
     Disconnected(PeerKey),
     Status(oneshot::Sender<Status>),
@@ -380,8 +383,8 @@ fn adopt(link: Link, links: &Links, in_tx: &mpsc::Sender<Input>, counters: &Arc<
     });
 }
 
-/// A wallet's link: its frames are wallet messages; only `Submit` is
-/// taken from a wallet.
+/// A wallet's link: its frames are wallet messages; submissions and the
+/// requests of `wallet_service` are taken from a wallet.
 fn adopt_wallet(
     link: Link,
     links: &Links,
@@ -408,6 +411,15 @@ fn adopt_wallet(
             match WalletMessage::decode(&frame) {
                 Ok(WalletMessage::Submit(txs)) => {
                     if in_tx.send(Input::Submit(key, txs)).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(
+                    m @ (WalletMessage::Register { .. }
+                    | WalletMessage::Sync(_)
+                    | WalletMessage::GetHandovers { .. }),
+                ) => {
+                    if in_tx.send(Input::Wallet(key, m)).await.is_err() {
                         return;
                     }
                 }
@@ -654,6 +666,8 @@ fn driver_loop(
     let mut download: Option<Download> = None;
 
     let mut burst = Burst::default();
+    // Signs the login names this peer vouches for.
+    let mut voucher_signer = keys::signer(secret);
     // An input taken while gathering submissions, handled next.
     let mut deferred: Option<Input> = None;
     // Finality notices wait until their heights are on disk.
@@ -965,6 +979,17 @@ fn driver_loop(
                             wallet,
                             Bytes::from(WalletMessage::Submitted(answers).encode()),
                         ),
+                    );
+                }
+            }
+            Input::Wallet(wallet, msg) => {
+                if let Some(answer) =
+                    wallet_service::answer(&driver, &store, &mut voucher_signer, chain, wallet, msg)
+                {
+                    send(
+                        &out_tx,
+                        &counters,
+                        Out::Send(wallet, Bytes::from(answer.encode())),
                     );
                 }
             }

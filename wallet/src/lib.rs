@@ -13,9 +13,12 @@
 //! later. Formats: `specs/wallet.md`.
 
 pub mod atomic_file;
+pub mod chain;
+pub mod client;
 pub mod dir;
 pub mod keystore;
 pub mod phrase;
+pub mod session;
 
 pub use dir::{DirError, WalletDir};
 pub use keystore::{KdfParams, KeystoreError};

@@ -7,9 +7,13 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
+use dag::ledger::names::WalletName;
 use dag::ledger::owner_keys::KeyPurpose;
+use dag::ledger::AssetId;
 use serde_json::json;
+use wallet::chain::{ChainState, GENESIS_FILE};
 use wallet::dir::{DirError, KEYSTORE_FILE};
+use wallet::session;
 use wallet::{KdfParams, Phrase, WalletDir};
 use zeroize::Zeroizing;
 
@@ -78,6 +82,39 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Log in to a peer as NAME@PEER: the peer registers the name for this
+    /// wallet's login key (and vouches for it with its signature), then the
+    /// wallet syncs its outputs, checking every proof.
+    Login {
+        /// login@peer: the login name (2–32 of a-z 0-9 -) and the peer's name.
+        name: String,
+        /// The chain's genesis file (copied into W; needed on the first login).
+        #[arg(long, value_name = "FILE")]
+        genesis: Option<PathBuf>,
+        /// Reach the peer at this address instead of the genesis's.
+        #[arg(long, value_name = "IP:PORT")]
+        via: Option<std::net::SocketAddr>,
+        /// One JSON object (as `balance --json`) instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Sync with the peer (every answer checked) and show the balance per
+    /// asset, with the height and state root it is proven at.
+    Balance {
+        /// Show what is stored, without asking the peer.
+        #[arg(long)]
+        offline: bool,
+        /// One JSON object {"name","peer","height","root","assets":{ASSET:{"amount","outputs"}}}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-check every stored proof and the committee chain from genesis,
+    /// without the network.
+    Verify {
+        /// One JSON object {"ok","height","outputs_checked","handovers"}.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -104,6 +141,14 @@ fn run() -> Result<()> {
         Cmd::Create { json } => create(&dir, &password, json),
         Cmd::Restore { json } => restore(&dir, &password, json),
         Cmd::Keys { receive, json } => keys(&dir, &password, receive, json),
+        Cmd::Login {
+            name,
+            genesis,
+            via,
+            json,
+        } => login(&dir, &password, &name, genesis, via, json),
+        Cmd::Balance { offline, json } => balance(&dir, &password, offline, json),
+        Cmd::Verify { json } => verify(&dir, json),
     }
 }
 
@@ -333,4 +378,136 @@ fn keys(dir: &Path, password: &PasswordSource, receive: u64, json: bool) -> Resu
         }
     }
     Ok(())
+}
+
+/// The wallet's keys, from the keystore (asks for the password).
+fn unlock(dir: &Path, password: &PasswordSource) -> Result<dag::ledger::owner_keys::OwnerKeys> {
+    let wallet = WalletDir::open(dir)?;
+    let pw = password.get(false)?;
+    Ok(wallet.unlock(&pw)?.owner_keys())
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn login(
+    dir: &Path,
+    password: &PasswordSource,
+    name: &str,
+    genesis: Option<PathBuf>,
+    via: Option<std::net::SocketAddr>,
+    json: bool,
+) -> Result<()> {
+    let name = WalletName::parse(name)?;
+    let keys = unlock(dir, password)?;
+    let genesis = genesis.unwrap_or_else(|| dir.join(GENESIS_FILE));
+    if !genesis.exists() {
+        bail!("no genesis file: pass --genesis FILE (the chain's genesis.json) on the first login");
+    }
+    let state = runtime()?.block_on(session::login(dir, &keys, name, &genesis, via))?;
+    print_balance(&state, json);
+    Ok(())
+}
+
+fn balance(dir: &Path, password: &PasswordSource, offline: bool, json: bool) -> Result<()> {
+    WalletDir::open(dir)?;
+    let mut state = ChainState::load(dir)?;
+    if !offline {
+        let keys = unlock(dir, password)?;
+        let genesis = session::load_genesis(&dir.join(GENESIS_FILE))?;
+        runtime()?.block_on(session::sync(dir, &keys, &mut state, &genesis))?;
+    }
+    print_balance(&state, json);
+    Ok(())
+}
+
+fn verify(dir: &Path, json: bool) -> Result<()> {
+    WalletDir::open(dir)?;
+    let state = ChainState::load(dir)?;
+    let genesis = session::load_genesis(&dir.join(GENESIS_FILE))?;
+    let committee = genesis
+        .committee()
+        .context("the stored genesis has no valid committee")?;
+    let committees = state.committees(committee)?;
+    let checked = state
+        .verify(&committees)
+        .map_err(|e| anyhow::anyhow!("verification failed: {e}"))?;
+    let height = state.checkpoint.as_ref().map(|c| c.statement.height);
+    if json {
+        println!(
+            "{}",
+            json!({
+                "ok": true,
+                "height": height,
+                "outputs_checked": checked,
+                "handovers": state.handovers.len(),
+            })
+        );
+    } else {
+        println!(
+            "OK: {checked} outputs proven against the certified checkpoint of height {}, \
+             committee chain of {} hand-overs from genesis",
+            height.map_or("(none yet)".to_string(), |h| h.to_string()),
+            state.handovers.len()
+        );
+    }
+    Ok(())
+}
+
+fn asset_label(a: &AssetId) -> String {
+    if *a == AssetId::NATIVE {
+        "native".into()
+    } else {
+        a.0.to_string()
+    }
+}
+
+fn print_balance(state: &ChainState, json: bool) {
+    let cp = state.checkpoint.as_ref().map(|c| &c.statement);
+    let holdings = state.holdings();
+    if json {
+        let mut assets = serde_json::Map::new();
+        for (a, h) in &holdings {
+            let mut o = json!({"amount": h.amount, "outputs": h.outputs});
+            if !h.items.is_empty() {
+                o["items"] = json!(h.items.iter().map(|i| i.to_string()).collect::<Vec<_>>());
+            }
+            assets.insert(asset_label(a), o);
+        }
+        println!(
+            "{}",
+            json!({
+                "name": state.name.to_string(),
+                "peer": state.name.peer,
+                "height": cp.map(|c| c.height),
+                "root": cp.map(|c| c.roots.outputs.to_string()),
+                "history_root": cp.map(|c| c.roots.history.to_string()),
+                "assets": assets,
+            })
+        );
+    } else {
+        println!("{}", state.name);
+        match cp {
+            Some(c) => println!(
+                "proven at height {} (output-set root {})",
+                c.height, c.roots.outputs
+            ),
+            None => println!("no certified checkpoint yet"),
+        }
+        if holdings.is_empty() {
+            println!("no outputs");
+        }
+        for (a, h) in &holdings {
+            println!(
+                "  {:<66} {:>24}  ({} outputs)",
+                asset_label(a),
+                h.amount,
+                h.outputs
+            );
+        }
+    }
 }

@@ -32,6 +32,7 @@ pub mod checkpoint;
 pub mod genesis;
 pub mod light;
 pub mod multisig;
+pub mod names;
 pub mod output;
 pub mod output_set;
 pub mod owner_keys;

@@ -16,7 +16,9 @@ use crate::identity::PeerKey;
 const DERIVE_TAG: &[u8; 23] = b"pos/ledger/owner-key/v1";
 
 /// What a derived key is for; each purpose has its own index space.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub enum KeyPurpose {
     /// The wallet's login key (index 0) that its peer vouches for.
     Login,

@@ -17,6 +17,7 @@ pub use keys::{be_u64, read_be_u64, KeyBytes};
 pub use ledger_nodes::LedgerNodes;
 pub use nodes::{LmdbNodes, PendingNodes, SharedNodes};
 
+use dag::PeerKey;
 use heed::types::{Bytes, DecodeIgnore};
 use heed::{Database, Env, EnvFlags, EnvOpenOptions, MdbError, RoTxn, RwTxn, WithoutTls};
 use proofs::Hash;
@@ -62,6 +63,8 @@ const META_OWN_PROGRESS: &[u8] = b"store/own-progress";
 const META_HEIGHTS_BASE: &[u8] = b"store/heights-base";
 /// Certified hand-overs: `store/handover/` + snapshot round (8 bytes BE).
 const META_HANDOVER_PREFIX: &[u8] = b"store/handover/";
+/// Wallet login names of this peer: `name` → the login key (32 bytes).
+const META_NAME_PREFIX: &[u8] = b"store/name/";
 /// Snapshots kept: the newest and the one before (in case the newest's
 /// certificate never completes).
 const SNAPSHOTS_KEPT: usize = 2;
@@ -1403,6 +1406,25 @@ impl Store {
         let mut key = META_HANDOVER_PREFIX.to_vec();
         key.extend_from_slice(&be_u64(snapshot));
         self.write(|txn| Ok(db.put(txn, &key, cert)?))
+    }
+
+    /// Register wallet login `name` for `login`, durably, unless the name
+    /// is another key's. The key the name is registered to.
+    pub fn claim_name(&self, name: &str, login: &PeerKey) -> Result<PeerKey, StoreError> {
+        let db = self.inner.meta;
+        let mut key = META_NAME_PREFIX.to_vec();
+        key.extend_from_slice(name.as_bytes());
+        self.write(|txn| {
+            if let Some(v) = db.get(txn, &key)? {
+                let bytes: [u8; 32] = v.try_into().map_err(|_| StoreError::Corrupt {
+                    db: DB_META.into(),
+                    what: format!("login key of name {name:?}"),
+                })?;
+                return Ok(PeerKey(bytes));
+            }
+            db.put(txn, &key, &login.0)?;
+            Ok(*login)
+        })
     }
 
     /// Every stored certified hand-over, oldest snapshot first.

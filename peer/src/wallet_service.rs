@@ -1,0 +1,92 @@
+//! What a peer answers its wallets besides submissions: login names
+//! (vouched for with the peer's signature), proven syncs of keys and
+//! outputs against the latest certified checkpoint, and the certified
+//! committee hand-overs a wallet walks from genesis. Runs on the driver
+//! thread, between inputs, so the ledger is at a committed height.
+
+use crate::driver::Driver;
+use crate::store::Store;
+use dag::identity::{PeerKey, Signer};
+use dag::ledger::checkpoint::{Certified, Handover};
+use dag::ledger::names::NameVoucher;
+use dag::ledger::peers::check_name;
+use dag::wire::{WalletMessage, MAX_REFUSAL, MAX_WALLET_HANDOVERS};
+use proofs::Hash;
+use tracing::{debug, warn};
+
+/// The answer to wallet `from`'s request `msg` (`None`: not a request).
+pub fn answer(
+    driver: &Driver,
+    store: &Store,
+    signer: &mut Signer,
+    chain: Hash,
+    from: PeerKey,
+    msg: WalletMessage,
+) -> Option<WalletMessage> {
+    let (what, result) = match msg {
+        WalletMessage::Register { name } => {
+            ("register", register(store, signer, chain, from, &name))
+        }
+        WalletMessage::Sync(req) => (
+            "sync",
+            match driver.last_certified() {
+                None => Err("no certified checkpoint yet: try again shortly".to_string()),
+                Some(cert) => driver
+                    .ledger()
+                    .prove_sync(&req, cert)
+                    .map(|a| WalletMessage::Synced(Box::new(a)))
+                    .map_err(|e| e.to_string()),
+            },
+        ),
+        WalletMessage::GetHandovers { after } => ("handovers", handovers(store, after)),
+        _ => return None,
+    };
+    Some(result.unwrap_or_else(|reason| {
+        debug!(wallet = %from, what, "wallet request refused: {reason}");
+        let mut reason = reason;
+        reason.truncate(MAX_REFUSAL - what.len());
+        WalletMessage::Refused {
+            what: what.into(),
+            reason,
+        }
+    }))
+}
+
+fn register(
+    store: &Store,
+    signer: &mut Signer,
+    chain: Hash,
+    login: PeerKey,
+    name: &str,
+) -> Result<WalletMessage, String> {
+    check_name(name).map_err(|e| format!("name {name:?}: {e}"))?;
+    let owner = store.claim_name(name, &login).map_err(|e| {
+        warn!("storing a login name: {e}");
+        "the peer could not store the name".to_string()
+    })?;
+    if owner != login {
+        return Err(format!("the name {name:?} is taken on this peer"));
+    }
+    Ok(WalletMessage::Registered(NameVoucher::sign(
+        chain, signer, name, login,
+    )))
+}
+
+fn handovers(store: &Store, after: u64) -> Result<WalletMessage, String> {
+    let all = store.handovers().map_err(|e| {
+        warn!("reading hand-overs: {e}");
+        "the peer could not read its hand-overs".to_string()
+    })?;
+    let mut out = Vec::new();
+    for (snapshot, bytes) in all.into_iter().filter(|(s, _)| *s > after) {
+        if out.len() == MAX_WALLET_HANDOVERS {
+            break;
+        }
+        let h: Certified<Handover> = proofs::decode(&bytes, bytes.len()).map_err(|e| {
+            warn!(snapshot, "a stored hand-over does not decode: {e}");
+            "the peer's hand-overs are damaged".to_string()
+        })?;
+        out.push(h);
+    }
+    Ok(WalletMessage::Handovers(out))
+}

@@ -1,0 +1,372 @@
+//! What the wallet knows of the chain, kept in `W/chain.state`: its login
+//! (`name@peer`, the peer's key and address, the peer's voucher), the
+//! committee hand-overs it verified from genesis, the last certified
+//! checkpoint it accepted, and its own outputs, each with its output-set
+//! proof against that checkpoint. Nothing else of the chain.
+//!
+//! [`ChainState::apply`] takes a sync answer only after
+//! `dag::ledger::light::verify_sync` accepted it; a refused answer leaves
+//! the state as it was.
+
+use crate::atomic_file::{self, Existing};
+use dag::committee::Committee;
+use dag::identity::PeerKey;
+use dag::ledger::checkpoint::{CertError, Certified, Checkpoint, CommitteeChain, Handover};
+use dag::ledger::light::{
+    verify_sync, LightError, SyncAnswer, SyncRequest, MAX_SYNC_KEYS, MAX_SYNC_WATCH,
+};
+use dag::ledger::names::{NameVoucher, WalletName};
+use dag::ledger::output::{OutputId, OutputState, Value};
+use dag::ledger::owner_keys::{KeyPurpose, OwnerKeys};
+use dag::ledger::AssetId;
+use proofs::{Hash, SparseProof};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+/// The state file in the wallet directory.
+pub const STATE_FILE: &str = "chain.state";
+/// The genesis file the wallet was logged in with (a copy).
+pub const GENESIS_FILE: &str = "genesis.json";
+/// Format version of [`STATE_FILE`].
+const STATE_VERSION: u8 = 1;
+/// The largest state file read (a wallet of ~100,000 outputs).
+const MAX_STATE_BYTES: u64 = 256 << 20;
+/// Unused keys watched past the highest used one, per purpose (as BIP-44
+/// wallets do): a wallet restored from its phrase finds every output whose
+/// key is within this gap of the previous one.
+pub const KEY_GAP: u64 = 20;
+
+#[derive(Debug, Error)]
+pub enum ChainError {
+    #[error("this wallet is not logged in yet: run `wallet login NAME@PEER --genesis FILE`")]
+    NotLoggedIn,
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is damaged or not a wallet state file: {why}")]
+    Corrupt { path: PathBuf, why: String },
+    #[error("peer {peer} sent a committee hand-over that does not verify: {error}")]
+    BadHandover { peer: String, error: CertError },
+    #[error("peer {peer} lied: {error}")]
+    Lied { peer: String, error: LightError },
+    #[error(
+        "this wallet watches {keys} keys and holds {outputs} outputs: more than one sync \
+         request carries ({MAX_SYNC_KEYS} keys, {MAX_SYNC_WATCH} outputs)"
+    )]
+    TooManyKeys { keys: usize, outputs: usize },
+    #[error("peer {peer} vouched for the name with a bad voucher: {why}")]
+    BadVoucher { peer: String, why: String },
+}
+
+/// One output the wallet holds, with its proof at the accepted checkpoint.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Held {
+    pub id: OutputId,
+    pub purpose: KeyPurpose,
+    pub index: u64,
+    pub state: OutputState,
+    pub proof: SparseProof,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainState {
+    version: u8,
+    pub chain: Hash,
+    pub name: WalletName,
+    pub peer: PeerKey,
+    pub peer_addr: SocketAddr,
+    pub voucher: Option<NameVoucher>,
+    /// Verified, oldest first, consecutive from the genesis committee.
+    pub handovers: Vec<Certified<Handover>>,
+    pub checkpoint: Option<Certified<Checkpoint>>,
+    /// The next height whose new outputs are wanted.
+    pub from: u64,
+    /// Keys watched per purpose: indexes `0..n`.
+    pub receive_keys: u64,
+    pub change_keys: u64,
+    /// Unspent outputs, by id.
+    pub outputs: Vec<Held>,
+}
+
+/// A sum per asset: amount (fungible) and number of outputs, items held.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Holding {
+    pub amount: u128,
+    pub outputs: usize,
+    pub items: Vec<Hash>,
+}
+
+impl ChainState {
+    pub fn new(chain: Hash, name: WalletName, peer: PeerKey, peer_addr: SocketAddr) -> Self {
+        ChainState {
+            version: STATE_VERSION,
+            chain,
+            name,
+            peer,
+            peer_addr,
+            voucher: None,
+            handovers: Vec::new(),
+            checkpoint: None,
+            from: 0,
+            receive_keys: KEY_GAP,
+            change_keys: KEY_GAP,
+            outputs: Vec::new(),
+        }
+    }
+
+    pub fn path(dir: &Path) -> PathBuf {
+        dir.join(STATE_FILE)
+    }
+
+    /// The stored state; [`ChainError::NotLoggedIn`] if there is none.
+    pub fn load(dir: &Path) -> Result<ChainState, ChainError> {
+        use std::io::Read;
+        let path = Self::path(dir);
+        let file = match std::fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(ChainError::NotLoggedIn)
+            }
+            Err(source) => return Err(ChainError::Io { path, source }),
+        };
+        let mut bytes = Vec::new();
+        file.take(MAX_STATE_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|source| ChainError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        if bytes.len() as u64 > MAX_STATE_BYTES {
+            return Err(ChainError::Corrupt {
+                path,
+                why: "larger than any wallet state".into(),
+            });
+        }
+        let s: ChainState =
+            proofs::decode(&bytes, bytes.len()).map_err(|e| ChainError::Corrupt {
+                path: path.clone(),
+                why: e.to_string(),
+            })?;
+        if s.version != STATE_VERSION {
+            return Err(ChainError::Corrupt {
+                path,
+                why: format!(
+                    "format version {} (this build reads {STATE_VERSION})",
+                    s.version
+                ),
+            });
+        }
+        Ok(s)
+    }
+
+    /// Write the state atomically (a crash leaves the old or the new one).
+    pub fn save(&self, dir: &Path) -> Result<(), ChainError> {
+        let path = Self::path(dir);
+        atomic_file::write(&path, &proofs::encode(self), Existing::Replace)
+            .map_err(|source| ChainError::Io { path, source })
+    }
+
+    /// The committees from genesis through the stored hand-overs (each was
+    /// verified when taken; checked again here, as the file is input).
+    pub fn committees(&self, genesis: Committee) -> Result<CommitteeChain, ChainError> {
+        let mut c = CommitteeChain::new(self.chain, genesis);
+        for h in &self.handovers {
+            c.extend(h).map_err(|error| ChainError::BadHandover {
+                peer: "(stored)".into(),
+                error,
+            })?;
+        }
+        Ok(c)
+    }
+
+    /// Take hand-overs the peer sent, each verified by the committee before.
+    pub fn take_handovers(
+        &mut self,
+        committees: &mut CommitteeChain,
+        got: Vec<Certified<Handover>>,
+    ) -> Result<(), ChainError> {
+        for h in got {
+            committees
+                .extend(&h)
+                .map_err(|error| ChainError::BadHandover {
+                    peer: self.name.peer.clone(),
+                    error,
+                })?;
+            self.handovers.push(h);
+        }
+        Ok(())
+    }
+
+    /// The watched keys, in a fixed order, with their purpose and index.
+    pub fn watched_keys(&self, keys: &OwnerKeys) -> Vec<(KeyPurpose, u64, PeerKey)> {
+        let mut out = Vec::new();
+        for (purpose, n) in [
+            (KeyPurpose::Receive, self.receive_keys),
+            (KeyPurpose::Change, self.change_keys),
+        ] {
+            for i in 0..n {
+                out.push((purpose, i, keys.public(purpose, i)));
+            }
+        }
+        out
+    }
+
+    /// The next sync request: every watched key, every held output, from
+    /// the next height on. One request covers them all (a wallet beyond
+    /// the protocol's per-request limits is refused for now).
+    pub fn request(
+        &self,
+        watched: &[(KeyPurpose, u64, PeerKey)],
+    ) -> Result<SyncRequest, ChainError> {
+        if watched.len() > MAX_SYNC_KEYS || self.outputs.len() > MAX_SYNC_WATCH {
+            return Err(ChainError::TooManyKeys {
+                keys: watched.len(),
+                outputs: self.outputs.len(),
+            });
+        }
+        Ok(SyncRequest {
+            keys: watched.iter().map(|(_, _, k)| *k).collect(),
+            from: self.from,
+            watch: self.outputs.iter().map(|h| h.id).collect(),
+            known_leaves: self
+                .checkpoint
+                .as_ref()
+                .map_or(0, |c| c.statement.roots.history_leaves),
+        })
+    }
+
+    /// Check `answer` to `req` and take what it proves. `watched` maps keys
+    /// to their purpose and index.
+    pub fn apply(
+        &mut self,
+        committees: &CommitteeChain,
+        watched: &[(KeyPurpose, u64, PeerKey)],
+        req: &SyncRequest,
+        answer: &SyncAnswer,
+    ) -> Result<Verified, ChainError> {
+        let last = self.checkpoint.as_ref().map(|c| &c.statement);
+        let v = verify_sync(req, answer, committees, last).map_err(|error| ChainError::Lied {
+            peer: self.name.peer.clone(),
+            error,
+        })?;
+        let height = v.checkpoint.height;
+        let by_key: BTreeMap<PeerKey, (KeyPurpose, u64)> =
+            watched.iter().map(|(p, i, k)| (*k, (*p, *i))).collect();
+        let mut proofs_by_id: BTreeMap<OutputId, SparseProof> = BTreeMap::new();
+        for ko in &answer.keys {
+            for po in &ko.outputs {
+                proofs_by_id.insert(po.id, po.proof.clone());
+            }
+        }
+        for po in &answer.watched {
+            proofs_by_id.insert(po.id, po.proof.clone());
+        }
+        // Held outputs: refreshed, dropped once proven spent (or absent).
+        let states: BTreeMap<OutputId, Option<OutputState>> = v.watched.iter().cloned().collect();
+        let mut kept = Vec::new();
+        for mut h in std::mem::take(&mut self.outputs) {
+            match states.get(&h.id) {
+                Some(Some(s)) if s.spent.is_none() => {
+                    h.state = s.clone();
+                    if let Some(p) = proofs_by_id.get(&h.id) {
+                        h.proof = p.clone();
+                    }
+                    kept.push(h);
+                }
+                Some(_) => {}         // spent, or never existed: not ours to hold
+                None => kept.push(h), // not asked in this request
+            }
+        }
+        self.outputs = kept;
+        let mut next_from = u64::MAX;
+        let mut grow = (0u64, 0u64);
+        for (key, to, outs) in &v.keys {
+            next_from = next_from.min(to.saturating_add(1));
+            let Some(&(purpose, index)) = by_key.get(key) else {
+                continue;
+            };
+            if !outs.is_empty() {
+                match purpose {
+                    KeyPurpose::Receive => grow.0 = grow.0.max(index + 1 + KEY_GAP),
+                    KeyPurpose::Change => grow.1 = grow.1.max(index + 1 + KEY_GAP),
+                    KeyPurpose::Login => {}
+                }
+            }
+            for (id, state) in outs {
+                if state.spent.is_some() || self.outputs.iter().any(|h| h.id == *id) {
+                    continue;
+                }
+                self.outputs.push(Held {
+                    id: *id,
+                    purpose,
+                    index,
+                    state: state.clone(),
+                    proof: proofs_by_id.get(id).cloned().unwrap_or_else(|| {
+                        // verify_sync checked a proof for every output.
+                        unreachable!("verified outputs carry proofs")
+                    }),
+                });
+            }
+        }
+        let widened = grow.0 > self.receive_keys || grow.1 > self.change_keys;
+        if widened {
+            // New keys to watch: their outputs may lie below `from`.
+            self.receive_keys = self.receive_keys.max(grow.0);
+            self.change_keys = self.change_keys.max(grow.1);
+            self.from = 0;
+        } else if next_from != u64::MAX {
+            self.from = next_from;
+        }
+        self.checkpoint = Some(answer.checkpoint.clone());
+        Ok(Verified {
+            height,
+            more: widened || self.from <= height,
+        })
+    }
+
+    /// Unspent holdings per asset.
+    pub fn holdings(&self) -> BTreeMap<AssetId, Holding> {
+        let mut out: BTreeMap<AssetId, Holding> = BTreeMap::new();
+        for h in &self.outputs {
+            let e = out.entry(h.state.output.asset).or_default();
+            e.outputs += 1;
+            match h.state.output.value {
+                Value::Amount(a) => e.amount = e.amount.saturating_add(a),
+                Value::Item(i) => e.items.push(i),
+            }
+        }
+        out
+    }
+
+    /// Re-check what is stored: the checkpoint against the committees, and
+    /// every held output's proof against its root. The number of outputs
+    /// checked.
+    pub fn verify(&self, committees: &CommitteeChain) -> Result<usize, String> {
+        let Some(cert) = &self.checkpoint else {
+            return Ok(0);
+        };
+        committees
+            .verify_checkpoint(cert)
+            .map_err(|e| format!("the stored checkpoint: {e}"))?;
+        let root = &cert.statement.roots.outputs;
+        for h in &self.outputs {
+            h.proof
+                .verify(root, &h.id, Some(&h.state.leaf_value()))
+                .map_err(|e| format!("output {}: {e}", h.id))?;
+        }
+        Ok(self.outputs.len())
+    }
+}
+
+/// What one applied answer established.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Verified {
+    pub height: u64,
+    /// Another round is needed (more heights, or newly watched keys).
+    pub more: bool,
+}
