@@ -84,6 +84,29 @@ impl LocalNet {
         }
     }
 
+    /// [`LocalNet::prepare`] with the devnet's wallets too (made by the
+    /// built `wallet` program, funded at genesis, not logged in yet).
+    pub fn prepare_with_wallets(n: usize) -> LocalNet {
+        let root = tempfile::tempdir().expect("a temporary directory");
+        let base = free_ports(n as u16);
+        let dirs = peer::devnet::prepare_with(
+            root.path(),
+            n,
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            base,
+            Vec::new(),
+            Some(&bin("wallet")),
+        )
+        .expect("devnet prepared");
+        LocalNet {
+            root,
+            dirs,
+            children: (0..n).map(|_| None).collect(),
+            netns: None,
+            base_port: base,
+        }
+    }
+
     /// Set top-level `key = value` lines in peer `i`'s `config.toml`
     /// (before it starts), replacing the keys' current lines.
     pub fn configure(&self, i: usize, toml: &str) {
