@@ -13,7 +13,7 @@ use crate::identity::{Bytes64, PeerKey};
 use crate::ledger::apply::Outcome;
 use crate::ledger::checkpoint::{Certified, Checkpoint, Handover};
 use crate::ledger::light::{SyncAnswer, SyncRequest, MAX_SYNC_KEYS, MAX_SYNC_WATCH};
-use crate::ledger::names::NameVoucher;
+use crate::ledger::names::{NameVoucher, PayTo, ReceiveKey, MAX_RECEIVE_KEYS};
 use crate::ledger::peers::check_name;
 use crate::ledger::transaction::TxId;
 use serde::{Deserialize, Serialize};
@@ -169,6 +169,15 @@ pub enum WalletMessage {
     Handovers(Vec<Certified<Handover>>),
     /// Peer → wallet: the last request (`what`: its variant) was refused.
     Refused { what: String, reason: String },
+    /// Wallet → peer: receive keys for payers of login `name` (which must
+    /// be this link's), replacing the stock the peer kept.
+    PutReceiveKeys { name: String, keys: Vec<ReceiveKey> },
+    /// Peer → wallet: how many receive keys it now keeps for the name.
+    Stocked(u32),
+    /// Wallet → peer: a key to pay login `name` of this peer.
+    GetPayTo { name: String },
+    /// Peer → wallet: the voucher and one receive key (handed out once).
+    PayTo(PayTo),
 }
 
 /// Most hand-overs in one `Handovers` message.
@@ -211,6 +220,25 @@ impl WalletMessage {
                         max: MAX_WALLET_HANDOVERS,
                     });
                 }
+                0
+            }
+            WalletMessage::PutReceiveKeys { name, keys } => {
+                check_name(name).map_err(|e| WireError::Malformed(e.to_string()))?;
+                if keys.len() > MAX_RECEIVE_KEYS {
+                    return Err(WireError::ListTooLong {
+                        len: keys.len(),
+                        max: MAX_RECEIVE_KEYS,
+                    });
+                }
+                0
+            }
+            WalletMessage::Stocked(_) => 0,
+            WalletMessage::GetPayTo { name } => {
+                check_name(name).map_err(|e| WireError::Malformed(e.to_string()))?;
+                0
+            }
+            WalletMessage::PayTo(p) => {
+                check_name(&p.voucher.name).map_err(|e| WireError::Malformed(e.to_string()))?;
                 0
             }
             WalletMessage::Refused { what, reason } => {

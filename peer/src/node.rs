@@ -417,7 +417,9 @@ fn adopt_wallet(
                 Ok(
                     m @ (WalletMessage::Register { .. }
                     | WalletMessage::Sync(_)
-                    | WalletMessage::GetHandovers { .. }),
+                    | WalletMessage::GetHandovers { .. }
+                    | WalletMessage::PutReceiveKeys { .. }
+                    | WalletMessage::GetPayTo { .. }),
                 ) => {
                     if in_tx.send(Input::Wallet(key, m)).await.is_err() {
                         return;
@@ -983,9 +985,15 @@ fn driver_loop(
                 }
             }
             Input::Wallet(wallet, msg) => {
-                if let Some(answer) =
-                    wallet_service::answer(&driver, &store, &mut voucher_signer, chain, wallet, msg)
-                {
+                if let Some(answer) = wallet_service::answer(
+                    &driver,
+                    &store,
+                    &mut voucher_signer,
+                    chain,
+                    &cfg.name,
+                    wallet,
+                    msg,
+                ) {
                     send(
                         &out_tx,
                         &counters,

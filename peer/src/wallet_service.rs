@@ -8,7 +8,7 @@ use crate::driver::Driver;
 use crate::store::Store;
 use dag::identity::{PeerKey, Signer};
 use dag::ledger::checkpoint::{Certified, Handover};
-use dag::ledger::names::NameVoucher;
+use dag::ledger::names::{NameVoucher, PayTo, ReceiveKey, WalletName, MAX_RECEIVE_KEYS};
 use dag::ledger::peers::check_name;
 use dag::wire::{WalletMessage, MAX_REFUSAL, MAX_WALLET_HANDOVERS};
 use proofs::Hash;
@@ -20,6 +20,7 @@ pub fn answer(
     store: &Store,
     signer: &mut Signer,
     chain: Hash,
+    peer_name: &str,
     from: PeerKey,
     msg: WalletMessage,
 ) -> Option<WalletMessage> {
@@ -39,6 +40,11 @@ pub fn answer(
             },
         ),
         WalletMessage::GetHandovers { after } => ("handovers", handovers(store, after)),
+        WalletMessage::PutReceiveKeys { name, keys } => (
+            "receive keys",
+            put_receive_keys(store, chain, peer_name, from, &name, keys),
+        ),
+        WalletMessage::GetPayTo { name } => ("pay to", pay_to(store, signer, chain, &name)),
         _ => return None,
     };
     Some(result.unwrap_or_else(|reason| {
@@ -89,4 +95,70 @@ fn handovers(store: &Store, after: u64) -> Result<WalletMessage, String> {
         out.push(h);
     }
     Ok(WalletMessage::Handovers(out))
+}
+
+fn put_receive_keys(
+    store: &Store,
+    chain: Hash,
+    peer_name: &str,
+    login: PeerKey,
+    name: &str,
+    keys: Vec<ReceiveKey>,
+) -> Result<WalletMessage, String> {
+    let owner = store.name_owner(name).map_err(|e| {
+        warn!("reading a login name: {e}");
+        "the peer could not read its names".to_string()
+    })?;
+    if owner != Some(login) {
+        return Err(format!(
+            "the name {name:?} is not this wallet's on this peer"
+        ));
+    }
+    let full = WalletName {
+        login: name.to_string(),
+        peer: peer_name.to_string(),
+    };
+    // Keep only keys the login key signed: a payer would refuse others.
+    for k in &keys {
+        k.verify(&chain, &full, &login)
+            .map_err(|e| format!("receive key {}: {e}", k.key))?;
+    }
+    let n = keys.len().min(MAX_RECEIVE_KEYS);
+    store
+        .put_receive_keys(name, &proofs::encode(&keys[..n].to_vec()))
+        .map_err(|e| {
+            warn!("storing receive keys: {e}");
+            "the peer could not store the keys".to_string()
+        })?;
+    Ok(WalletMessage::Stocked(n as u32))
+}
+
+fn pay_to(
+    store: &Store,
+    signer: &mut Signer,
+    chain: Hash,
+    name: &str,
+) -> Result<WalletMessage, String> {
+    let read_err = |e: crate::store::StoreError| {
+        warn!("reading receive keys: {e}");
+        "the peer could not read its names".to_string()
+    };
+    let login = store
+        .name_owner(name)
+        .map_err(read_err)?
+        .ok_or_else(|| format!("no wallet named {name:?} on this peer"))?;
+    let key = store
+        .take_receive_key(name, |bytes| {
+            let mut keys: Vec<ReceiveKey> = proofs::decode(bytes, bytes.len()).ok()?;
+            let k = keys.pop()?;
+            Some((k, proofs::encode(&keys)))
+        })
+        .map_err(read_err)?
+        .ok_or_else(|| {
+            format!("{name} has no receive keys left here: its wallet must come online")
+        })?;
+    Ok(WalletMessage::PayTo(PayTo {
+        voucher: NameVoucher::sign(chain, signer, name, login),
+        key,
+    }))
 }

@@ -1,7 +1,8 @@
 //! Real wallet processes against a devnet of real peer processes: funded
 //! wallets log in and prove their balances, a wallet restored from its
-//! phrase finds its outputs again, names are unique per peer, and a
-//! tampered wallet state is caught by `wallet verify`.
+//! phrase finds its outputs again, payments between names on two peers
+//! become final and show in both proven balances, names are unique per
+//! peer, and a tampered wallet state is caught by `wallet verify`.
 
 use serde_json::Value;
 use std::io::Write;
@@ -83,6 +84,50 @@ fn devnet_wallets_prove_balances_and_a_restored_wallet_finds_its_outputs() {
     ));
     assert_eq!(b["assets"]["native"]["amount"], w0.amount as u64);
 
+    // A payment between names on two peers: final, and both balances
+    // proven afterwards (w-1 spends two outputs: one MuSig signature).
+    let w1 = &wallets[1];
+    let sent = json_of(&wallet(
+        &w0.dir,
+        &["send", "--to", &w1.login(), "--amount", "2500000", "--json"],
+        "",
+    ));
+    assert_eq!(sent["outcome"], "applied");
+    let b1 = json_of(&wallet(&w1.dir, &["balance", "--json"], ""));
+    assert_eq!(
+        b1["assets"]["native"]["amount"],
+        (w1.amount + 2_500_000) as u64
+    );
+    assert_eq!(b1["assets"]["native"]["outputs"], 2);
+    let back = json_of(&wallet(
+        &w1.dir,
+        &[
+            "send",
+            "--to",
+            &w0.login(),
+            "--amount",
+            &(w1.amount + 1_000_000).to_string(),
+            "--json",
+        ],
+        "",
+    ));
+    assert_eq!(back["outcome"], "applied");
+    let b0 = json_of(&wallet(&w0.dir, &["balance", "--json"], ""));
+    assert_eq!(
+        b0["assets"]["native"]["amount"],
+        (w0.amount - 2_500_000 + w1.amount + 1_000_000) as u64
+    );
+    let b1 = json_of(&wallet(&w1.dir, &["balance", "--json"], ""));
+    assert_eq!(b1["assets"]["native"]["amount"], 1_500_000u64);
+    // Too much is refused before anything is built.
+    let out = wallet(
+        &w1.dir,
+        &["send", "--to", &w0.login(), "--amount", "99999999999999"],
+        "",
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not enough funds"));
+
     // Names are unique per peer: w-0's name on its peer is taken.
     let other = root.join("other");
     json_of(&wallet(&other, &["create", "--json"], ""));
@@ -101,9 +146,10 @@ fn devnet_wallets_prove_balances_and_a_restored_wallet_finds_its_outputs() {
     assert!(err.contains("taken"), "{err}");
 
     // A stored output edited on disk no longer matches its proof.
-    let state = w0.dir.join("chain.state");
+    let w2 = &wallets[2];
+    let state = w2.dir.join("chain.state");
     let mut bytes = std::fs::read(&state).expect("chain.state");
-    let amount = (w0.amount).to_le_bytes();
+    let amount = w2.amount.to_le_bytes();
     // postcard writes u128 as a varint: find the amount's varint and flip a
     // bit inside it.
     let mut varint = Vec::new();
@@ -123,7 +169,7 @@ fn devnet_wallets_prove_balances_and_a_restored_wallet_finds_its_outputs() {
         .expect("the amount in the state file");
     bytes[at] ^= 0x01;
     std::fs::write(&state, &bytes).expect("tampered");
-    let out = wallet(&w0.dir, &["verify", "--json"], "");
+    let out = wallet(&w2.dir, &["verify", "--json"], "");
     assert!(!out.status.success(), "a tampered output must not verify");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("output"), "{err}");

@@ -89,6 +89,10 @@ pub struct ChainState {
     /// Keys watched per purpose: indexes `0..n`.
     pub receive_keys: u64,
     pub change_keys: u64,
+    /// The highest receive key index that ever received an output.
+    pub receive_used: Option<u64>,
+    /// The next change key index to use (never reused, saved before use).
+    pub change_next: u64,
     /// Unspent outputs, by id.
     pub outputs: Vec<Held>,
 }
@@ -115,6 +119,8 @@ impl ChainState {
             from: 0,
             receive_keys: KEY_GAP,
             change_keys: KEY_GAP,
+            receive_used: None,
+            change_next: 0,
             outputs: Vec::new(),
         }
     }
@@ -292,8 +298,14 @@ impl ChainState {
             };
             if !outs.is_empty() {
                 match purpose {
-                    KeyPurpose::Receive => grow.0 = grow.0.max(index + 1 + KEY_GAP),
-                    KeyPurpose::Change => grow.1 = grow.1.max(index + 1 + KEY_GAP),
+                    KeyPurpose::Receive => {
+                        grow.0 = grow.0.max(index + 1 + KEY_GAP);
+                        self.receive_used = Some(self.receive_used.map_or(index, |u| u.max(index)));
+                    }
+                    KeyPurpose::Change => {
+                        grow.1 = grow.1.max(index + 1 + KEY_GAP);
+                        self.change_next = self.change_next.max(index + 1);
+                    }
                     KeyPurpose::Login => {}
                 }
             }
@@ -329,6 +341,42 @@ impl ChainState {
         })
     }
 
+    /// The receive key indexes to leave with the peer for payers: the next
+    /// [`RECEIVE_STOCK`] after the highest used one (index 0 is the first
+    /// key, given out by `wallet keys`). Watching grows to cover them.
+    pub fn receive_stock(&mut self) -> std::ops::Range<u64> {
+        let first = self.receive_used.map_or(1, |u| u + 1).max(1);
+        let range = first..first + RECEIVE_STOCK;
+        if self.receive_keys < range.end {
+            // Keys handed out must be watched from the start.
+            self.receive_keys = range.end;
+            self.from = 0;
+        }
+        range
+    }
+
+    /// Choose held outputs of `asset` worth at least `amount`, largest
+    /// first; their total.
+    pub fn select(&self, asset: &AssetId, amount: u128) -> Option<(Vec<&Held>, u128)> {
+        let mut candidates: Vec<&Held> = self
+            .outputs
+            .iter()
+            .filter(|h| h.state.output.asset == *asset)
+            .filter(|h| matches!(h.state.output.value, Value::Amount(_)))
+            .collect();
+        candidates.sort_by_key(|h| std::cmp::Reverse(amount_of(h)));
+        let mut total: u128 = 0;
+        let mut chosen = Vec::new();
+        for h in candidates {
+            if total >= amount {
+                break;
+            }
+            total = total.checked_add(amount_of(h))?;
+            chosen.push(h);
+        }
+        (total >= amount && !chosen.is_empty()).then_some((chosen, total))
+    }
+
     /// Unspent holdings per asset.
     pub fn holdings(&self) -> BTreeMap<AssetId, Holding> {
         let mut out: BTreeMap<AssetId, Holding> = BTreeMap::new();
@@ -362,6 +410,16 @@ impl ChainState {
         Ok(self.outputs.len())
     }
 }
+
+fn amount_of(h: &Held) -> u128 {
+    match h.state.output.value {
+        Value::Amount(a) => a,
+        Value::Item(_) => 0,
+    }
+}
+
+/// Receive keys a wallet keeps stocked with its peer.
+pub const RECEIVE_STOCK: u64 = 16;
 
 /// What one applied answer established.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -34,6 +34,11 @@ pub enum ClientError {
     },
     #[error("peer {peer} did not answer within {secs} s")]
     Timeout { peer: String, secs: u64 },
+    #[error(
+        "peer {peer} took transaction {tx} but it was not final after {secs} s: \
+         the peer may have dropped it"
+    )]
+    NotFinal { peer: String, tx: Hash, secs: u64 },
     #[error("peer {peer} sent a message that does not decode: {why}")]
     Malformed { peer: String, why: String },
     #[error("peer {peer} refused the {what} request: {reason}")]
@@ -142,6 +147,34 @@ impl PeerLink {
             .map_err(|_| ClientError::Timeout {
                 peer: self.peer.clone(),
                 secs: ANSWER_TIMEOUT.as_secs(),
+            })?
+    }
+
+    /// Wait for the peer's finality notice of transaction `id` (its
+    /// height and outcome). A peer that never sends one has dropped it.
+    pub async fn wait_final(
+        &self,
+        id: Hash,
+        timeout: Duration,
+    ) -> Result<(u64, dag::ledger::apply::Outcome), ClientError> {
+        let wait = async {
+            loop {
+                let Some(frame) = self.link.recv().await else {
+                    return Err(self.closed());
+                };
+                if let Ok(WalletMessage::Finalized(list)) = WalletMessage::decode(&frame) {
+                    if let Some((_, h, o)) = list.into_iter().find(|(t, _, _)| *t == id) {
+                        return Ok((h, o));
+                    }
+                }
+            }
+        };
+        tokio::time::timeout(timeout, wait)
+            .await
+            .map_err(|_| ClientError::NotFinal {
+                peer: self.peer.clone(),
+                tx: id,
+                secs: timeout.as_secs(),
             })?
     }
 

@@ -108,6 +108,23 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Pay NAME@PEER: asks the payee's peer for a receive key the payee
+    /// signed, spends enough of this wallet's outputs in one transaction
+    /// (one MuSig signature), waits for finality and prints the height.
+    Send {
+        /// The payee, login@peer.
+        #[arg(long, value_name = "NAME@PEER")]
+        to: String,
+        /// In base units of the asset (the native asset has 6 decimals).
+        #[arg(long)]
+        amount: u128,
+        /// The asset id (64 hex digits); the native asset by default.
+        #[arg(long)]
+        asset: Option<String>,
+        /// One JSON object {"tx","height","outcome"}.
+        #[arg(long)]
+        json: bool,
+    },
     /// Re-check every stored proof and the committee chain from genesis,
     /// without the network.
     Verify {
@@ -149,6 +166,12 @@ fn run() -> Result<()> {
         } => login(&dir, &password, &name, genesis, via, json),
         Cmd::Balance { offline, json } => balance(&dir, &password, offline, json),
         Cmd::Verify { json } => verify(&dir, json),
+        Cmd::Send {
+            to,
+            amount,
+            asset,
+            json,
+        } => send(&dir, &password, &to, amount, asset.as_deref(), json),
     }
 }
 
@@ -510,4 +533,47 @@ fn print_balance(state: &ChainState, json: bool) {
             );
         }
     }
+}
+
+fn send(
+    dir: &Path,
+    password: &PasswordSource,
+    to: &str,
+    amount: u128,
+    asset: Option<&str>,
+    json: bool,
+) -> Result<()> {
+    let to = WalletName::parse(to)?;
+    let asset = match asset {
+        None | Some("native") => AssetId::NATIVE,
+        Some(hex) => AssetId(proofs::Hash(
+            dag::hex::decode_array(hex).context("--asset: 64 hex digits or `native`")?,
+        )),
+    };
+    WalletDir::open(dir)?;
+    let mut state = ChainState::load(dir)?;
+    let keys = unlock(dir, password)?;
+    let genesis = session::load_genesis(&dir.join(GENESIS_FILE))?;
+    let sent = runtime()?.block_on(session::send(
+        dir, &keys, &mut state, &genesis, &to, amount, asset,
+    ))?;
+    let outcome = match &sent.outcome {
+        dag::ledger::Outcome::Applied => "applied".to_string(),
+        dag::ledger::Outcome::Rejected(r) => format!("rejected: {r:?}"),
+    };
+    if json {
+        println!(
+            "{}",
+            json!({"tx": sent.tx.to_string(), "height": sent.height, "outcome": outcome})
+        );
+    } else {
+        println!(
+            "sent {amount} to {to}: transaction {} final at height {} ({outcome})",
+            sent.tx, sent.height
+        );
+    }
+    if !matches!(sent.outcome, dag::ledger::Outcome::Applied) {
+        bail!("the transaction was ordered but rejected: {outcome}");
+    }
+    Ok(())
 }

@@ -6,10 +6,18 @@
 
 use crate::chain::{ChainError, ChainState, GENESIS_FILE};
 use crate::client::{ClientError, PeerLink};
+use dag::identity::Signer;
+use dag::ledger::apply::Outcome;
 use dag::ledger::genesis::Genesis;
+use dag::ledger::multisig::sign_local;
+use dag::ledger::names::ReceiveKey;
 use dag::ledger::names::WalletName;
-use dag::ledger::owner_keys::OwnerKeys;
+use dag::ledger::output::{Output, Value};
+use dag::ledger::owner_keys::{KeyPurpose, OwnerKeys};
+use dag::ledger::transaction::{Transaction, TxBody};
+use dag::ledger::AssetId;
 use dag::wire::{WalletMessage, MAX_WALLET_HANDOVERS};
+use proofs::Hash;
 use std::net::SocketAddr;
 use std::path::Path;
 use thiserror::Error;
@@ -29,6 +37,8 @@ pub enum SessionError {
     UnknownPeer(String),
     #[error("this wallet is logged in as {current}; it cannot log in as {asked}")]
     OtherLogin { current: String, asked: String },
+    #[error("payment: {0}")]
+    Payment(String),
     #[error("peer {0} kept sending more heights: giving up after {MAX_ROUNDS} rounds")]
     Endless(String),
 }
@@ -149,6 +159,34 @@ async fn converse(
         }
         state.voucher = Some(v);
     }
+    // Receive keys for payers, signed by the login key.
+    let stock = state.receive_stock();
+    let mut rng_seed = [0u8; 32];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut rng_seed);
+    let mut login = Signer::from_keypair(keys.login(), rng_seed);
+    let offered: Vec<ReceiveKey> = stock
+        .map(|i| {
+            ReceiveKey::sign(
+                &state.chain,
+                &state.name,
+                &mut login,
+                keys.public(KeyPurpose::Receive, i),
+            )
+        })
+        .collect();
+    let answer = link
+        .request(WalletMessage::PutReceiveKeys {
+            name: state.name.login.clone(),
+            keys: offered,
+        })
+        .await?;
+    if !matches!(answer, WalletMessage::Stocked(_)) {
+        return Err(ClientError::Unexpected {
+            peer,
+            asked: "receive keys",
+        }
+        .into());
+    }
     let genesis_committee = genesis.committee().map_err(|e| SessionError::Genesis {
         path: GENESIS_FILE.into(),
         why: e.to_string(),
@@ -191,3 +229,181 @@ async fn converse(
     }
     Err(SessionError::Endless(peer))
 }
+
+/// What `send` did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sent {
+    pub tx: Hash,
+    pub height: u64,
+    pub outcome: Outcome,
+}
+
+/// Pay `amount` of `asset` to `to`: sync, get a receive key of `to` from
+/// its peer (checked: the peer's voucher, the payee's signature), build and
+/// sign the transaction over the chosen outputs (one MuSig signature of
+/// their keys), submit it to our peer, wait for finality, sync again.
+pub async fn send(
+    dir: &Path,
+    keys: &OwnerKeys,
+    state: &mut ChainState,
+    genesis: &Genesis,
+    to: &WalletName,
+    amount: u128,
+    asset: AssetId,
+) -> Result<Sent, SessionError> {
+    if amount == 0 {
+        return Err(SessionError::Payment(
+            "the amount must be above zero".into(),
+        ));
+    }
+    let link = PeerLink::connect(
+        state.chain,
+        keys.login(),
+        &state.name.peer,
+        state.peer,
+        state.peer_addr,
+    )
+    .await?;
+    let result = pay(&link, dir, keys, state, genesis, to, amount, asset).await;
+    link.close();
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn pay(
+    link: &PeerLink,
+    dir: &Path,
+    keys: &OwnerKeys,
+    state: &mut ChainState,
+    genesis: &Genesis,
+    to: &WalletName,
+    amount: u128,
+    asset: AssetId,
+) -> Result<Sent, SessionError> {
+    converse(link, keys, state, genesis).await?;
+    state.save(dir)?;
+    // Funds first: asking for a receive key uses one of the payee's up.
+    let (inputs, total) = state
+        .select(&asset, amount)
+        .map(|(hs, t)| (hs.into_iter().cloned().collect::<Vec<_>>(), t))
+        .ok_or_else(|| {
+            let have = state.holdings().get(&asset).map_or(0, |h| h.amount);
+            SessionError::Payment(format!("not enough funds: {have} held, {amount} asked"))
+        })?;
+    let payee_peer = genesis
+        .peers
+        .iter()
+        .find(|p| p.name == to.peer)
+        .ok_or_else(|| SessionError::UnknownPeer(to.peer.clone()))?;
+    let ask = WalletMessage::GetPayTo {
+        name: to.login.clone(),
+    };
+    let answer = if to.peer == state.name.peer {
+        link.request(ask).await?
+    } else {
+        let other = PeerLink::connect(
+            state.chain,
+            keys.login(),
+            &to.peer,
+            payee_peer.key,
+            payee_peer.addr,
+        )
+        .await?;
+        let a = other.request(ask).await;
+        other.close();
+        a?
+    };
+    let WalletMessage::PayTo(pay_to) = answer else {
+        return Err(ClientError::Unexpected {
+            peer: to.peer.clone(),
+            asked: "pay to",
+        }
+        .into());
+    };
+    let payee_key = pay_to
+        .verify(&state.chain, to, &payee_peer.key)
+        .map_err(|e| ChainError::BadVoucher {
+            peer: to.peer.clone(),
+            why: e.to_string(),
+        })?;
+    let host_of = |peer: &str| genesis.peers.iter().find(|p| p.name == peer).map(|p| p.key);
+    let native = asset == AssetId::NATIVE;
+    let first_host = inputs[0].state.output.host;
+    let mut outputs = vec![Output {
+        owner: payee_key,
+        asset,
+        // Native money received is staked with the payee's peer.
+        host: if native { host_of(&to.peer) } else { None },
+        value: Value::Amount(amount),
+    }];
+    if total > amount {
+        let change = state.change_next;
+        state.change_next += 1;
+        outputs.push(Output {
+            owner: keys.public(KeyPurpose::Change, change),
+            asset,
+            host: if native { first_host } else { None },
+            value: Value::Amount(total - amount),
+        });
+    }
+    let signing: Vec<_> = inputs
+        .iter()
+        .map(|h| keys.derive(h.purpose, h.index))
+        .collect();
+    let mut body = TxBody {
+        chain: state.chain,
+        inputs: inputs.iter().map(|h| h.id).collect(),
+        outputs,
+        actions: Vec::new(),
+        fee: 0,
+        memo: None,
+        signers: Vec::new(),
+        aggregate: dag::identity::PeerKey([0; 32]),
+    };
+    let refs: Vec<&schnorrkel::Keypair> = signing.iter().collect();
+    body.set_signers(
+        refs.iter()
+            .map(|k| dag::identity::PeerKey(k.public.to_bytes())),
+    )
+    .map_err(|e| SessionError::Payment(format!("signers: {e}")))?;
+    let (_, _, signature) = sign_local(&refs, &body.id())
+        .map_err(|e| SessionError::Payment(format!("signing: {e}")))?;
+    let tx = Transaction { body, signature };
+    let id = tx.id();
+    // The change key is taken before the transaction leaves.
+    state.save(dir)?;
+    let answer = link
+        .request(WalletMessage::Submit(vec![tx.encode()]))
+        .await?;
+    match answer {
+        WalletMessage::Submitted(list) => {
+            if let Some((_, Some(why))) = list.iter().find(|(t, _)| *t == id) {
+                return Err(SessionError::Payment(format!(
+                    "peer {} refused the transaction: {why}",
+                    state.name.peer
+                )));
+            }
+        }
+        _ => {
+            return Err(ClientError::Unexpected {
+                peer: state.name.peer.clone(),
+                asked: "submit",
+            }
+            .into())
+        }
+    }
+    let (height, outcome) = link.wait_final(id, FINALITY_TIMEOUT).await?;
+    // The peer's word on finality is checked by the next sync: the spent
+    // inputs and the change must show in the proven state.
+    converse(link, keys, state, genesis).await?;
+    state.save(dir)?;
+    Ok(Sent {
+        tx: id,
+        height,
+        outcome,
+    })
+}
+
+/// How long a submitted transaction may take to become final before the
+/// peer is suspected of dropping it.
+pub const FINALITY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);

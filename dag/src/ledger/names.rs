@@ -108,6 +108,84 @@ impl NameVoucher {
     }
 }
 
+/// Signing context of receive keys a wallet leaves with its peer.
+pub const RECEIVE_KEY_CONTEXT: &[u8] = b"pos/wallet/receive-key/v1";
+const RECEIVE_KEY_DOMAIN: Domain = Domain::new("pos/wallet/receive-key/v1");
+/// Receive keys a peer keeps per login name.
+pub const MAX_RECEIVE_KEYS: usize = 64;
+
+/// A fresh key to pay `name@peer` to, signed by that wallet's login key,
+/// so the peer handing it out cannot substitute its own.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceiveKey {
+    pub key: PeerKey,
+    pub signature: Bytes64,
+}
+
+impl ReceiveKey {
+    fn digest(chain: &Hash, name: &WalletName, key: &PeerKey) -> Hash {
+        let full = name.to_string();
+        let mut h = Hasher::new(RECEIVE_KEY_DOMAIN);
+        h.update(&chain.0)
+            .update(&(full.len() as u32).to_le_bytes())
+            .update(full.as_bytes())
+            .update(&key.0);
+        h.finalize()
+    }
+
+    /// `login` (the wallet's login key) offers `key` to payers of `name`.
+    pub fn sign(chain: &Hash, name: &WalletName, login: &mut Signer, key: PeerKey) -> ReceiveKey {
+        let digest = Self::digest(chain, name, &key);
+        ReceiveKey {
+            key,
+            signature: login.sign_digest(RECEIVE_KEY_CONTEXT, &digest),
+        }
+    }
+
+    /// Check it was offered by `login` for `name` on `chain`.
+    pub fn verify(
+        &self,
+        chain: &Hash,
+        name: &WalletName,
+        login: &PeerKey,
+    ) -> Result<(), NameError> {
+        let public = login.to_public().map_err(NameError::BadSignature)?;
+        let digest = Self::digest(chain, name, &self.key);
+        verify_digest(&public, RECEIVE_KEY_CONTEXT, &digest, &self.signature)
+            .map_err(NameError::BadSignature)
+    }
+}
+
+/// What a payer gets from the payee's peer: the peer's voucher for the
+/// name, and one receive key the payee's login key signed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PayTo {
+    pub voucher: NameVoucher,
+    pub key: ReceiveKey,
+}
+
+impl PayTo {
+    /// Check both signatures: the voucher by `peer` (the registered key of
+    /// the peer named in `name`), the key by the vouched login key. The key
+    /// to pay to.
+    pub fn verify(
+        &self,
+        chain: &Hash,
+        name: &WalletName,
+        peer: &PeerKey,
+    ) -> Result<PeerKey, NameError> {
+        self.voucher.verify(chain, peer)?;
+        if self.voucher.name != name.login {
+            return Err(NameError::NotAnAddress(format!(
+                "the voucher is for {}, not {}",
+                self.voucher.name, name.login
+            )));
+        }
+        self.key.verify(chain, name, &self.voucher.login)?;
+        Ok(self.key.key)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -146,6 +224,38 @@ mod tests {
             t.verify(&chain, &peer.key()),
             Err(NameError::Syntax(_))
         ));
+    }
+
+    #[test]
+    fn receive_keys_are_bound_to_the_vouched_login() {
+        let chain = Hash([7; 32]);
+        let mut peer = Signer::from_seed([1; 32], [2; 32]);
+        let mut login = Signer::from_seed([3; 32], [4; 32]);
+        let name = WalletName::parse("bob@peer-1").unwrap();
+        let key = Signer::from_seed([9; 32], [0; 32]).key();
+        let pay = PayTo {
+            voucher: NameVoucher::sign(chain, &mut peer, "bob", login.key()),
+            key: ReceiveKey::sign(&chain, &name, &mut login, key),
+        };
+        assert_eq!(pay.verify(&chain, &name, &peer.key()), Ok(key));
+        // The peer swaps in its own key: the login signature fails.
+        let mut t = pay.clone();
+        t.key.key = peer.key();
+        assert!(t.verify(&chain, &name, &peer.key()).is_err());
+        // The peer vouches for its own login key and signs the key itself:
+        // the voucher is valid but names another login; only a payer who
+        // knew bob's login key would notice, so the voucher must be the
+        // peer's word, and it is: signed, and kept as evidence.
+        let mut mallory = Signer::from_seed([5; 32], [6; 32]);
+        let forged = PayTo {
+            voucher: NameVoucher::sign(chain, &mut peer, "bob", mallory.key()),
+            key: ReceiveKey::sign(&chain, &name, &mut mallory, key),
+        };
+        assert!(forged.verify(&chain, &name, &peer.key()).is_ok());
+        assert_ne!(forged.voucher.login, pay.voucher.login);
+        // Another name's key is refused.
+        let alice = WalletName::parse("alice@peer-1").unwrap();
+        assert!(pay.verify(&chain, &alice, &peer.key()).is_err());
     }
 
     #[test]

@@ -65,6 +65,8 @@ const META_HEIGHTS_BASE: &[u8] = b"store/heights-base";
 const META_HANDOVER_PREFIX: &[u8] = b"store/handover/";
 /// Wallet login names of this peer: `name` → the login key (32 bytes).
 const META_NAME_PREFIX: &[u8] = b"store/name/";
+/// Receive keys a wallet left for payers: `name` → postcard list.
+const META_RECEIVE_PREFIX: &[u8] = b"store/receive/";
 /// Snapshots kept: the newest and the one before (in case the newest's
 /// certificate never completes).
 const SNAPSHOTS_KEPT: usize = 2;
@@ -1424,6 +1426,53 @@ impl Store {
             }
             db.put(txn, &key, &login.0)?;
             Ok(*login)
+        })
+    }
+
+    /// The login key registered for `name`, if any.
+    pub fn name_owner(&self, name: &str) -> Result<Option<PeerKey>, StoreError> {
+        let db = self.inner.meta;
+        let mut key = META_NAME_PREFIX.to_vec();
+        key.extend_from_slice(name.as_bytes());
+        self.read(|txn| match db.get(txn, &key)? {
+            None => Ok(None),
+            Some(v) => Ok(Some(PeerKey(v.try_into().map_err(|_| {
+                StoreError::Corrupt {
+                    db: DB_META.into(),
+                    what: format!("login key of name {name:?}"),
+                }
+            })?))),
+        })
+    }
+
+    /// Replace the receive keys kept for `name` (already checked).
+    pub fn put_receive_keys(&self, name: &str, keys: &[u8]) -> Result<(), StoreError> {
+        let db = self.inner.meta;
+        let mut key = META_RECEIVE_PREFIX.to_vec();
+        key.extend_from_slice(name.as_bytes());
+        self.write(|txn| Ok(db.put(txn, &key, keys)?))
+    }
+
+    /// Take (durably remove) one item of the receive keys kept for `name`:
+    /// `split` takes the stored bytes and returns the item taken and the
+    /// bytes to store back.
+    pub fn take_receive_key<T>(
+        &self,
+        name: &str,
+        split: impl Fn(&[u8]) -> Option<(T, Vec<u8>)>,
+    ) -> Result<Option<T>, StoreError> {
+        let db = self.inner.meta;
+        let mut key = META_RECEIVE_PREFIX.to_vec();
+        key.extend_from_slice(name.as_bytes());
+        self.write(|txn| {
+            let Some(stored) = db.get(txn, &key)? else {
+                return Ok(None);
+            };
+            let Some((item, rest)) = split(stored) else {
+                return Ok(None);
+            };
+            db.put(txn, &key, &rest)?;
+            Ok(Some(item))
         })
     }
 
