@@ -207,6 +207,9 @@ pub struct Driver {
     sign: StatementSigner,
     rng: ChaCha20Rng,
     effects: VecDeque<Effect>,
+    /// Told each height before it is applied (the daemon tags the state
+    /// writes of that height with it).
+    height_hook: Option<Box<dyn FnMut(u64) + Send>>,
     /// Valid events received since the last [`Driver::take_accepted`]:
     /// round, id and encoding.
     accepted: Vec<(Round, EventId, Vec<u8>)>,
@@ -330,6 +333,7 @@ impl Driver {
             sign,
             rng: ChaCha20Rng::from_seed(rng_seed),
             effects: VecDeque::new(),
+            height_hook: None,
             accepted: Vec::new(),
             stats: DriverStats::default(),
             now,
@@ -371,6 +375,11 @@ impl Driver {
 
     /// Take a state snapshot ([`Effect::Snapshot`]) every `heights` heights
     /// (0: never).
+    /// Call `hook` with each height before applying it.
+    pub fn set_height_hook(&mut self, hook: Box<dyn FnMut(u64) + Send>) {
+        self.height_hook = Some(hook);
+    }
+
     pub fn set_snapshot_interval(&mut self, heights: u64) {
         self.snapshot_every = heights;
     }
@@ -913,6 +922,9 @@ impl Driver {
             leader: sub.leader.id,
             events,
         };
+        if let Some(hook) = &mut self.height_hook {
+            hook(sub.height);
+        }
         let out: HeightOutcome = match self.ledger.apply_height(&input) {
             Ok(o) => o,
             Err(e) => {

@@ -102,7 +102,9 @@ enum Cmd {
         json: bool,
     },
     /// Start a local network: a fresh genesis (or the one in --dir), N peer
-    /// processes on one address, funded test wallets. Runs until Ctrl-C;
+    /// processes on one address, funded test keys, and (when the `wallet`
+    /// program is next to this one) funded wallets D/wallets/w-0 … w-3,
+    /// empty password, logged in as w-i@peer-(i mod N). Runs until Ctrl-C;
     /// running it again on the same --dir resumes the same chain.
     Devnet {
         #[arg(long, default_value_t = 4)]

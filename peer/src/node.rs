@@ -609,6 +609,7 @@ fn driver_loop(
         )?;
         let (mut driver, replay_from) = start_driver(&genesis, secret, &store, &nodes, now())?;
         tune(&mut driver, &cfg);
+        driver.set_height_hook(nodes.height_tagger());
         // Replay our event log from the snapshot on: the core re-derives
         // the committed heights, which must equal the stored ones.
         let mut events: Vec<Event> = Vec::new();
@@ -888,6 +889,7 @@ fn driver_loop(
                             Ok((mut new, installed)) => {
                                 make_base(&store, &nodes, &mut new, installed)?;
                                 tune(&mut new, &cfg);
+                                new.set_height_hook(nodes.height_tagger());
                                 driver = new;
                                 info!(
                                     height = driver.ledger().height(),

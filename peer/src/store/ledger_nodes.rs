@@ -125,6 +125,27 @@ impl LedgerNodes {
         [self.history.pending()]
     }
 
+    /// [`LedgerNodes::set_height`] as a closure the driver calls before
+    /// each height: each height's writes then form their own epoch, so a
+    /// write-back splits into transactions of whole heights even after a
+    /// pause let hundreds of heights pile up between two bursts (one
+    /// epoch of ~1,500 heights was measured mapping 150–180 MB of the
+    /// state cache in one transaction).
+    pub fn height_tagger(&self) -> Box<dyn FnMut(u64) + Send> {
+        let (o, i, l, s) = (
+            self.output_tree.clone(),
+            self.index_tree.clone(),
+            self.index_lists.clone(),
+            self.spent.clone(),
+        );
+        Box::new(move |h| {
+            o.pending().set_epoch(h);
+            i.pending().set_epoch(h);
+            l.pending().set_epoch(h);
+            s.pending().set_epoch(h);
+        })
+    }
+
     /// Tag the state databases' writes from now on with `height`.
     pub fn set_height(&self, height: u64) {
         self.output_tree.pending().set_epoch(height);
