@@ -128,6 +128,30 @@ fn devnet_wallets_prove_balances_and_a_restored_wallet_finds_its_outputs() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not enough funds"));
 
+    // A stake move: part of w-3's money is hosted by peer-0 afterwards, as
+    // its proven outputs say.
+    let w3 = &wallets[3];
+    let staked = json_of(&wallet(
+        &w3.dir,
+        &[
+            "stake",
+            "--host",
+            "peer-0",
+            "--amount",
+            "400000000000",
+            "--json",
+        ],
+        "",
+    ));
+    assert_eq!(staked["outcome"], "applied");
+    let b3 = json_of(&wallet(&w3.dir, &["balance", "--json"], ""));
+    assert_eq!(b3["staked_with"]["peer-0"], 400_000_000_000u64);
+    assert_eq!(
+        b3["staked_with"][&w3.peer],
+        (w3.amount - 400_000_000_000) as u64
+    );
+    assert_eq!(b3["assets"]["native"]["amount"], w3.amount as u64);
+
     // Names are unique per peer: w-0's name on its peer is taken.
     let other = root.join("other");
     json_of(&wallet(&other, &["create", "--json"], ""));

@@ -125,6 +125,25 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Show the name to give payers (and the first receive key), offline.
+    Receive {
+        /// One JSON object {"name","login_key","receive_key"}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move native money to be hosted by PEER: the wallet's stake, which
+    /// weighs that peer in the committee from the next snapshot on.
+    Stake {
+        /// The peer's name.
+        #[arg(long, value_name = "PEER")]
+        host: String,
+        /// In base units (all native money by default).
+        #[arg(long)]
+        amount: Option<u128>,
+        /// One JSON object {"tx","height","outcome"}.
+        #[arg(long)]
+        json: bool,
+    },
     /// Re-check every stored proof and the committee chain from genesis,
     /// without the network.
     Verify {
@@ -166,6 +185,8 @@ fn run() -> Result<()> {
         } => login(&dir, &password, &name, genesis, via, json),
         Cmd::Balance { offline, json } => balance(&dir, &password, offline, json),
         Cmd::Verify { json } => verify(&dir, json),
+        Cmd::Receive { json } => receive(&dir, &password, json),
+        Cmd::Stake { host, amount, json } => stake(&dir, &password, &host, amount, json),
         Cmd::Send {
             to,
             amount,
@@ -432,7 +453,7 @@ fn login(
         bail!("no genesis file: pass --genesis FILE (the chain's genesis.json) on the first login");
     }
     let state = runtime()?.block_on(session::login(dir, &keys, name, &genesis, via))?;
-    print_balance(&state, json);
+    print_balance(dir, &state, json);
     Ok(())
 }
 
@@ -444,7 +465,7 @@ fn balance(dir: &Path, password: &PasswordSource, offline: bool, json: bool) -> 
         let genesis = session::load_genesis(&dir.join(GENESIS_FILE))?;
         runtime()?.block_on(session::sync(dir, &keys, &mut state, &genesis))?;
     }
-    print_balance(&state, json);
+    print_balance(dir, &state, json);
     Ok(())
 }
 
@@ -489,9 +510,26 @@ fn asset_label(a: &AssetId) -> String {
     }
 }
 
-fn print_balance(state: &ChainState, json: bool) {
+fn print_balance(dir: &Path, state: &ChainState, json: bool) {
     let cp = state.checkpoint.as_ref().map(|c| &c.statement);
     let holdings = state.holdings();
+    // Native money per hosting peer: the wallet's stake votes.
+    let names: std::collections::BTreeMap<dag::identity::PeerKey, String> =
+        session::load_genesis(&dir.join(GENESIS_FILE))
+            .map(|g| g.peers.into_iter().map(|p| (p.key, p.name)).collect())
+            .unwrap_or_default();
+    let mut staked: std::collections::BTreeMap<String, u128> = Default::default();
+    for h in &state.outputs {
+        if let (Some(host), dag::ledger::output::Value::Amount(a)) =
+            (h.state.output.host, h.state.output.value)
+        {
+            let name = names
+                .get(&host)
+                .cloned()
+                .unwrap_or_else(|| host.to_string());
+            *staked.entry(name).or_default() += a;
+        }
+    }
     if json {
         let mut assets = serde_json::Map::new();
         for (a, h) in &holdings {
@@ -510,6 +548,7 @@ fn print_balance(state: &ChainState, json: bool) {
                 "root": cp.map(|c| c.roots.outputs.to_string()),
                 "history_root": cp.map(|c| c.roots.history.to_string()),
                 "assets": assets,
+                "staked_with": staked,
             })
         );
     } else {
@@ -557,6 +596,11 @@ fn send(
     let sent = runtime()?.block_on(session::send(
         dir, &keys, &mut state, &genesis, &to, amount, asset,
     ))?;
+    report(&sent, &format!("sent {amount} to {to}"), json)
+}
+
+/// Print what a transaction did; an error if it was rejected.
+fn report(sent: &session::Sent, what: &str, json: bool) -> Result<()> {
     let outcome = match &sent.outcome {
         dag::ledger::Outcome::Applied => "applied".to_string(),
         dag::ledger::Outcome::Rejected(r) => format!("rejected: {r:?}"),
@@ -568,12 +612,53 @@ fn send(
         );
     } else {
         println!(
-            "sent {amount} to {to}: transaction {} final at height {} ({outcome})",
+            "{what}: transaction {} final at height {} ({outcome})",
             sent.tx, sent.height
         );
     }
     if !matches!(sent.outcome, dag::ledger::Outcome::Applied) {
         bail!("the transaction was ordered but rejected: {outcome}");
+    }
+    Ok(())
+}
+
+fn stake(
+    dir: &Path,
+    password: &PasswordSource,
+    host: &str,
+    amount: Option<u128>,
+    json: bool,
+) -> Result<()> {
+    WalletDir::open(dir)?;
+    let mut state = ChainState::load(dir)?;
+    let keys = unlock(dir, password)?;
+    let genesis = session::load_genesis(&dir.join(GENESIS_FILE))?;
+    let sent = runtime()?.block_on(session::stake(
+        dir, &keys, &mut state, &genesis, host, amount,
+    ))?;
+    report(&sent, &format!("staked with {host}"), json)
+}
+
+fn receive(dir: &Path, password: &PasswordSource, json: bool) -> Result<()> {
+    WalletDir::open(dir)?;
+    let state = ChainState::load(dir)?;
+    let keys = unlock(dir, password)?;
+    let first = keys.public(KeyPurpose::Receive, 0);
+    if json {
+        println!(
+            "{}",
+            json!({
+                "name": state.name.to_string(),
+                "login_key": keys.login_key().to_string(),
+                "receive_key": first.to_string(),
+            })
+        );
+    } else {
+        println!("Give payers the name {}", state.name);
+        println!(
+            "(each payer gets a fresh key of yours from {}; key 0, for a first payment by key: {first})",
+            state.name.peer
+        );
     }
     Ok(())
 }

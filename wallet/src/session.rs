@@ -346,6 +346,21 @@ async fn pay(
             value: Value::Amount(total - amount),
         });
     }
+    submit(link, dir, keys, state, genesis, &inputs, outputs).await
+}
+
+/// Sign `outputs` over `inputs` (one MuSig signature of the inputs' keys),
+/// save the state (the change index taken), submit to our peer, wait for
+/// finality and sync.
+async fn submit(
+    link: &PeerLink,
+    dir: &Path,
+    keys: &OwnerKeys,
+    state: &mut ChainState,
+    genesis: &Genesis,
+    inputs: &[crate::chain::Held],
+    outputs: Vec<Output>,
+) -> Result<Sent, SessionError> {
     let signing: Vec<_> = inputs
         .iter()
         .map(|h| keys.derive(h.purpose, h.index))
@@ -407,3 +422,67 @@ async fn pay(
 /// How long a submitted transaction may take to become final before the
 /// peer is suspected of dropping it.
 pub const FINALITY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Move `amount` (all, if `None`) of the wallet's native money to be
+/// hosted by peer `host`: the wallet's stake vote. A transaction to the
+/// wallet's own next change key, like a payment.
+pub async fn stake(
+    dir: &Path,
+    keys: &OwnerKeys,
+    state: &mut ChainState,
+    genesis: &Genesis,
+    host: &str,
+    amount: Option<u128>,
+) -> Result<Sent, SessionError> {
+    let host_key = genesis
+        .peers
+        .iter()
+        .find(|p| p.name == host)
+        .map(|p| p.key)
+        .ok_or_else(|| SessionError::UnknownPeer(host.to_string()))?;
+    let link = PeerLink::connect(
+        state.chain,
+        keys.login(),
+        &state.name.peer,
+        state.peer,
+        state.peer_addr,
+    )
+    .await?;
+    let result = async {
+        converse(&link, keys, state, genesis).await?;
+        state.save(dir)?;
+        let all: u128 = state
+            .holdings()
+            .get(&AssetId::NATIVE)
+            .map_or(0, |h| h.amount);
+        let amount = amount.unwrap_or(all);
+        if amount == 0 {
+            return Err(SessionError::Payment("no native money to stake".into()));
+        }
+        let (inputs, total) = state
+            .select(&AssetId::NATIVE, amount)
+            .map(|(hs, t)| (hs.into_iter().cloned().collect::<Vec<_>>(), t))
+            .ok_or_else(|| {
+                SessionError::Payment(format!("not enough funds: {all} held, {amount} asked"))
+            })?;
+        let first_host = inputs[0].state.output.host;
+        let mut outputs = Vec::new();
+        for (value, host) in [(amount, Some(host_key)), (total - amount, first_host)] {
+            if value == 0 {
+                continue;
+            }
+            let change = state.change_next;
+            state.change_next += 1;
+            outputs.push(Output {
+                owner: keys.public(KeyPurpose::Change, change),
+                asset: AssetId::NATIVE,
+                host,
+                value: Value::Amount(value),
+            });
+        }
+        submit(&link, dir, keys, state, genesis, &inputs, outputs).await
+    }
+    .await;
+    link.close();
+    result
+}
