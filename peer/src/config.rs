@@ -61,6 +61,11 @@ pub struct Config {
     /// back at once.
     #[serde(default = "default_state_cache")]
     pub state_cache_mb: u64,
+    /// Tests only: make this peer lie to its wallets in one way, so that
+    /// the wallet's checks can be seen catching it (see `wallet_service`).
+    /// Accepted only by builds with debug assertions (the test profile).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_lie: Option<crate::wallet_service::Lie>,
 }
 
 fn default_snapshot_interval() -> u64 {
@@ -111,6 +116,7 @@ impl Config {
             idle_round_ms: default_idle_round(),
             max_snapshot_mb: default_max_snapshot(),
             state_cache_mb: default_state_cache(),
+            test_lie: None,
         }
     }
 
@@ -126,6 +132,9 @@ impl Config {
     }
 
     pub fn check(&self) -> Result<()> {
+        if self.test_lie.is_some() && !cfg!(debug_assertions) {
+            anyhow::bail!("field `test_lie` is only accepted by test builds (debug assertions on)");
+        }
         dag::ledger::peers::check_name(&self.name).context("field `name`")?;
         dag::ledger::peers::check_address(&self.listen).context("field `listen`")?;
         if self.map_size_mb == 0 || self.max_map_size_mb < self.map_size_mb {

@@ -972,6 +972,28 @@ fn driver_loop(
                         Err(_) => break,
                     }
                 }
+                if cfg.test_lie == Some(wallet_service::Lie::DropSubmissions) {
+                    // Tests only: say yes, do nothing.
+                    for (wallet, txs) in submits {
+                        let answers = txs
+                            .iter()
+                            .filter_map(|b| {
+                                proofs::decode::<dag::ledger::transaction::Transaction>(b, b.len())
+                                    .ok()
+                            })
+                            .map(|tx| (tx.id(), None))
+                            .collect();
+                        send(
+                            &out_tx,
+                            &counters,
+                            Out::Send(
+                                wallet,
+                                Bytes::from(WalletMessage::Submitted(answers).encode()),
+                            ),
+                        );
+                    }
+                    continue;
+                }
                 let max = driver.ledger().params().max_tx_bytes as usize;
                 for (wallet, answers) in
                     submitters.check(submits, max, |txs| driver.submit_batch(txs))
@@ -996,6 +1018,7 @@ fn driver_loop(
                     wallet,
                     msg,
                 ) {
+                    let answer = wallet_service::tell(cfg.test_lie, answer);
                     send(
                         &out_tx,
                         &counters,

@@ -14,6 +14,50 @@ use dag::wire::{WalletMessage, MAX_REFUSAL, MAX_WALLET_HANDOVERS};
 use proofs::Hash;
 use tracing::{debug, warn};
 
+/// Ways a test peer lies to its wallets (`test_lie` in its config).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Lie {
+    /// Leave the last output of a key out of a sync answer.
+    HideOutput,
+    /// Add one unit to the first output's amount.
+    WrongAmount,
+    /// Keep only one signature of the certified checkpoint.
+    WeakRoot,
+    /// Take submitted transactions and never propose them.
+    DropSubmissions,
+}
+
+/// Apply `lie` to an answer about to be sent.
+pub fn tell(lie: Option<Lie>, answer: WalletMessage) -> WalletMessage {
+    let WalletMessage::Synced(mut a) = answer else {
+        return answer;
+    };
+    match lie {
+        Some(Lie::HideOutput) => {
+            if let Some(k) = a.keys.iter_mut().find(|k| !k.outputs.is_empty()) {
+                k.outputs.pop();
+            }
+        }
+        Some(Lie::WrongAmount) => {
+            let first = a
+                .keys
+                .iter_mut()
+                .flat_map(|k| k.outputs.iter_mut())
+                .chain(a.watched.iter_mut())
+                .find_map(|o| o.state.as_mut());
+            if let Some(s) = first {
+                if let dag::ledger::output::Value::Amount(n) = &mut s.output.value {
+                    *n = n.wrapping_add(1);
+                }
+            }
+        }
+        Some(Lie::WeakRoot) => a.checkpoint.signatures.truncate(1),
+        Some(Lie::DropSubmissions) | None => {}
+    }
+    WalletMessage::Synced(a)
+}
+
 /// The answer to wallet `from`'s request `msg` (`None`: not a request).
 pub fn answer(
     driver: &Driver,

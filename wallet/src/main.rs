@@ -121,6 +121,10 @@ enum Cmd {
         /// The asset id (64 hex digits); the native asset by default.
         #[arg(long)]
         asset: Option<String>,
+        /// Seconds to wait for finality before naming the peer as having
+        /// dropped the transaction.
+        #[arg(long, default_value_t = 60)]
+        wait: u64,
         /// One JSON object {"tx","height","outcome"}.
         #[arg(long)]
         json: bool,
@@ -140,6 +144,9 @@ enum Cmd {
         /// In base units (all native money by default).
         #[arg(long)]
         amount: Option<u128>,
+        /// Seconds to wait for finality.
+        #[arg(long, default_value_t = 60)]
+        wait: u64,
         /// One JSON object {"tx","height","outcome"}.
         #[arg(long)]
         json: bool,
@@ -186,13 +193,19 @@ fn run() -> Result<()> {
         Cmd::Balance { offline, json } => balance(&dir, &password, offline, json),
         Cmd::Verify { json } => verify(&dir, json),
         Cmd::Receive { json } => receive(&dir, &password, json),
-        Cmd::Stake { host, amount, json } => stake(&dir, &password, &host, amount, json),
+        Cmd::Stake {
+            host,
+            amount,
+            wait,
+            json,
+        } => stake(&dir, &password, &host, amount, wait, json),
         Cmd::Send {
             to,
             amount,
             asset,
+            wait,
             json,
-        } => send(&dir, &password, &to, amount, asset.as_deref(), json),
+        } => send(&dir, &password, &to, amount, asset.as_deref(), wait, json),
     }
 }
 
@@ -580,6 +593,7 @@ fn send(
     to: &str,
     amount: u128,
     asset: Option<&str>,
+    wait: u64,
     json: bool,
 ) -> Result<()> {
     let to = WalletName::parse(to)?;
@@ -594,7 +608,14 @@ fn send(
     let keys = unlock(dir, password)?;
     let genesis = session::load_genesis(&dir.join(GENESIS_FILE))?;
     let sent = runtime()?.block_on(session::send(
-        dir, &keys, &mut state, &genesis, &to, amount, asset,
+        dir,
+        &keys,
+        &mut state,
+        &genesis,
+        &to,
+        amount,
+        asset,
+        std::time::Duration::from_secs(wait),
     ))?;
     report(&sent, &format!("sent {amount} to {to}"), json)
 }
@@ -627,6 +648,7 @@ fn stake(
     password: &PasswordSource,
     host: &str,
     amount: Option<u128>,
+    wait: u64,
     json: bool,
 ) -> Result<()> {
     WalletDir::open(dir)?;
@@ -634,7 +656,13 @@ fn stake(
     let keys = unlock(dir, password)?;
     let genesis = session::load_genesis(&dir.join(GENESIS_FILE))?;
     let sent = runtime()?.block_on(session::stake(
-        dir, &keys, &mut state, &genesis, host, amount,
+        dir,
+        &keys,
+        &mut state,
+        &genesis,
+        host,
+        amount,
+        std::time::Duration::from_secs(wait),
     ))?;
     report(&sent, &format!("staked with {host}"), json)
 }

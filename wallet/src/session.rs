@@ -20,6 +20,7 @@ use dag::wire::{WalletMessage, MAX_WALLET_HANDOVERS};
 use proofs::Hash;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::time::Duration;
 use thiserror::Error;
 
 /// Sync rounds in one session at most (each covers up to 1,024 outputs).
@@ -250,6 +251,7 @@ pub async fn send(
     to: &WalletName,
     amount: u128,
     asset: AssetId,
+    wait: Duration,
 ) -> Result<Sent, SessionError> {
     if amount == 0 {
         return Err(SessionError::Payment(
@@ -264,7 +266,7 @@ pub async fn send(
         state.peer_addr,
     )
     .await?;
-    let result = pay(&link, dir, keys, state, genesis, to, amount, asset).await;
+    let result = pay(&link, dir, keys, state, genesis, to, amount, asset, wait).await;
     link.close();
     result
 }
@@ -279,6 +281,7 @@ async fn pay(
     to: &WalletName,
     amount: u128,
     asset: AssetId,
+    wait: Duration,
 ) -> Result<Sent, SessionError> {
     converse(link, keys, state, genesis).await?;
     state.save(dir)?;
@@ -346,9 +349,10 @@ async fn pay(
             value: Value::Amount(total - amount),
         });
     }
-    submit(link, dir, keys, state, genesis, &inputs, outputs).await
+    submit(link, dir, keys, state, genesis, &inputs, outputs, wait).await
 }
 
+#[allow(clippy::too_many_arguments)]
 /// Sign `outputs` over `inputs` (one MuSig signature of the inputs' keys),
 /// save the state (the change index taken), submit to our peer, wait for
 /// finality and sync.
@@ -360,6 +364,7 @@ async fn submit(
     genesis: &Genesis,
     inputs: &[crate::chain::Held],
     outputs: Vec<Output>,
+    wait: Duration,
 ) -> Result<Sent, SessionError> {
     let signing: Vec<_> = inputs
         .iter()
@@ -407,7 +412,7 @@ async fn submit(
             .into())
         }
     }
-    let (height, outcome) = link.wait_final(id, FINALITY_TIMEOUT).await?;
+    let (height, outcome) = link.wait_final(id, wait).await?;
     // The peer's word on finality is checked by the next sync: the spent
     // inputs and the change must show in the proven state.
     converse(link, keys, state, genesis).await?;
@@ -420,8 +425,8 @@ async fn submit(
 }
 
 /// How long a submitted transaction may take to become final before the
-/// peer is suspected of dropping it.
-pub const FINALITY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+/// peer is suspected of dropping it, unless told otherwise.
+pub const FINALITY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Move `amount` (all, if `None`) of the wallet's native money to be
 /// hosted by peer `host`: the wallet's stake vote. A transaction to the
@@ -433,6 +438,7 @@ pub async fn stake(
     genesis: &Genesis,
     host: &str,
     amount: Option<u128>,
+    wait: Duration,
 ) -> Result<Sent, SessionError> {
     let host_key = genesis
         .peers
@@ -480,7 +486,7 @@ pub async fn stake(
                 value: Value::Amount(value),
             });
         }
-        submit(&link, dir, keys, state, genesis, &inputs, outputs).await
+        submit(&link, dir, keys, state, genesis, &inputs, outputs, wait).await
     }
     .await;
     link.close();
