@@ -243,6 +243,7 @@ pub struct Sent {
 /// its peer (checked: the peer's voucher, the payee's signature), build and
 /// sign the transaction over the chosen outputs (one MuSig signature of
 /// their keys), submit it to our peer, wait for finality, sync again.
+#[allow(clippy::too_many_arguments)]
 pub async fn send(
     dir: &Path,
     keys: &OwnerKeys,
