@@ -1,7 +1,8 @@
 //! Real wallet processes against a devnet of real peer processes: funded
 //! wallets log in and prove their balances, a wallet restored from its
 //! phrase finds its outputs again, payments between names on two peers
-//! become final and show in both proven balances, names are unique per
+//! become final and show in both proven balances, a stake move, an issued
+//! asset and a unique item move between wallets, names are unique per
 //! peer, and a tampered wallet state is caught by `wallet verify`.
 
 use serde_json::Value;
@@ -151,6 +152,81 @@ fn devnet_wallets_prove_balances_and_a_restored_wallet_finds_its_outputs() {
         (w3.amount - 400_000_000_000) as u64
     );
     assert_eq!(b3["assets"]["native"]["amount"], w3.amount as u64);
+
+    // An issued asset and a unique item move between wallets.
+    let issued = json_of(&wallet(
+        &w3.dir,
+        &[
+            "issue",
+            "--name",
+            "gold",
+            "--supply",
+            "1000",
+            "--precision",
+            "2",
+            "--json",
+        ],
+        "",
+    ));
+    let gold = issued["asset"].as_str().expect("asset id").to_string();
+    json_of(&wallet(
+        &w3.dir,
+        &[
+            "send",
+            "--to",
+            &w1.login(),
+            "--asset",
+            &gold,
+            "--amount",
+            "250",
+            "--json",
+        ],
+        "",
+    ));
+    let b1 = json_of(&wallet(&w1.dir, &["balance", "--json"], ""));
+    assert_eq!(b1["assets"][&gold]["amount"], 250);
+    let b3 = json_of(&wallet(&w3.dir, &["balance", "--json"], ""));
+    assert_eq!(b3["assets"][&gold]["amount"], 750);
+    let tickets = json_of(&wallet(
+        &w3.dir,
+        &["issue", "--name", "tickets", "--unique", "--json"],
+        "",
+    ))["asset"]
+        .as_str()
+        .expect("asset id")
+        .to_string();
+    let item = "ab".repeat(32);
+    json_of(&wallet(
+        &w3.dir,
+        &["mint", "--asset", &tickets, "--item", &item, "--json"],
+        "",
+    ));
+    json_of(&wallet(
+        &w3.dir,
+        &[
+            "send",
+            "--to",
+            &w1.login(),
+            "--asset",
+            &tickets,
+            "--item",
+            &item,
+            "--json",
+        ],
+        "",
+    ));
+    json_of(&wallet(&w1.dir, &["balance", "--json"], ""));
+    let items = json_of(&wallet(&w1.dir, &["items", "--json"], ""));
+    assert_eq!(items[&tickets][0], item.as_str());
+    let items = json_of(&wallet(&w3.dir, &["items", "--json"], ""));
+    assert!(items.get(&tickets).is_none(), "{items}");
+    // The same item cannot be minted twice.
+    let out = wallet(
+        &w3.dir,
+        &["mint", "--asset", &tickets, "--item", &item, "--json"],
+        "",
+    );
+    assert!(!out.status.success());
 
     // Names are unique per peer: w-0's name on its peer is taken.
     let other = root.join("other");

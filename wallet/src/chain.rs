@@ -93,6 +93,10 @@ pub struct ChainState {
     pub receive_used: Option<u64>,
     /// The next change key index to use (never reused, saved before use).
     pub change_next: u64,
+    /// Assets this wallet issued, with the index of their issuer key.
+    pub issued: Vec<(AssetId, u64)>,
+    /// The next issuer key index.
+    pub issuer_next: u64,
     /// Unspent outputs, by id.
     pub outputs: Vec<Held>,
 }
@@ -121,6 +125,8 @@ impl ChainState {
             change_keys: KEY_GAP,
             receive_used: None,
             change_next: 0,
+            issued: Vec::new(),
+            issuer_next: 0,
             outputs: Vec::new(),
         }
     }
@@ -306,7 +312,7 @@ impl ChainState {
                         grow.1 = grow.1.max(index + 1 + KEY_GAP);
                         self.change_next = self.change_next.max(index + 1);
                     }
-                    KeyPurpose::Login => {}
+                    KeyPurpose::Login | KeyPurpose::Issuer => {}
                 }
             }
             for (id, state) in outs {

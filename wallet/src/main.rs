@@ -116,16 +116,76 @@ enum Cmd {
         #[arg(long, value_name = "NAME@PEER")]
         to: String,
         /// In base units of the asset (the native asset has 6 decimals).
-        #[arg(long)]
-        amount: u128,
+        #[arg(long, required_unless_present = "item")]
+        amount: Option<u128>,
         /// The asset id (64 hex digits); the native asset by default.
         #[arg(long)]
         asset: Option<String>,
+        /// Send this unique item (64 hex digits) of --asset instead of an amount.
+        #[arg(long, conflicts_with = "amount")]
+        item: Option<String>,
         /// Seconds to wait for finality before naming the peer as having
         /// dropped the transaction.
         #[arg(long, default_value_t = 60)]
         wait: u64,
         /// One JSON object {"tx","height","outcome"}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Issue a new asset: fungible with a fixed supply (or mintable), or
+    /// unique items (--unique, always mintable: minted one by one with
+    /// `mint --item`).
+    Issue {
+        #[arg(long)]
+        name: String,
+        /// Base units created now (fungible assets).
+        #[arg(long, default_value_t = 0)]
+        supply: u128,
+        /// Decimal places for display (fungible assets).
+        #[arg(long, default_value_t = 0)]
+        precision: u8,
+        /// The issuer (this wallet) may mint more later.
+        #[arg(long)]
+        mintable: bool,
+        /// An asset of unique items instead of amounts.
+        #[arg(long, conflicts_with_all = ["supply", "precision"])]
+        unique: bool,
+        #[arg(long, default_value_t = 60)]
+        wait: u64,
+        /// One JSON object {"tx","height","outcome","asset"}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Mint more of an asset this wallet issued: an amount, or one item.
+    Mint {
+        #[arg(long)]
+        asset: String,
+        #[arg(long, required_unless_present = "item")]
+        amount: Option<u128>,
+        /// The new item's id (64 hex digits).
+        #[arg(long, conflicts_with = "amount")]
+        item: Option<String>,
+        #[arg(long, default_value_t = 60)]
+        wait: u64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Destroy an amount of an asset this wallet holds, or one item.
+    Burn {
+        #[arg(long)]
+        asset: String,
+        #[arg(long, required_unless_present = "item")]
+        amount: Option<u128>,
+        #[arg(long, conflicts_with = "amount")]
+        item: Option<String>,
+        #[arg(long, default_value_t = 60)]
+        wait: u64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The unique items this wallet holds, as of its last sync (offline).
+    Items {
+        /// One JSON object {ASSET: [ITEM, …]}.
         #[arg(long)]
         json: bool,
     },
@@ -203,9 +263,73 @@ fn run() -> Result<()> {
             to,
             amount,
             asset,
+            item,
             wait,
             json,
-        } => send(&dir, &password, &to, amount, asset.as_deref(), wait, json),
+        } => send(
+            &dir,
+            &password,
+            &to,
+            (amount.unwrap_or(0), asset.as_deref(), item.as_deref()),
+            wait,
+            json,
+        ),
+        Cmd::Issue {
+            name,
+            supply,
+            precision,
+            mintable,
+            unique,
+            wait,
+            json,
+        } => asset_op(
+            &dir,
+            &password,
+            session::AssetOp::Issue {
+                name,
+                precision: (!unique).then_some(precision),
+                supply,
+                // Items are minted one by one, after the issue.
+                mintable: mintable || unique,
+            },
+            wait,
+            json,
+        ),
+        Cmd::Mint {
+            asset,
+            amount,
+            item,
+            wait,
+            json,
+        } => asset_op(
+            &dir,
+            &password,
+            session::AssetOp::Mint {
+                asset: parse_asset(Some(&asset))?,
+                amount: amount.unwrap_or(0),
+                item: item.as_deref().map(parse_hash).transpose()?,
+            },
+            wait,
+            json,
+        ),
+        Cmd::Burn {
+            asset,
+            amount,
+            item,
+            wait,
+            json,
+        } => asset_op(
+            &dir,
+            &password,
+            session::AssetOp::Burn {
+                asset: parse_asset(Some(&asset))?,
+                amount: amount.unwrap_or(0),
+                item: item.as_deref().map(parse_hash).transpose()?,
+            },
+            wait,
+            json,
+        ),
+        Cmd::Items { json } => items(&dir, json),
     }
 }
 
@@ -587,22 +711,95 @@ fn print_balance(dir: &Path, state: &ChainState, json: bool) {
     }
 }
 
+fn parse_hash(hex: &str) -> Result<proofs::Hash> {
+    Ok(proofs::Hash(
+        dag::hex::decode_array(hex).context("an id is 64 hex digits")?,
+    ))
+}
+
+fn parse_asset(asset: Option<&str>) -> Result<AssetId> {
+    Ok(match asset {
+        None | Some("native") => AssetId::NATIVE,
+        Some(hex) => AssetId(parse_hash(hex).context("--asset: 64 hex digits or `native`")?),
+    })
+}
+
+fn asset_op(
+    dir: &Path,
+    password: &PasswordSource,
+    op: session::AssetOp,
+    wait: u64,
+    json: bool,
+) -> Result<()> {
+    WalletDir::open(dir)?;
+    let mut state = ChainState::load(dir)?;
+    let keys = unlock(dir, password)?;
+    let genesis = session::load_genesis(&dir.join(GENESIS_FILE))?;
+    let what = format!("{op:?}");
+    let (sent, issued) = runtime()?.block_on(session::asset_op(
+        dir,
+        &keys,
+        &mut state,
+        &genesis,
+        op,
+        std::time::Duration::from_secs(wait),
+    ))?;
+    if let (Some(a), false) = (issued, json) {
+        println!("asset {}", a.0);
+    }
+    if json {
+        let outcome = match &sent.outcome {
+            dag::ledger::Outcome::Applied => "applied".to_string(),
+            dag::ledger::Outcome::Rejected(r) => format!("rejected: {r:?}"),
+        };
+        println!(
+            "{}",
+            json!({"tx": sent.tx.to_string(), "height": sent.height, "outcome": outcome,
+                   "asset": issued.map(|a| a.0.to_string())})
+        );
+        if !matches!(sent.outcome, dag::ledger::Outcome::Applied) {
+            bail!("the transaction was ordered but rejected: {outcome}");
+        }
+        return Ok(());
+    }
+    report(&sent, &what, false)
+}
+
+fn items(dir: &Path, json: bool) -> Result<()> {
+    WalletDir::open(dir)?;
+    let state = ChainState::load(dir)?;
+    let mut out = serde_json::Map::new();
+    for (a, h) in state.holdings() {
+        if !h.items.is_empty() {
+            out.insert(
+                asset_label(&a),
+                json!(h.items.iter().map(|i| i.to_string()).collect::<Vec<_>>()),
+            );
+        }
+    }
+    if json {
+        println!("{}", serde_json::Value::Object(out));
+    } else if out.is_empty() {
+        println!("no unique items");
+    } else {
+        for (a, list) in out {
+            println!("{a}: {list}");
+        }
+    }
+    Ok(())
+}
+
 fn send(
     dir: &Path,
     password: &PasswordSource,
     to: &str,
-    amount: u128,
-    asset: Option<&str>,
+    (amount, asset, item): (u128, Option<&str>, Option<&str>),
     wait: u64,
     json: bool,
 ) -> Result<()> {
     let to = WalletName::parse(to)?;
-    let asset = match asset {
-        None | Some("native") => AssetId::NATIVE,
-        Some(hex) => AssetId(proofs::Hash(
-            dag::hex::decode_array(hex).context("--asset: 64 hex digits or `native`")?,
-        )),
-    };
+    let asset = parse_asset(asset)?;
+    let item = item.map(parse_hash).transpose()?;
     WalletDir::open(dir)?;
     let mut state = ChainState::load(dir)?;
     let keys = unlock(dir, password)?;
@@ -615,6 +812,7 @@ fn send(
         &to,
         amount,
         asset,
+        item,
         std::time::Duration::from_secs(wait),
     ))?;
     report(&sent, &format!("sent {amount} to {to}"), json)

@@ -252,9 +252,10 @@ pub async fn send(
     to: &WalletName,
     amount: u128,
     asset: AssetId,
+    item: Option<Hash>,
     wait: Duration,
 ) -> Result<Sent, SessionError> {
-    if amount == 0 {
+    if amount == 0 && item.is_none() {
         return Err(SessionError::Payment(
             "the amount must be above zero".into(),
         ));
@@ -267,7 +268,17 @@ pub async fn send(
         state.peer_addr,
     )
     .await?;
-    let result = pay(&link, dir, keys, state, genesis, to, amount, asset, wait).await;
+    let result = pay(
+        &link,
+        dir,
+        keys,
+        state,
+        genesis,
+        to,
+        (amount, asset, item),
+        wait,
+    )
+    .await;
     link.close();
     result
 }
@@ -280,20 +291,27 @@ async fn pay(
     state: &mut ChainState,
     genesis: &Genesis,
     to: &WalletName,
-    amount: u128,
-    asset: AssetId,
+    (amount, asset, item): (u128, AssetId, Option<Hash>),
     wait: Duration,
 ) -> Result<Sent, SessionError> {
     converse(link, keys, state, genesis).await?;
     state.save(dir)?;
     // Funds first: asking for a receive key uses one of the payee's up.
-    let (inputs, total) = state
-        .select(&asset, amount)
-        .map(|(hs, t)| (hs.into_iter().cloned().collect::<Vec<_>>(), t))
-        .ok_or_else(|| {
-            let have = state.holdings().get(&asset).map_or(0, |h| h.amount);
-            SessionError::Payment(format!("not enough funds: {have} held, {amount} asked"))
-        })?;
+    let (inputs, total) = match item {
+        Some(item) => state
+            .outputs
+            .iter()
+            .find(|h| h.state.output.asset == asset && h.state.output.value == Value::Item(item))
+            .map(|h| (vec![h.clone()], 0))
+            .ok_or_else(|| SessionError::Payment("this wallet does not hold that item".into()))?,
+        None => state
+            .select(&asset, amount)
+            .map(|(hs, t)| (hs.into_iter().cloned().collect::<Vec<_>>(), t))
+            .ok_or_else(|| {
+                let have = state.holdings().get(&asset).map_or(0, |h| h.amount);
+                SessionError::Payment(format!("not enough funds: {have} held, {amount} asked"))
+            })?,
+    };
     let payee_peer = genesis
         .peers
         .iter()
@@ -338,9 +356,9 @@ async fn pay(
         asset,
         // Native money received is staked with the payee's peer.
         host: if native { host_of(&to.peer) } else { None },
-        value: Value::Amount(amount),
+        value: item.map_or(Value::Amount(amount), Value::Item),
     }];
-    if total > amount {
+    if item.is_none() && total > amount {
         let change = state.change_next;
         state.change_next += 1;
         outputs.push(Output {
@@ -367,15 +385,49 @@ async fn submit(
     outputs: Vec<Output>,
     wait: Duration,
 ) -> Result<Sent, SessionError> {
-    let signing: Vec<_> = inputs
+    submit_with(
+        link,
+        dir,
+        keys,
+        state,
+        genesis,
+        inputs,
+        outputs,
+        Vec::new(),
+        Vec::new(),
+        wait,
+    )
+    .await
+}
+
+/// [`submit`] with `actions`, signed also by the keys `extra` (an issuer).
+#[allow(clippy::too_many_arguments)]
+async fn submit_with(
+    link: &PeerLink,
+    dir: &Path,
+    keys: &OwnerKeys,
+    state: &mut ChainState,
+    genesis: &Genesis,
+    inputs: &[crate::chain::Held],
+    outputs: Vec<Output>,
+    actions: Vec<dag::ledger::transaction::Action>,
+    extra: Vec<schnorrkel::Keypair>,
+    wait: Duration,
+) -> Result<Sent, SessionError> {
+    let mut signing: Vec<_> = inputs
         .iter()
         .map(|h| keys.derive(h.purpose, h.index))
         .collect();
+    for k in extra {
+        if !signing.iter().any(|s| s.public == k.public) {
+            signing.push(k);
+        }
+    }
     let mut body = TxBody {
         chain: state.chain,
         inputs: inputs.iter().map(|h| h.id).collect(),
         outputs,
-        actions: Vec::new(),
+        actions,
         fee: 0,
         memo: None,
         signers: Vec::new(),
@@ -488,6 +540,210 @@ pub async fn stake(
             });
         }
         submit(&link, dir, keys, state, genesis, &inputs, outputs, wait).await
+    }
+    .await;
+    link.close();
+    result
+}
+
+/// An asset operation of this wallet.
+#[derive(Clone, Debug)]
+pub enum AssetOp {
+    /// A new asset: fungible with `supply` (and `precision`), or unique
+    /// items (`precision` None, no supply); mintable later or not.
+    Issue {
+        name: String,
+        precision: Option<u8>,
+        supply: u128,
+        mintable: bool,
+    },
+    /// More of an asset this wallet issued: an amount, or one item.
+    Mint {
+        asset: AssetId,
+        amount: u128,
+        item: Option<Hash>,
+    },
+    /// Destroy an amount held, or one item held.
+    Burn {
+        asset: AssetId,
+        amount: u128,
+        item: Option<Hash>,
+    },
+}
+
+/// Carry out `op` in one transaction; for an issue, the new asset's id.
+pub async fn asset_op(
+    dir: &Path,
+    keys: &OwnerKeys,
+    state: &mut ChainState,
+    genesis: &Genesis,
+    op: AssetOp,
+    wait: Duration,
+) -> Result<(Sent, Option<AssetId>), SessionError> {
+    use dag::ledger::asset::{AssetClass, AssetDef};
+    use dag::ledger::transaction::Action;
+    let link = PeerLink::connect(
+        state.chain,
+        keys.login(),
+        &state.name.peer,
+        state.peer,
+        state.peer_addr,
+    )
+    .await?;
+    let result = async {
+        converse(&link, keys, state, genesis).await?;
+        state.save(dir)?;
+        let change = |state: &mut ChainState| {
+            let i = state.change_next;
+            state.change_next += 1;
+            keys.public(KeyPurpose::Change, i)
+        };
+        // A native output carries issues and mints (a transaction spends
+        // at least one output); it goes back whole to a change key.
+        let carrier = |state: &ChainState| {
+            state
+                .select(&AssetId::NATIVE, 1)
+                .map(|(hs, _)| hs[0].clone())
+                .ok_or_else(|| SessionError::Payment("no native output to carry it".into()))
+        };
+        let back = |h: &crate::chain::Held, owner| Output {
+            owner,
+            asset: h.state.output.asset,
+            host: h.state.output.host,
+            value: h.state.output.value,
+        };
+        let (inputs, outputs, actions, extra, issued) = match op {
+            AssetOp::Issue {
+                name,
+                precision,
+                supply,
+                mintable,
+            } => {
+                let c = carrier(state)?;
+                let index = state.issuer_next;
+                state.issuer_next += 1;
+                let issuer = keys.derive(KeyPurpose::Issuer, index);
+                let asset = AssetId::issued(&c.id, 0);
+                let class = match precision {
+                    Some(p) => AssetClass::Fungible { precision: p },
+                    None => AssetClass::Unique,
+                };
+                let mut actions = vec![Action::Issue(AssetDef {
+                    name,
+                    class,
+                    issuer: dag::identity::PeerKey(issuer.public.to_bytes()),
+                    mintable,
+                })];
+                let mut outputs = vec![back(&c, change(state))];
+                if supply > 0 {
+                    actions.push(Action::Mint {
+                        asset,
+                        amount: supply,
+                    });
+                    outputs.push(Output {
+                        owner: change(state),
+                        asset,
+                        host: None,
+                        value: Value::Amount(supply),
+                    });
+                }
+                state.issued.push((asset, index));
+                (vec![c], outputs, actions, vec![issuer], Some(asset))
+            }
+            AssetOp::Mint {
+                asset,
+                amount,
+                item,
+            } => {
+                let index = state
+                    .issued
+                    .iter()
+                    .find(|(a, _)| *a == asset)
+                    .map(|(_, i)| *i)
+                    .ok_or_else(|| {
+                        SessionError::Payment(format!(
+                            "asset {} was not issued by this wallet",
+                            asset.0
+                        ))
+                    })?;
+                let c = carrier(state)?;
+                let (action, value) = match item {
+                    Some(item) => (Action::MintItem { asset, item }, Value::Item(item)),
+                    None => (Action::Mint { asset, amount }, Value::Amount(amount)),
+                };
+                let outputs = vec![
+                    back(&c, change(state)),
+                    Output {
+                        owner: change(state),
+                        asset,
+                        host: None,
+                        value,
+                    },
+                ];
+                (
+                    vec![c],
+                    outputs,
+                    vec![action],
+                    vec![keys.derive(KeyPurpose::Issuer, index)],
+                    None,
+                )
+            }
+            AssetOp::Burn {
+                asset,
+                amount,
+                item,
+            } => match item {
+                Some(item) => {
+                    let h = state
+                        .outputs
+                        .iter()
+                        .find(|h| {
+                            h.state.output.asset == asset
+                                && h.state.output.value == Value::Item(item)
+                        })
+                        .cloned()
+                        .ok_or_else(|| {
+                            SessionError::Payment("this wallet does not hold that item".into())
+                        })?;
+                    let c = carrier(state)?;
+                    let outputs = vec![back(&c, change(state))];
+                    (
+                        vec![h, c],
+                        outputs,
+                        vec![Action::BurnItem { asset, item }],
+                        Vec::new(),
+                        None,
+                    )
+                }
+                None => {
+                    let (hs, total) = state
+                        .select(&asset, amount)
+                        .map(|(hs, t)| (hs.into_iter().cloned().collect::<Vec<_>>(), t))
+                        .ok_or_else(|| SessionError::Payment("not enough of that asset".into()))?;
+                    let mut outputs = Vec::new();
+                    if total > amount {
+                        outputs.push(Output {
+                            owner: change(state),
+                            asset,
+                            host: hs[0].state.output.host,
+                            value: Value::Amount(total - amount),
+                        });
+                    }
+                    (
+                        hs,
+                        outputs,
+                        vec![Action::Burn { asset, amount }],
+                        Vec::new(),
+                        None,
+                    )
+                }
+            },
+        };
+        let sent = submit_with(
+            &link, dir, keys, state, genesis, &inputs, outputs, actions, extra, wait,
+        )
+        .await?;
+        Ok((sent, issued))
     }
     .await;
     link.close();

@@ -26,6 +26,8 @@ pub enum KeyPurpose {
     Receive,
     /// Keys owning change outputs of the wallet's own payments.
     Change,
+    /// Keys that issue (and may mint) assets.
+    Issuer,
 }
 
 impl KeyPurpose {
@@ -35,6 +37,7 @@ impl KeyPurpose {
             KeyPurpose::Login => 1,
             KeyPurpose::Receive => 2,
             KeyPurpose::Change => 3,
+            KeyPurpose::Issuer => 4,
         }
     }
 }
