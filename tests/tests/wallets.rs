@@ -228,6 +228,21 @@ fn devnet_wallets_prove_balances_and_a_restored_wallet_finds_its_outputs() {
     );
     assert!(!out.status.success());
 
+    // History: w-1 received at genesis, from w-0, and the gold; it sent
+    // once.
+    let h: Value = json_of(&wallet(&w1.dir, &["history", "--json"], ""));
+    let whats: Vec<&str> = h
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|e| e["what"].as_str().expect("what"))
+        .collect();
+    assert_eq!(whats.iter().filter(|w| **w == "sent").count(), 1, "{h}");
+    assert!(
+        whats.iter().filter(|w| **w == "received").count() >= 3,
+        "{h}"
+    );
+
     // Names are unique per peer: w-0's name on its peer is taken.
     let other = root.join("other");
     json_of(&wallet(&other, &["create", "--json"], ""));

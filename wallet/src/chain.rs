@@ -99,6 +99,21 @@ pub struct ChainState {
     pub issuer_next: u64,
     /// Unspent outputs, by id.
     pub outputs: Vec<Held>,
+    /// What happened to this wallet, oldest first.
+    pub history: Vec<Event>,
+}
+
+/// One line of the wallet's history: an output received, or a
+/// transaction of its own (`what`: sent, staked, issued, minted, burned).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    pub height: u64,
+    pub what: String,
+    pub tx: Option<Hash>,
+    pub output: Option<OutputId>,
+    /// The asset and value of the output received, or of the transaction's
+    /// first output.
+    pub value: Option<(AssetId, Value)>,
 }
 
 /// A sum per asset: amount (fungible) and number of outputs, items held.
@@ -128,6 +143,7 @@ impl ChainState {
             issued: Vec::new(),
             issuer_next: 0,
             outputs: Vec::new(),
+            history: Vec::new(),
         }
     }
 
@@ -316,7 +332,21 @@ impl ChainState {
                 }
             }
             for (id, state) in outs {
-                if state.spent.is_some() || self.outputs.iter().any(|h| h.id == *id) {
+                if self.outputs.iter().any(|h| h.id == *id)
+                    || self.history.iter().any(|e| e.output == Some(*id))
+                {
+                    continue;
+                }
+                if purpose == KeyPurpose::Receive {
+                    self.history.push(Event {
+                        height: state.created_at,
+                        what: "received".into(),
+                        tx: Some(state.created_by),
+                        output: Some(*id),
+                        value: Some((state.output.asset, state.output.value)),
+                    });
+                }
+                if state.spent.is_some() {
                     continue;
                 }
                 self.outputs.push(Held {

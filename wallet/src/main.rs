@@ -183,6 +183,13 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// What happened to this wallet: outputs received and its own
+    /// transactions, by height, as of its last sync (offline).
+    History {
+        /// One JSON array of {"height","what","tx","output","asset","amount"|"item"}.
+        #[arg(long)]
+        json: bool,
+    },
     /// The unique items this wallet holds, as of its last sync (offline).
     Items {
         /// One JSON object {ASSET: [ITEM, …]}.
@@ -330,6 +337,7 @@ fn run() -> Result<()> {
             json,
         ),
         Cmd::Items { json } => items(&dir, json),
+        Cmd::History { json } => history(&dir, json),
     }
 }
 
@@ -885,6 +893,56 @@ fn receive(dir: &Path, password: &PasswordSource, json: bool) -> Result<()> {
             "(each payer gets a fresh key of yours from {}; key 0, for a first payment by key: {first})",
             state.name.peer
         );
+    }
+    Ok(())
+}
+
+fn history(dir: &Path, json: bool) -> Result<()> {
+    WalletDir::open(dir)?;
+    let state = ChainState::load(dir)?;
+    let mut events = state.history.clone();
+    events.sort_by_key(|e| e.height);
+    if json {
+        let list: Vec<serde_json::Value> = events
+            .iter()
+            .map(|e| {
+                let mut o = json!({
+                    "height": e.height,
+                    "what": e.what,
+                    "tx": e.tx.map(|t| t.to_string()),
+                    "output": e.output.map(|t| t.to_string()),
+                });
+                if let Some((asset, value)) = e.value {
+                    o["asset"] = json!(asset_label(&asset));
+                    match value {
+                        dag::ledger::output::Value::Amount(a) => o["amount"] = json!(a),
+                        dag::ledger::output::Value::Item(i) => o["item"] = json!(i.to_string()),
+                    }
+                }
+                o
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(list));
+    } else if events.is_empty() {
+        println!("nothing yet");
+    } else {
+        for e in &events {
+            let v = match e.value {
+                Some((a, dag::ledger::output::Value::Amount(n))) => {
+                    format!("{n} {}", asset_label(&a))
+                }
+                Some((a, dag::ledger::output::Value::Item(i))) => {
+                    format!("item {i} of {}", asset_label(&a))
+                }
+                None => String::new(),
+            };
+            println!(
+                "{:>10}  {:<10} {v}  {}",
+                e.height,
+                e.what,
+                e.tx.map(|t| t.to_string()).unwrap_or_default()
+            );
+        }
     }
     Ok(())
 }

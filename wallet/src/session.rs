@@ -368,7 +368,17 @@ async fn pay(
             value: Value::Amount(total - amount),
         });
     }
-    submit(link, dir, keys, state, genesis, &inputs, outputs, wait).await
+    submit(
+        link,
+        dir,
+        keys,
+        state,
+        genesis,
+        &inputs,
+        outputs,
+        ("sent", wait),
+    )
+    .await
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -383,7 +393,7 @@ async fn submit(
     genesis: &Genesis,
     inputs: &[crate::chain::Held],
     outputs: Vec<Output>,
-    wait: Duration,
+    (what, wait): (&'static str, Duration),
 ) -> Result<Sent, SessionError> {
     submit_with(
         link,
@@ -395,7 +405,7 @@ async fn submit(
         outputs,
         Vec::new(),
         Vec::new(),
-        wait,
+        (what, wait),
     )
     .await
 }
@@ -412,7 +422,7 @@ async fn submit_with(
     outputs: Vec<Output>,
     actions: Vec<dag::ledger::transaction::Action>,
     extra: Vec<schnorrkel::Keypair>,
-    wait: Duration,
+    (what, wait): (&'static str, Duration),
 ) -> Result<Sent, SessionError> {
     let mut signing: Vec<_> = inputs
         .iter()
@@ -465,7 +475,19 @@ async fn submit_with(
             .into())
         }
     }
+    let first = tx.body.outputs.first().map(|o| (o.asset, o.value));
     let (height, outcome) = link.wait_final(id, wait).await?;
+    state.history.push(crate::chain::Event {
+        height,
+        what: if matches!(outcome, Outcome::Applied) {
+            what.to_string()
+        } else {
+            format!("{what} (rejected: {outcome:?})")
+        },
+        tx: Some(id),
+        output: None,
+        value: first,
+    });
     // The peer's word on finality is checked by the next sync: the spent
     // inputs and the change must show in the proven state.
     converse(link, keys, state, genesis).await?;
@@ -539,7 +561,17 @@ pub async fn stake(
                 value: Value::Amount(value),
             });
         }
-        submit(&link, dir, keys, state, genesis, &inputs, outputs, wait).await
+        submit(
+            &link,
+            dir,
+            keys,
+            state,
+            genesis,
+            &inputs,
+            outputs,
+            ("staked", wait),
+        )
+        .await
     }
     .await;
     link.close();
@@ -611,6 +643,11 @@ pub async fn asset_op(
             asset: h.state.output.asset,
             host: h.state.output.host,
             value: h.state.output.value,
+        };
+        let what = match &op {
+            AssetOp::Issue { .. } => "issued",
+            AssetOp::Mint { .. } => "minted",
+            AssetOp::Burn { .. } => "burned",
         };
         let (inputs, outputs, actions, extra, issued) = match op {
             AssetOp::Issue {
@@ -740,7 +777,16 @@ pub async fn asset_op(
             },
         };
         let sent = submit_with(
-            &link, dir, keys, state, genesis, &inputs, outputs, actions, extra, wait,
+            &link,
+            dir,
+            keys,
+            state,
+            genesis,
+            &inputs,
+            outputs,
+            actions,
+            extra,
+            (what, wait),
         )
         .await?;
         Ok((sent, issued))
