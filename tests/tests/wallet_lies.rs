@@ -105,6 +105,12 @@ fn lying_peers_are_caught_and_named_and_the_wallet_keeps_its_data() {
             x.login()
         );
     }
+    // A witness whose checkpoint lacks a quorum is named too.
+    let err = failure(&w[3].dir, &["balance", "--witness", "peer-2"]);
+    assert!(
+        err.contains("witness peer-2 lied") && err.contains("not certified"),
+        "{err}"
+    );
     // Peer-3 takes the payment and drops it: named after the wait, and
     // w-3 still holds what it held.
     let err = failure(

@@ -66,6 +66,22 @@ fn devnet_wallets_prove_balances_and_a_restored_wallet_finds_its_outputs() {
         assert_eq!(v["outputs_checked"], 1);
     }
 
+    // Other peers witness the same certified history.
+    let out = wallet(
+        &wallets[0].dir,
+        &[
+            "balance",
+            "--witness",
+            "peer-1",
+            "--witness",
+            "peer-3",
+            "--json",
+        ],
+        "",
+    );
+    json_of(&out);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("witness peer-3: same certified history"));
+
     // The same phrase on a fresh directory, logged in elsewhere under
     // another name, finds the same output from the chain alone.
     let w0 = &wallets[0];

@@ -102,8 +102,12 @@ enum Cmd {
     /// asset, with the height and state root it is proven at.
     Balance {
         /// Show what is stored, without asking the peer.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "witness")]
         offline: bool,
+        /// Also check the proven state against this peer's (repeatable):
+        /// both must lie on one certified history.
+        #[arg(long, value_name = "PEER")]
+        witness: Vec<String>,
         /// One JSON object {"name","peer","height","root","assets":{ASSET:{"amount","outputs"}}}.
         #[arg(long)]
         json: bool,
@@ -257,7 +261,11 @@ fn run() -> Result<()> {
             via,
             json,
         } => login(&dir, &password, &name, genesis, via, json),
-        Cmd::Balance { offline, json } => balance(&dir, &password, offline, json),
+        Cmd::Balance {
+            offline,
+            witness,
+            json,
+        } => balance(&dir, &password, offline, &witness, json),
         Cmd::Verify { json } => verify(&dir, json),
         Cmd::Receive { json } => receive(&dir, &password, json),
         Cmd::Stake {
@@ -602,13 +610,24 @@ fn login(
     Ok(())
 }
 
-fn balance(dir: &Path, password: &PasswordSource, offline: bool, json: bool) -> Result<()> {
+fn balance(
+    dir: &Path,
+    password: &PasswordSource,
+    offline: bool,
+    witnesses: &[String],
+    json: bool,
+) -> Result<()> {
     WalletDir::open(dir)?;
     let mut state = ChainState::load(dir)?;
     if !offline {
         let keys = unlock(dir, password)?;
         let genesis = session::load_genesis(&dir.join(GENESIS_FILE))?;
-        runtime()?.block_on(session::sync(dir, &keys, &mut state, &genesis))?;
+        let agreed = runtime()?.block_on(session::sync_witnessed(
+            dir, &keys, &mut state, &genesis, witnesses,
+        ))?;
+        for (w, h) in agreed {
+            eprintln!("witness {w}: same certified history (checked up to height {h})");
+        }
     }
     print_balance(dir, &state, json);
     Ok(())

@@ -9,6 +9,7 @@ use crate::client::{ClientError, PeerLink};
 use dag::identity::Signer;
 use dag::ledger::apply::Outcome;
 use dag::ledger::genesis::Genesis;
+use dag::ledger::light::{verify_sync, SyncRequest};
 use dag::ledger::multisig::sign_local;
 use dag::ledger::names::ReceiveKey;
 use dag::ledger::names::WalletName;
@@ -38,6 +39,17 @@ pub enum SessionError {
     UnknownPeer(String),
     #[error("this wallet is logged in as {current}; it cannot log in as {asked}")]
     OtherLogin { current: String, asked: String },
+    #[error(
+        "peer {peer} and witness {witness} certify histories that do not extend each \
+         other: {why}"
+    )]
+    Disagree {
+        peer: String,
+        witness: String,
+        why: String,
+    },
+    #[error("witness {witness} lied: {why}")]
+    WitnessLied { witness: String, why: String },
     #[error("payment: {0}")]
     Payment(String),
     #[error("peer {0} kept sending more heights: giving up after {MAX_ROUNDS} rounds")]
@@ -107,6 +119,22 @@ pub async fn sync(
     state: &mut ChainState,
     genesis: &Genesis,
 ) -> Result<(), SessionError> {
+    sync_witnessed(dir, keys, state, genesis, &[])
+        .await
+        .map(|_| ())
+}
+
+/// [`sync`], then check the accepted checkpoint against each of
+/// `witnesses` (other peers): their latest certified checkpoint and ours
+/// must lie on one history (one extends the other, proven). The height
+/// each witness agreed at.
+pub async fn sync_witnessed(
+    dir: &Path,
+    keys: &OwnerKeys,
+    state: &mut ChainState,
+    genesis: &Genesis,
+    witnesses: &[String],
+) -> Result<Vec<(String, u64)>, SessionError> {
     let link = PeerLink::connect(
         state.chain,
         keys.login(),
@@ -115,11 +143,94 @@ pub async fn sync(
         state.peer_addr,
     )
     .await?;
-    let result = converse(&link, keys, state, genesis).await;
+    let result = async {
+        converse(&link, keys, state, genesis).await?;
+        let mut agreed = Vec::new();
+        for w in witnesses {
+            agreed.push((w.clone(), witness(&link, keys, state, genesis, w).await?));
+        }
+        Ok::<_, SessionError>(agreed)
+    }
+    .await;
     link.close();
-    result?;
+    let agreed = result?;
     state.save(dir)?;
-    Ok(())
+    Ok(agreed)
+}
+
+/// One sync request and its (unchecked) answer.
+async fn sync_once(
+    l: &PeerLink,
+    req: SyncRequest,
+) -> Result<Box<dag::ledger::light::SyncAnswer>, SessionError> {
+    match l.request(WalletMessage::Sync(req)).await? {
+        WalletMessage::Synced(a) => Ok(a),
+        _ => Err(ClientError::Unexpected {
+            peer: l.peer().to_string(),
+            asked: "sync",
+        }
+        .into()),
+    }
+}
+
+/// Check our accepted checkpoint against peer `name`'s latest one.
+async fn witness(
+    ours_link: &PeerLink,
+    keys: &OwnerKeys,
+    state: &ChainState,
+    genesis: &Genesis,
+    name: &str,
+) -> Result<u64, SessionError> {
+    let peer = genesis
+        .peers
+        .iter()
+        .find(|p| p.name == name)
+        .ok_or_else(|| SessionError::UnknownPeer(name.to_string()))?;
+    let Some(ours) = state.checkpoint.as_ref().map(|c| c.statement.clone()) else {
+        return Ok(0);
+    };
+    let committees =
+        state.committees(genesis.committee().map_err(|e| SessionError::Genesis {
+            path: GENESIS_FILE.into(),
+            why: e.to_string(),
+        })?)?;
+    let link = PeerLink::connect(state.chain, keys.login(), name, peer.key, peer.addr).await?;
+    let ask = |known: u64| SyncRequest {
+        keys: Vec::new(),
+        from: 0,
+        watch: Vec::new(),
+        known_leaves: known,
+    };
+    let result = async {
+        // The witness's latest certified checkpoint, on its own.
+        let req = ask(0);
+        let a = sync_once(&link, req.clone()).await?;
+        let theirs = verify_sync(&req, &a, &committees, None)
+            .map_err(|e| SessionError::WitnessLied {
+                witness: name.to_string(),
+                why: e.to_string(),
+            })?
+            .checkpoint;
+        // Whichever is ahead proves it extends the other.
+        let (prover, older, newer_name) = if theirs.height >= ours.height {
+            (&link, &ours, name)
+        } else {
+            (ours_link, &theirs, state.name.peer.as_str())
+        };
+        let req = ask(older.roots.history_leaves);
+        let a = sync_once(prover, req.clone()).await?;
+        let v = verify_sync(&req, &a, &committees, Some(older)).map_err(|e| {
+            SessionError::Disagree {
+                peer: state.name.peer.clone(),
+                witness: name.to_string(),
+                why: format!("{newer_name}: {e}"),
+            }
+        })?;
+        Ok(v.checkpoint.height.min(ours.height.max(theirs.height)))
+    }
+    .await;
+    link.close();
+    result
 }
 
 async fn converse(
