@@ -12,10 +12,11 @@ use crate::event::{Event, EventRef};
 use crate::identity::{Bytes64, PeerKey};
 use crate::ledger::apply::Outcome;
 use crate::ledger::checkpoint::{Certified, Checkpoint, Handover};
-use crate::ledger::light::{SyncAnswer, SyncRequest, MAX_SYNC_KEYS, MAX_SYNC_WATCH};
+use crate::ledger::light::{Inclusion, SyncAnswer, SyncRequest, MAX_SYNC_KEYS, MAX_SYNC_WATCH};
 use crate::ledger::names::{NameVoucher, PayTo, ReceiveKey, MAX_RECEIVE_KEYS};
 use crate::ledger::peers::check_name;
 use crate::ledger::transaction::TxId;
+use proofs::Hash;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -178,6 +179,11 @@ pub enum WalletMessage {
     GetPayTo { name: String },
     /// Peer → wallet: the voucher and one receive key (handed out once).
     PayTo(PayTo),
+    /// Wallet → peer: where transaction `tx`, final at `height`, sits in
+    /// the history, proven against the latest certified checkpoint.
+    GetInclusion { tx: Hash, height: u64 },
+    /// Peer → wallet: the answer.
+    Inclusion(Box<Inclusion>),
 }
 
 /// Most hand-overs in one `Handovers` message.
@@ -232,7 +238,9 @@ impl WalletMessage {
                 }
                 0
             }
-            WalletMessage::Stocked(_) => 0,
+            WalletMessage::Stocked(_)
+            | WalletMessage::GetInclusion { .. }
+            | WalletMessage::Inclusion(_) => 0,
             WalletMessage::GetPayTo { name } => {
                 check_name(name).map_err(|e| WireError::Malformed(e.to_string()))?;
                 0

@@ -419,7 +419,8 @@ fn adopt_wallet(
                     | WalletMessage::Sync(_)
                     | WalletMessage::GetHandovers { .. }
                     | WalletMessage::PutReceiveKeys { .. }
-                    | WalletMessage::GetPayTo { .. }),
+                    | WalletMessage::GetPayTo { .. }
+                    | WalletMessage::GetInclusion { .. }),
                 ) => {
                     if in_tx.send(Input::Wallet(key, m)).await.is_err() {
                         return;

@@ -8,6 +8,7 @@ use crate::driver::Driver;
 use crate::store::Store;
 use dag::identity::{PeerKey, Signer};
 use dag::ledger::checkpoint::{Certified, Handover};
+use dag::ledger::light::Inclusion;
 use dag::ledger::names::{NameVoucher, PayTo, ReceiveKey, WalletName, MAX_RECEIVE_KEYS};
 use dag::ledger::peers::check_name;
 use dag::wire::{WalletMessage, MAX_REFUSAL, MAX_WALLET_HANDOVERS};
@@ -89,6 +90,9 @@ pub fn answer(
             put_receive_keys(store, chain, peer_name, from, &name, keys),
         ),
         WalletMessage::GetPayTo { name } => ("pay to", pay_to(store, signer, chain, &name)),
+        WalletMessage::GetInclusion { tx, height } => {
+            ("inclusion", inclusion(driver, store, tx, height))
+        }
         _ => return None,
     };
     Some(result.unwrap_or_else(|reason| {
@@ -205,4 +209,69 @@ fn pay_to(
         voucher: NameVoucher::sign(chain, signer, name, login),
         key,
     }))
+}
+
+/// Where applied transaction `tx` of `height` sits in the history, proven
+/// against the latest certified checkpoint. The leaf index is found from
+/// the stored height records (the leaves before the height, then one per
+/// event and one per item in order, as the ledger appends them); the
+/// ledger's own leaf there must be the transaction's, applied.
+fn inclusion(
+    driver: &Driver,
+    store: &Store,
+    tx: Hash,
+    height: u64,
+) -> Result<WalletMessage, String> {
+    use dag::ledger::admission::decode_payload;
+    use dag::ledger::apply::{item_leaf, Outcome};
+    let cert = driver
+        .last_certified()
+        .ok_or("no certified checkpoint yet: try again shortly")?;
+    if height == 0 || height > cert.statement.height {
+        return Err(format!("height {height} is not certified yet"));
+    }
+    let record = |h: u64| -> Result<crate::driver::HeightRecord, String> {
+        let found = store
+            .heights_from(h, 1)
+            .map_err(|e| format!("reading height {h}: {e}"))?
+            .into_iter()
+            .find(|(k, _)| *k == h)
+            .ok_or_else(|| format!("this peer does not keep the record of height {h}"))?;
+        proofs::decode(&found.1, usize::MAX).map_err(|e| format!("height {h}'s record: {e}"))
+    };
+    let before = if height == 1 {
+        dag::ledger::genesis::GENESIS_HISTORY_LEAVES
+    } else {
+        record(height - 1)?.roots.history_leaves
+    };
+    let max = driver.ledger().params().max_tx_bytes as usize;
+    let mut index = before;
+    let mut at = None;
+    for (_, payload) in &record(height)?.events {
+        index += 1; // the event's own leaf
+        for item in decode_payload(payload, max) {
+            if item.id() == tx && at.is_none() {
+                at = Some(index);
+            }
+            index += 1;
+        }
+    }
+    let at = at.ok_or_else(|| format!("transaction {tx} is not in height {height}"))?;
+    let history = driver.ledger().history();
+    let leaf = item_leaf(&tx, &Outcome::Applied);
+    let stored = history
+        .leaf_node(at)
+        .map_err(|e| format!("reading the history: {e}"))?;
+    if stored != proofs::mmr::leaf_hash(&leaf) {
+        return Err(format!("transaction {tx} was not applied"));
+    }
+    let proof = history
+        .inclusion_proof_at(at, cert.statement.roots.history_leaves)
+        .map_err(|e| format!("proving: {e}"))?;
+    Ok(WalletMessage::Inclusion(Box::new(Inclusion {
+        leaf_index: at,
+        outcome: Outcome::Applied,
+        proof,
+        checkpoint: cert.clone(),
+    })))
 }

@@ -169,6 +169,55 @@ fn devnet_wallets_prove_balances_and_a_restored_wallet_finds_its_outputs() {
     );
     assert_eq!(b3["assets"]["native"]["amount"], w3.amount as u64);
 
+    // A receipt of w-0's payment, checked from the genesis alone; a
+    // flipped byte fails.
+    let tx = sent["tx"].as_str().expect("tx id");
+    let receipt = root.join("receipt.bin");
+    let out = wallet(
+        &w0.dir,
+        &[
+            "receipt",
+            tx,
+            "--out",
+            receipt.to_str().expect("utf-8 path"),
+        ],
+        "",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = json_of(&wallet(
+        &root,
+        &[
+            "verify-receipt",
+            receipt.to_str().expect("utf-8 path"),
+            "--genesis",
+            genesis.to_str().expect("utf-8 path"),
+            "--json",
+        ],
+        "",
+    ));
+    assert_eq!(v["ok"], true);
+    assert_eq!(v["outcome"], "applied");
+    assert_eq!(v["outputs"][0]["amount"], 2_500_000);
+    let mut bytes = std::fs::read(&receipt).expect("receipt");
+    let n = bytes.len();
+    bytes[n - 40] ^= 1;
+    std::fs::write(&receipt, &bytes).expect("tampered");
+    let out = wallet(
+        &root,
+        &[
+            "verify-receipt",
+            receipt.to_str().expect("utf-8 path"),
+            "--genesis",
+            genesis.to_str().expect("utf-8 path"),
+        ],
+        "",
+    );
+    assert!(!out.status.success(), "a tampered receipt must not verify");
+
     // An issued asset and a unique item move between wallets.
     let issued = json_of(&wallet(
         &w3.dir,

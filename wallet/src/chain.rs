@@ -114,6 +114,8 @@ pub struct Event {
     /// The asset and value of the output received, or of the transaction's
     /// first output.
     pub value: Option<(AssetId, Value)>,
+    /// The encoded transaction, for the wallet's own (what a receipt shows).
+    pub tx_bytes: Option<Vec<u8>>,
 }
 
 /// A sum per asset: amount (fungible) and number of outputs, items held.
@@ -344,6 +346,7 @@ impl ChainState {
                         tx: Some(state.created_by),
                         output: Some(*id),
                         value: Some((state.output.asset, state.output.value)),
+                        tx_bytes: None,
                     });
                 }
                 if state.spent.is_some() {

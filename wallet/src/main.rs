@@ -194,6 +194,24 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Write a receipt of one of this wallet's transactions: the
+    /// transaction with its inclusion proof under a certified checkpoint,
+    /// which anyone can check from the genesis alone (`verify-receipt`).
+    Receipt {
+        /// The transaction id (as `send` printed it).
+        tx: String,
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Check a receipt from the genesis alone; needs no wallet.
+    VerifyReceipt {
+        file: PathBuf,
+        #[arg(long, value_name = "FILE")]
+        genesis: PathBuf,
+        /// One JSON object {"ok","tx","height","outcome","outputs":[…]}.
+        #[arg(long)]
+        json: bool,
+    },
     /// The unique items this wallet holds, as of its last sync (offline).
     Items {
         /// One JSON object {ASSET: [ITEM, …]}.
@@ -346,6 +364,12 @@ fn run() -> Result<()> {
         ),
         Cmd::Items { json } => items(&dir, json),
         Cmd::History { json } => history(&dir, json),
+        Cmd::Receipt { tx, out } => receipt(&dir, &password, &tx, &out),
+        Cmd::VerifyReceipt {
+            file,
+            genesis,
+            json,
+        } => verify_receipt(&file, &genesis, json),
     }
 }
 
@@ -961,6 +985,79 @@ fn history(dir: &Path, json: bool) -> Result<()> {
                 e.what,
                 e.tx.map(|t| t.to_string()).unwrap_or_default()
             );
+        }
+    }
+    Ok(())
+}
+
+fn receipt(dir: &Path, password: &PasswordSource, tx: &str, out: &Path) -> Result<()> {
+    WalletDir::open(dir)?;
+    let tx = parse_hash(tx).context("the transaction id")?;
+    let state = ChainState::load(dir)?;
+    let keys = unlock(dir, password)?;
+    let genesis = session::load_genesis(&dir.join(GENESIS_FILE))?;
+    let r = runtime()?.block_on(session::receipt(&keys, &state, &genesis, tx))?;
+    std::fs::write(out, proofs::encode(&r))
+        .with_context(|| format!("writing {}", out.display()))?;
+    println!(
+        "receipt of {tx} (height {}, proven under the certified checkpoint of height {}) in {}",
+        r.height,
+        r.inclusion.checkpoint.statement.height,
+        out.display()
+    );
+    Ok(())
+}
+
+fn verify_receipt(file: &Path, genesis: &Path, json: bool) -> Result<()> {
+    use std::io::Read;
+    let g = session::load_genesis(genesis)?;
+    let mut bytes = Vec::new();
+    std::fs::File::open(file)
+        .with_context(|| format!("opening {}", file.display()))?
+        .take(dag::ledger::light::MAX_RECEIPT_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("reading {}", file.display()))?;
+    if bytes.len() > dag::ledger::light::MAX_RECEIPT_BYTES {
+        bail!("{} is larger than any receipt", file.display());
+    }
+    let r: dag::ledger::light::Receipt = proofs::decode(&bytes, bytes.len())
+        .with_context(|| format!("{} is not a receipt", file.display()))?;
+    let committee = g
+        .committee()
+        .context("the genesis has no valid committee")?;
+    let outcome = r
+        .verify(&g.chain_id(), committee)
+        .map_err(|e| anyhow::anyhow!("the receipt does not verify: {e}"))?;
+    let outputs: Vec<serde_json::Value> =
+        r.tx.body
+            .outputs
+            .iter()
+            .map(|o| {
+                let mut v = json!({"owner": o.owner.to_string(), "asset": asset_label(&o.asset)});
+                match o.value {
+                    dag::ledger::output::Value::Amount(a) => v["amount"] = json!(a),
+                    dag::ledger::output::Value::Item(i) => v["item"] = json!(i.to_string()),
+                }
+                v
+            })
+            .collect();
+    let outcome = format!("{outcome:?}").to_lowercase();
+    if json {
+        println!(
+            "{}",
+            json!({"ok": true, "tx": r.tx.id().to_string(), "height": r.height,
+                   "checkpoint_height": r.inclusion.checkpoint.statement.height,
+                   "outcome": outcome, "outputs": outputs})
+        );
+    } else {
+        println!(
+            "OK: transaction {} was {outcome} at height {} (certified at height {})",
+            r.tx.id(),
+            r.height,
+            r.inclusion.checkpoint.statement.height
+        );
+        for o in outputs {
+            println!("  {o}");
         }
     }
     Ok(())

@@ -598,6 +598,7 @@ async fn submit_with(
         tx: Some(id),
         output: None,
         value: first,
+        tx_bytes: Some(tx.encode()),
     });
     // The peer's word on finality is checked by the next sync: the spent
     // inputs and the change must show in the proven state.
@@ -905,4 +906,64 @@ pub async fn asset_op(
     .await;
     link.close();
     result
+}
+
+/// A receipt for transaction `tx` of this wallet: its inclusion in the
+/// history under the peer's latest certified checkpoint, checked here
+/// before it is handed out.
+pub async fn receipt(
+    keys: &OwnerKeys,
+    state: &ChainState,
+    genesis: &Genesis,
+    tx: Hash,
+) -> Result<dag::ledger::light::Receipt, SessionError> {
+    let ev = state
+        .history
+        .iter()
+        .find(|e| e.tx == Some(tx) && e.tx_bytes.is_some())
+        .ok_or_else(|| {
+            SessionError::Payment(format!("{tx} is not a transaction this wallet made"))
+        })?;
+    let bytes = ev.tx_bytes.as_deref().unwrap_or_default();
+    let body: Transaction = proofs::decode(bytes, bytes.len())
+        .map_err(|e| SessionError::Payment(format!("the stored transaction: {e}")))?;
+    let link = PeerLink::connect(
+        state.chain,
+        keys.login(),
+        &state.name.peer,
+        state.peer,
+        state.peer_addr,
+    )
+    .await?;
+    let answer = link
+        .request(WalletMessage::GetInclusion {
+            tx,
+            height: ev.height,
+        })
+        .await;
+    link.close();
+    let WalletMessage::Inclusion(inclusion) = answer? else {
+        return Err(ClientError::Unexpected {
+            peer: state.name.peer.clone(),
+            asked: "inclusion",
+        }
+        .into());
+    };
+    let receipt = dag::ledger::light::Receipt {
+        tx: body,
+        height: ev.height,
+        inclusion: *inclusion,
+        handovers: state.handovers.clone(),
+    };
+    let committee = genesis.committee().map_err(|e| SessionError::Genesis {
+        path: GENESIS_FILE.into(),
+        why: e.to_string(),
+    })?;
+    receipt
+        .verify(&state.chain, committee)
+        .map_err(|error| ChainError::Lied {
+            peer: state.name.peer.clone(),
+            error,
+        })?;
+    Ok(receipt)
 }

@@ -26,6 +26,9 @@ pub const GENESIS_DOMAIN: Domain = Domain::new("pos/ledger/genesis/v1");
 /// Domain of the history's first leaf.
 pub const GENESIS_LEAF_DOMAIN: Domain = Domain::new("pos/ledger/genesis-leaf/v1");
 
+/// Leaves the genesis puts in the history (its one leaf).
+pub const GENESIS_HISTORY_LEAVES: u64 = 1;
+
 /// The largest genesis file read, in bytes.
 pub const MAX_GENESIS_BYTES: usize = 16 << 20;
 
@@ -237,7 +240,9 @@ impl Genesis {
             .push((asset_key(&AssetId::NATIVE), Some(asset_value(&native))));
         ledger.assets.insert(AssetId::NATIVE, native);
         let leaf = Hash::of(GENESIS_LEAF_DOMAIN, &chain.0);
-        ledger.commit_height(0, 0, changes, vec![leaf])?;
+        let leaves = vec![leaf];
+        debug_assert_eq!(leaves.len() as u64, GENESIS_HISTORY_LEAVES);
+        ledger.commit_height(0, 0, changes, leaves)?;
         Ok(ledger)
     }
 

@@ -124,6 +124,8 @@ pub enum LightError {
     Incomplete { key: PeerKey, error: String },
     #[error("output {id} is not the one the output set commits to: {why}")]
     WrongOutput { id: Hash, why: String },
+    #[error("the transaction is not in the certified history: {0}")]
+    NotIncluded(String),
     #[error("the peer cannot prove that height any more (it keeps recent versions only)")]
     VersionGone,
     #[error(transparent)]
@@ -473,4 +475,68 @@ fn check_output(
         }
     }
     Ok(po.state.clone())
+}
+
+/// Where transaction `tx` sits in the history, as the peer tells it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Inclusion {
+    pub leaf_index: u64,
+    pub outcome: crate::ledger::apply::Outcome,
+    pub proof: proofs::InclusionProof,
+    pub checkpoint: Certified<Checkpoint>,
+}
+
+/// Proof of a payment that anyone holding the genesis can check: the
+/// transaction, its outcome, its leaf in the history, and the certified
+/// checkpoint (with the committee hand-overs that lead to its committee).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    pub tx: crate::ledger::transaction::Transaction,
+    pub height: u64,
+    pub inclusion: Inclusion,
+    pub handovers: Vec<Certified<crate::ledger::checkpoint::Handover>>,
+}
+
+/// Largest receipt file accepted.
+pub const MAX_RECEIPT_BYTES: usize = 4 << 20;
+
+impl Receipt {
+    /// Check the receipt from the genesis alone: `chain` (its id) and its
+    /// committee. The transaction's outcome on success.
+    pub fn verify(
+        &self,
+        chain: &Hash,
+        genesis_committee: crate::committee::Committee,
+    ) -> Result<crate::ledger::apply::Outcome, LightError> {
+        if self.tx.body.chain != *chain {
+            return Err(LightError::Shape(
+                "the transaction is of another chain".into(),
+            ));
+        }
+        let mut committees = CommitteeChain::new(*chain, genesis_committee);
+        for h in &self.handovers {
+            committees.extend(h).map_err(LightError::NotCertified)?;
+        }
+        let inc = &self.inclusion;
+        committees
+            .verify_checkpoint(&inc.checkpoint)
+            .map_err(LightError::NotCertified)?;
+        let cp = &inc.checkpoint.statement;
+        if self.height > cp.height {
+            return Err(LightError::Shape(format!(
+                "height {} is above the checkpoint's {}",
+                self.height, cp.height
+            )));
+        }
+        let leaf = crate::ledger::apply::item_leaf(&self.tx.id(), &inc.outcome);
+        inc.proof
+            .verify(
+                &cp.roots.history,
+                cp.roots.history_leaves,
+                inc.leaf_index,
+                &leaf,
+            )
+            .map_err(|e| LightError::NotIncluded(e.to_string()))?;
+        Ok(inc.outcome.clone())
+    }
 }
