@@ -71,22 +71,16 @@ pub struct LocalNet {
 impl LocalNet {
     /// Prepare `n` peers (as `peer devnet` does) without starting them.
     pub fn prepare(n: usize) -> LocalNet {
-        let root = tempfile::tempdir().expect("a temporary directory");
-        let base = free_ports(n as u16);
-        let dirs = peer::devnet::prepare(root.path(), n, IpAddr::V4(Ipv4Addr::LOCALHOST), base)
-            .expect("devnet prepared");
-        LocalNet {
-            root,
-            dirs,
-            children: (0..n).map(|_| None).collect(),
-            netns: None,
-            base_port: base,
-        }
+        Self::prepare_as(n, None)
     }
 
     /// [`LocalNet::prepare`] with the devnet's wallets too (made by the
     /// built `wallet` program, funded at genesis, not logged in yet).
     pub fn prepare_with_wallets(n: usize) -> LocalNet {
+        Self::prepare_as(n, Some(&bin("wallet")))
+    }
+
+    fn prepare_as(n: usize, wallet: Option<&Path>) -> LocalNet {
         let root = tempfile::tempdir().expect("a temporary directory");
         let base = free_ports(n as u16);
         let dirs = peer::devnet::prepare_with(
@@ -95,7 +89,7 @@ impl LocalNet {
             IpAddr::V4(Ipv4Addr::LOCALHOST),
             base,
             Vec::new(),
-            Some(&bin("wallet")),
+            wallet,
         )
         .expect("devnet prepared");
         LocalNet {
@@ -472,4 +466,28 @@ mod load {
         transport.close().await;
         applied
     }
+}
+
+/// Run the built `wallet --dir DIR ARGS` with an empty password (the
+/// devnet wallets'), `stdin` as its input, and wait for it.
+pub fn wallet(dir: &Path, args: &[&str], stdin: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = Command::new(bin("wallet"))
+        .arg("--dir")
+        .arg(dir)
+        .args(args)
+        .env("POS_WALLET_PASSWORD", "")
+        .env_remove("RUST_BACKTRACE")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("wallet starts");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("stdin written");
+    child.wait_with_output().expect("wallet ran")
 }

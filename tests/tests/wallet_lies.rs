@@ -4,26 +4,13 @@
 //! wrong amount, a checkpoint without a quorum of signatures, and
 //! submissions taken but never proposed.
 
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::time::{Duration, Instant};
 use system_tests::{bin, LocalNet};
 
 fn wallet(dir: &Path, args: &[&str]) -> Output {
-    let mut child = Command::new(bin("wallet"))
-        .arg("--dir")
-        .arg(dir)
-        .args(args)
-        .env("POS_WALLET_PASSWORD", "")
-        .env_remove("RUST_BACKTRACE")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("wallet starts");
-    drop(child.stdin.take().map(|mut s| s.write_all(b"")));
-    child.wait_with_output().expect("wallet ran")
+    system_tests::wallet(dir, args, "")
 }
 
 fn stderr(o: &Output) -> String {

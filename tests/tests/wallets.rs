@@ -6,33 +6,9 @@
 //! peer, and a tampered wallet state is caught by `wallet verify`.
 
 use serde_json::Value;
-use std::io::Write;
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::time::Duration;
-use system_tests::{bin, LocalNet};
-
-/// Run `wallet --dir DIR ARGS` with an empty password and `stdin`.
-fn wallet(dir: &Path, args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(bin("wallet"))
-        .arg("--dir")
-        .arg(dir)
-        .args(args)
-        .env("POS_WALLET_PASSWORD", "")
-        .env_remove("RUST_BACKTRACE")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("wallet starts");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(stdin.as_bytes())
-        .expect("stdin written");
-    child.wait_with_output().expect("wallet ran")
-}
+use system_tests::{bin, wallet, LocalNet};
 
 fn json_of(out: &Output) -> Value {
     assert!(

@@ -112,6 +112,18 @@ pub async fn login(
     Ok(state)
 }
 
+/// The link to the wallet's own peer.
+async fn connect_own(keys: &OwnerKeys, state: &ChainState) -> Result<PeerLink, ClientError> {
+    PeerLink::connect(
+        state.chain,
+        keys.login(),
+        &state.name.peer,
+        state.peer,
+        state.peer_addr,
+    )
+    .await
+}
+
 /// Bring `state` up to the peer's latest certified checkpoint and save it.
 pub async fn sync(
     dir: &Path,
@@ -135,14 +147,7 @@ pub async fn sync_witnessed(
     genesis: &Genesis,
     witnesses: &[String],
 ) -> Result<Vec<(String, u64)>, SessionError> {
-    let link = PeerLink::connect(
-        state.chain,
-        keys.login(),
-        &state.name.peer,
-        state.peer,
-        state.peer_addr,
-    )
-    .await?;
+    let link = connect_own(keys, state).await?;
     let result = async {
         converse(&link, keys, state, genesis).await?;
         let mut agreed = Vec::new();
@@ -371,14 +376,7 @@ pub async fn send(
             "the amount must be above zero".into(),
         ));
     }
-    let link = PeerLink::connect(
-        state.chain,
-        keys.login(),
-        &state.name.peer,
-        state.peer,
-        state.peer_addr,
-    )
-    .await?;
+    let link = connect_own(keys, state).await?;
     let result = pay(
         &link,
         dir,
@@ -633,14 +631,7 @@ pub async fn stake(
         .find(|p| p.name == host)
         .map(|p| p.key)
         .ok_or_else(|| SessionError::UnknownPeer(host.to_string()))?;
-    let link = PeerLink::connect(
-        state.chain,
-        keys.login(),
-        &state.name.peer,
-        state.peer,
-        state.peer_addr,
-    )
-    .await?;
+    let link = connect_own(keys, state).await?;
     let result = async {
         converse(&link, keys, state, genesis).await?;
         state.save(dir)?;
@@ -726,14 +717,7 @@ pub async fn asset_op(
 ) -> Result<(Sent, Option<AssetId>), SessionError> {
     use dag::ledger::asset::{AssetClass, AssetDef};
     use dag::ledger::transaction::Action;
-    let link = PeerLink::connect(
-        state.chain,
-        keys.login(),
-        &state.name.peer,
-        state.peer,
-        state.peer_addr,
-    )
-    .await?;
+    let link = connect_own(keys, state).await?;
     let result = async {
         converse(&link, keys, state, genesis).await?;
         state.save(dir)?;
@@ -927,14 +911,7 @@ pub async fn receipt(
     let bytes = ev.tx_bytes.as_deref().unwrap_or_default();
     let body: Transaction = proofs::decode(bytes, bytes.len())
         .map_err(|e| SessionError::Payment(format!("the stored transaction: {e}")))?;
-    let link = PeerLink::connect(
-        state.chain,
-        keys.login(),
-        &state.name.peer,
-        state.peer,
-        state.peer_addr,
-    )
-    .await?;
+    let link = connect_own(keys, state).await?;
     let answer = link
         .request(WalletMessage::GetInclusion {
             tx,
