@@ -163,6 +163,26 @@ pub async fn sync_witnessed(
     Ok(agreed)
 }
 
+/// A sync request, asked again a few times while the peer has no
+/// certificate yet or its newest one is older than the versions it keeps
+/// (both pass within moments).
+async fn sync_retrying(link: &PeerLink, req: &SyncRequest) -> Result<WalletMessage, ClientError> {
+    let mut tries = 0;
+    loop {
+        match link.request(WalletMessage::Sync(req.clone())).await {
+            Err(ClientError::Refused { reason, .. })
+                if tries < 20
+                    && (reason.contains("no certified checkpoint")
+                        || reason.contains("cannot prove that height")) =>
+            {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// One sync request and its (unchecked) answer.
 async fn sync_once(
     l: &PeerLink,
@@ -331,7 +351,7 @@ async fn converse(
     for _ in 0..MAX_ROUNDS {
         let watched = state.watched_keys(keys);
         let req = state.request(&watched)?;
-        let answer = link.request(WalletMessage::Sync(req.clone())).await?;
+        let answer = sync_retrying(link, &req).await?;
         let WalletMessage::Synced(answer) = answer else {
             return Err(ClientError::Unexpected {
                 peer,
