@@ -352,15 +352,19 @@ impl ChainState {
                 if state.spent.is_some() {
                     continue;
                 }
+                // verify_sync checked a proof for every output it passed.
+                let Some(proof) = proofs_by_id.get(id).cloned() else {
+                    return Err(ChainError::Lied {
+                        peer: self.name.peer.clone(),
+                        error: LightError::Shape(format!("output {id} came without a proof")),
+                    });
+                };
                 self.outputs.push(Held {
                     id: *id,
                     purpose,
                     index,
                     state: state.clone(),
-                    proof: proofs_by_id.get(id).cloned().unwrap_or_else(|| {
-                        // verify_sync checked a proof for every output.
-                        unreachable!("verified outputs carry proofs")
-                    }),
+                    proof,
                 });
             }
         }

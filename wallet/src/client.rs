@@ -75,8 +75,8 @@ impl PeerLink {
         let local: SocketAddr = match addr {
             SocketAddr::V4(a) if a.ip().is_loopback() => ([127, 0, 0, 1], 0).into(),
             SocketAddr::V4(_) => ([0, 0, 0, 0], 0).into(),
-            SocketAddr::V6(a) if a.ip().is_loopback() => "[::1]:0".parse().expect("valid"),
-            SocketAddr::V6(_) => "[::]:0".parse().expect("valid"),
+            SocketAddr::V6(a) if a.ip().is_loopback() => (std::net::Ipv6Addr::LOCALHOST, 0).into(),
+            SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
         };
         let err = |source| ClientError::Connect {
             peer: name.to_string(),
