@@ -3,14 +3,15 @@
 //! certified roots, and builds joint transactions with other wallets over
 //! direct NAT-punched channels.
 //!
-//! It depends on `dag` (keys, ledger types, proof checking through it) and
-//! `nat`, never on `peer`: whatever it learns from a peer arrives as bytes
-//! it checks itself. Built so far: the seed phrase and the one mapping from
-//! it to every key ([`phrase`], derivation in `dag::ledger::owner_keys`),
-//! the password-encrypted keystore ([`keystore`]), and the wallet directory
-//! that holds it ([`dir`]). The `wallet` binary (`src/main.rs`) offers
-//! `create`, `restore` and `keys`; logging in, balances and payments come
-//! later. Formats: `specs/wallet.md`.
+//! It depends on `dag` (keys, ledger types, the light-client proofs of
+//! `dag::ledger::light`) and `nat` (the transport), never on `peer`:
+//! whatever it learns from a peer arrives as bytes it checks itself.
+//! [`phrase`], [`keystore`] and [`dir`] hold the keys; [`chain`] is what
+//! the wallet knows of the chain (`W/chain.state`) and how a verified sync
+//! changes it; [`client`] is the link to a peer; [`session`] is one
+//! conversation (login, sync, pay, stake, issue, receipts). The `wallet`
+//! binary (`src/main.rs`) is the command line. Formats and protocol:
+//! `specs/wallet.md`.
 
 pub mod atomic_file;
 pub mod chain;

@@ -31,7 +31,7 @@ const MAX_PHRASE_INPUT: u64 = 4096;
 #[command(
     name = "wallet",
     version,
-    about = "Proof of Share wallet: keys from a seed phrase, kept in a password-encrypted keystore",
+    about = "Proof of Share wallet: logs in to a peer as name@peer, proves every balance it shows, pays, stakes and issues assets; keys from a seed phrase in a password-encrypted keystore",
     after_help = "The password comes from --password-file FILE (its first line), else the \
                   POS_WALLET_PASSWORD environment variable, else a prompt on the terminal \
                   (asked twice when a keystore is written). An empty password is allowed."
