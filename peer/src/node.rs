@@ -80,6 +80,7 @@ struct NetCounters {
     input_queue_full: AtomicU64,
     output_queue_full: AtomicU64,
     link_send_refused: AtomicU64,
+    wallet_requests_refused: AtomicU64,
 }
 
 /// Peer links and wallet links, by the other end's key.
@@ -672,6 +673,7 @@ fn driver_loop(
     let mut burst = Burst::default();
     // Signs the login names this peer vouches for.
     let mut voucher_signer = keys::signer(secret);
+    let mut wallet_budget = wallet_service::Budget::default();
     // An input taken while gathering submissions, handled next.
     let mut deferred: Option<Input> = None;
     // Finality notices wait until their heights are on disk.
@@ -1010,6 +1012,26 @@ fn driver_loop(
                 }
             }
             Input::Wallet(wallet, msg) => {
+                // Proofs and signature checks cost the driver thread far
+                // more than the request costs the sender: a budget per
+                // wallet key.
+                if !wallet_budget.allow(wallet, Instant::now()) {
+                    let refused = WalletMessage::Refused {
+                        what: "request".into(),
+                        reason: format!(
+                            "more than {} requests per second (bursts of {})",
+                            wallet_service::MAX_REQUESTS_PER_SEC,
+                            wallet_service::MAX_REQUEST_BURST
+                        ),
+                    };
+                    counters.wallet_requests_refused.fetch_add(1, Relaxed);
+                    send(
+                        &out_tx,
+                        &counters,
+                        Out::Send(wallet, Bytes::from(refused.encode())),
+                    );
+                    continue;
+                }
                 if let Some(answer) = wallet_service::answer(
                     &driver,
                     &store,
@@ -1579,6 +1601,10 @@ fn status(
         (
             "link_send_refused",
             counters.link_send_refused.load(Relaxed),
+        ),
+        (
+            "wallet_request_rate",
+            counters.wallet_requests_refused.load(Relaxed),
         ),
         ("rate_limited_frame", t.frames_dropped_rate),
         ("frame_too_large", t.frames_too_large),

@@ -15,6 +15,46 @@ use dag::wire::{WalletMessage, MAX_REFUSAL, MAX_WALLET_HANDOVERS};
 use proofs::Hash;
 use tracing::{debug, warn};
 
+/// Requests one wallet key may make per second on average (each may cost
+/// proofs of a thousand outputs or 64 signature checks)…
+pub const MAX_REQUESTS_PER_SEC: u32 = 10;
+/// …and at once: a login or a payment is a burst of a few requests.
+pub const MAX_REQUEST_BURST: u32 = 50;
+/// Wallet keys tracked at most; full buckets are forgotten first.
+const MAX_TRACKED_WALLETS: usize = 4096;
+
+/// Per-wallet request budget: a token bucket of [`MAX_REQUEST_BURST`]
+/// refilled at [`MAX_REQUESTS_PER_SEC`], over a bounded map.
+#[derive(Default)]
+pub struct Budget {
+    buckets: std::collections::HashMap<PeerKey, (std::time::Instant, f64)>,
+}
+
+impl Budget {
+    pub fn allow(&mut self, wallet: PeerKey, now: std::time::Instant) -> bool {
+        let burst = f64::from(MAX_REQUEST_BURST);
+        let level = |(at, tokens): &(std::time::Instant, f64)| {
+            (tokens + now.duration_since(*at).as_secs_f64() * f64::from(MAX_REQUESTS_PER_SEC))
+                .min(burst)
+        };
+        if self.buckets.len() >= MAX_TRACKED_WALLETS && !self.buckets.contains_key(&wallet) {
+            // A full bucket is what a new one would be: forget those.
+            self.buckets.retain(|_, b| level(b) < burst);
+            if self.buckets.len() >= MAX_TRACKED_WALLETS {
+                return false;
+            }
+        }
+        let b = self.buckets.entry(wallet).or_insert((now, burst));
+        let tokens = level(b);
+        if tokens < 1.0 {
+            *b = (now, tokens);
+            return false;
+        }
+        *b = (now, tokens - 1.0);
+        true
+    }
+}
+
 /// Ways a test peer lies to its wallets (`test_lie` in its config).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -274,4 +314,35 @@ fn inclusion(
         proof,
         checkpoint: cert.clone(),
     })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn each_wallet_gets_its_budget_and_the_map_stays_bounded() {
+        let mut b = Budget::default();
+        let t = Instant::now();
+        let a = PeerKey([1; 32]);
+        let c = PeerKey([2; 32]);
+        for _ in 0..MAX_REQUEST_BURST {
+            assert!(b.allow(a, t));
+        }
+        assert!(!b.allow(a, t), "over the burst");
+        assert!(b.allow(c, t), "another wallet has its own");
+        // Refilled at the rate: one more after 1/rate seconds.
+        let later = t + Duration::from_secs_f64(1.05 / f64::from(MAX_REQUESTS_PER_SEC));
+        assert!(b.allow(a, later));
+        assert!(!b.allow(a, later));
+        // A flood of fresh keys never grows the map past its bound.
+        for i in 0..(MAX_TRACKED_WALLETS as u32 + 100) {
+            let mut k = [0u8; 32];
+            k[..4].copy_from_slice(&i.to_le_bytes());
+            k[31] = 9;
+            b.allow(PeerKey(k), t);
+        }
+        assert!(b.buckets.len() <= MAX_TRACKED_WALLETS);
+    }
 }
