@@ -252,9 +252,20 @@ async fn serve(
         });
     }
 
-    // Raw datagrams are for wallets' NAT traversal (not built yet): drained
-    // so the queue never fills, and counted by the transport.
-    tokio::spawn(async move { while raw.recv().await.is_some() {} });
+    // Raw datagrams are for wallets' NAT traversal: address echoes are
+    // answered (never larger than the request); the rest is drained so the
+    // queue never fills.
+    {
+        let transport = transport.clone();
+        tokio::spawn(async move {
+            while let Some(d) = raw.recv().await {
+                if let Some(reply) = nat::echo::answer(&d.bytes, d.from) {
+                    // A full socket buffer drops the reply, as UDP would.
+                    let _ = transport.send_raw(d.from, &reply);
+                }
+            }
+        });
+    }
 
     // The admin socket.
     let sock_path = admin::socket_path(&dir);

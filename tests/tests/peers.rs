@@ -272,6 +272,26 @@ fn a_junk_flood_does_not_stop_commits_or_grow_memory() {
             || s["drops"]["raw_invalid"].as_u64().unwrap_or(0) > 0,
         "the junk is counted: {s}"
     );
+    // After the flood the peer still echoes a wallet's address: the reply
+    // names the socket the request came from, and is no larger than it.
+    let wallet = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    wallet
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut reply = [0u8; 64];
+    let mut echoed = None;
+    for _ in 0..10 {
+        wallet
+            .send_to(&nat::echo::request([7; 16]), target)
+            .unwrap();
+        if let Ok((n, from)) = wallet.recv_from(&mut reply) {
+            assert_eq!(from, target);
+            assert!(n <= nat::echo::REQUEST_LEN);
+            echoed = nat::echo::parse_reply(&reply[..n]);
+            break;
+        }
+    }
+    assert_eq!(echoed, Some(([7; 16], wallet.local_addr().unwrap())));
 }
 
 #[test]
