@@ -183,6 +183,15 @@ async fn sync_retrying(link: &PeerLink, req: &SyncRequest) -> Result<WalletMessa
     }
 }
 
+/// The error for an answer of the wrong kind to an `asked` request.
+fn unexpected(peer: impl Into<String>, asked: &'static str) -> SessionError {
+    ClientError::Unexpected {
+        peer: peer.into(),
+        asked,
+    }
+    .into()
+}
+
 /// One sync request and its (unchecked) answer.
 async fn sync_once(
     l: &PeerLink,
@@ -190,11 +199,7 @@ async fn sync_once(
 ) -> Result<Box<dag::ledger::light::SyncAnswer>, SessionError> {
     match l.request(WalletMessage::Sync(req)).await? {
         WalletMessage::Synced(a) => Ok(a),
-        _ => Err(ClientError::Unexpected {
-            peer: l.peer().to_string(),
-            asked: "sync",
-        }
-        .into()),
+        _ => Err(unexpected(l.peer(), "sync")),
     }
 }
 
@@ -272,11 +277,7 @@ async fn converse(
             })
             .await?;
         let WalletMessage::Registered(v) = answer else {
-            return Err(ClientError::Unexpected {
-                peer,
-                asked: "register",
-            }
-            .into());
+            return Err(unexpected(peer, "register"));
         };
         let bad = |why: String| ChainError::BadVoucher {
             peer: peer.clone(),
@@ -318,11 +319,7 @@ async fn converse(
         })
         .await?;
     if !matches!(answer, WalletMessage::Stocked(_)) {
-        return Err(ClientError::Unexpected {
-            peer,
-            asked: "receive keys",
-        }
-        .into());
+        return Err(unexpected(peer, "receive keys"));
     }
     let genesis_committee = genesis.committee().map_err(|e| SessionError::Genesis {
         path: GENESIS_FILE.into(),
@@ -336,11 +333,7 @@ async fn converse(
             })
             .await?;
         let WalletMessage::Handovers(list) = answer else {
-            return Err(ClientError::Unexpected {
-                peer,
-                asked: "handovers",
-            }
-            .into());
+            return Err(unexpected(peer, "handovers"));
         };
         let full = list.len() == MAX_WALLET_HANDOVERS;
         state.take_handovers(&mut committees, list)?;
@@ -353,11 +346,7 @@ async fn converse(
         let req = state.request(&watched)?;
         let answer = sync_retrying(link, &req).await?;
         let WalletMessage::Synced(answer) = answer else {
-            return Err(ClientError::Unexpected {
-                peer,
-                asked: "sync",
-            }
-            .into());
+            return Err(unexpected(peer, "sync"));
         };
         let v = state.apply(&committees, &watched, &req, &answer)?;
         if !v.more {
@@ -465,11 +454,7 @@ async fn pay(
         a?
     };
     let WalletMessage::PayTo(pay_to) = answer else {
-        return Err(ClientError::Unexpected {
-            peer: to.peer.clone(),
-            asked: "pay to",
-        }
-        .into());
+        return Err(unexpected(to.peer.clone(), "pay to"));
     };
     let payee_key = pay_to
         .verify(&state.chain, to, &payee_peer.key)
@@ -596,13 +581,7 @@ async fn submit_with(
                 )));
             }
         }
-        _ => {
-            return Err(ClientError::Unexpected {
-                peer: state.name.peer.clone(),
-                asked: "submit",
-            }
-            .into())
-        }
+        _ => return Err(unexpected(state.name.peer.clone(), "submit")),
     }
     let first = tx.body.outputs.first().map(|o| (o.asset, o.value));
     let (height, outcome) = link.wait_final(id, wait).await?;
@@ -940,11 +919,7 @@ pub async fn receipt(
         .await;
     link.close();
     let WalletMessage::Inclusion(inclusion) = answer? else {
-        return Err(ClientError::Unexpected {
-            peer: state.name.peer.clone(),
-            asked: "inclusion",
-        }
-        .into());
+        return Err(unexpected(state.name.peer.clone(), "inclusion"));
     };
     let receipt = dag::ledger::light::Receipt {
         tx: body,
