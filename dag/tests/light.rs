@@ -238,3 +238,59 @@ fn ranges_and_absent_outputs() {
     let v = verify_sync(&req, &a, &committees(&w), None).unwrap();
     assert!(v.keys[0].2.is_empty());
 }
+
+/// `item_leaf_index` (what a peer uses to prove a receipt) finds the leaf
+/// the ledger really appended for each item, rejected ones included.
+#[test]
+fn item_leaf_index_matches_the_history() {
+    use dag::ledger::admission::encode_payload_item;
+    use dag::ledger::apply::{item_leaf, item_leaf_index};
+    let mut w = World::new(4, 4);
+    let (k0, k1, k7) = (keypair(0), keypair(1), keypair(7));
+    let pay = |w: &World, input: u32, from: &schnorrkel::Keypair| {
+        let body = w.body(
+            vec![w.genesis_output(input)],
+            vec![w.native(&k7, GENESIS_AMOUNT, 1)],
+            vec![],
+        );
+        w.sign(body, &[from])
+    };
+    let a = pay(&w, 0, &k0);
+    let b = pay(&w, 1, &k1);
+    let double = pay(&w, 0, &k0); // another spend of output 0: rejected
+    let mut conflicting = double.clone();
+    conflicting.body.memo = Some(proofs::Hash([3; 32]));
+    let conflicting = w.sign(conflicting.body, &[&k0]);
+    let payloads: Vec<Vec<u8>> = vec![
+        [a.clone(), b.clone()]
+            .iter()
+            .flat_map(encode_payload_item)
+            .collect(),
+        encode_payload_item(&conflicting),
+    ];
+    let before = w.ledger.roots().history_leaves;
+    let out = w.apply_payloads(&payloads);
+    let events: Vec<(proofs::Hash, Vec<u8>)> = payloads
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (proofs::Hash([i as u8; 32]), p.clone()))
+        .collect();
+    let max = w.ledger.params().max_tx_bytes as usize;
+    for (id, outcome) in &out.outcomes {
+        let at = item_leaf_index(before, &events, max, id).expect("in the height");
+        assert_eq!(
+            w.ledger.history().leaf_node(at).unwrap(),
+            proofs::mmr::leaf_hash(&item_leaf(id, outcome)),
+            "item {id}"
+        );
+    }
+    assert_eq!(out.outcomes.len(), 3);
+    assert!(matches!(
+        out.outcomes[2].1,
+        dag::ledger::Outcome::Rejected(_)
+    ));
+    assert_eq!(
+        item_leaf_index(before, &events, max, &proofs::Hash([9; 32])),
+        None
+    );
+}

@@ -253,17 +253,15 @@ fn pay_to(
 
 /// Where applied transaction `tx` of `height` sits in the history, proven
 /// against the latest certified checkpoint. The leaf index is found from
-/// the stored height records (the leaves before the height, then one per
-/// event and one per item in order, as the ledger appends them); the
-/// ledger's own leaf there must be the transaction's, applied.
+/// the stored height records (`item_leaf_index`); the ledger's own leaf
+/// there must be the transaction's, applied.
 fn inclusion(
     driver: &Driver,
     store: &Store,
     tx: Hash,
     height: u64,
 ) -> Result<WalletMessage, String> {
-    use dag::ledger::admission::decode_payload;
-    use dag::ledger::apply::{item_leaf, Outcome};
+    use dag::ledger::apply::{item_leaf, item_leaf_index, Outcome};
     let cert = driver
         .last_certified()
         .ok_or("no certified checkpoint yet: try again shortly")?;
@@ -285,17 +283,7 @@ fn inclusion(
         record(height - 1)?.roots.history_leaves
     };
     let max = driver.ledger().params().max_tx_bytes as usize;
-    let mut index = before;
-    let mut at = None;
-    for (_, payload) in &record(height)?.events {
-        index += 1; // the event's own leaf
-        for item in decode_payload(payload, max) {
-            if item.id() == tx && at.is_none() {
-                at = Some(index);
-            }
-            index += 1;
-        }
-    }
+    let at = item_leaf_index(before, &record(height)?.events, max, &tx);
     let at = at.ok_or_else(|| format!("transaction {tx} is not in height {height}"))?;
     let history = driver.ledger().history();
     let leaf = item_leaf(&tx, &Outcome::Applied);

@@ -116,6 +116,30 @@ pub fn item_leaf(id: &Hash, outcome: &Outcome) -> Hash {
     h.finalize()
 }
 
+/// The history index of payload item `item` of a height, given the
+/// history's size before the height and the height's ordered events with
+/// their payloads: the leaves [`Ledger::apply_height`] appends are, per
+/// event, the event's leaf and then one leaf per payload item (admitted or
+/// not), in order. `None` if the item is not in the height.
+pub fn item_leaf_index(
+    leaves_before: u64,
+    events: &[(EventId, Vec<u8>)],
+    max_tx_bytes: usize,
+    item: &Hash,
+) -> Option<u64> {
+    let mut index = leaves_before;
+    for (_, payload) in events {
+        index += 1; // the event's own leaf
+        for it in crate::ledger::admission::decode_payload(payload, max_tx_bytes) {
+            if it.id() == *item {
+                return Some(index);
+            }
+            index += 1;
+        }
+    }
+    None
+}
+
 /// Tree updates gathered over a height.
 #[derive(Default)]
 pub(crate) struct Changes {
