@@ -482,7 +482,7 @@ async fn pay(
             value: Value::Amount(total - amount),
         });
     }
-    submit(
+    submit_with(
         link,
         dir,
         keys,
@@ -490,41 +490,16 @@ async fn pay(
         genesis,
         &inputs,
         outputs,
+        Vec::new(),
+        Vec::new(),
         ("sent", wait),
     )
     .await
 }
 
-#[allow(clippy::too_many_arguments)]
-/// Sign `outputs` over `inputs` (one MuSig signature of the inputs' keys),
-/// save the state (the change index taken), submit to our peer, wait for
-/// finality and sync.
-async fn submit(
-    link: &PeerLink,
-    dir: &Path,
-    keys: &OwnerKeys,
-    state: &mut ChainState,
-    genesis: &Genesis,
-    inputs: &[crate::chain::Held],
-    outputs: Vec<Output>,
-    (what, wait): (&'static str, Duration),
-) -> Result<Sent, SessionError> {
-    submit_with(
-        link,
-        dir,
-        keys,
-        state,
-        genesis,
-        inputs,
-        outputs,
-        Vec::new(),
-        Vec::new(),
-        (what, wait),
-    )
-    .await
-}
-
-/// [`submit`] with `actions`, signed also by the keys `extra` (an issuer).
+/// Sign `outputs` over `inputs` with `actions` (one MuSig signature of the
+/// inputs' keys and the keys `extra`, an issuer's), save the state (the
+/// change index taken), submit to our peer, wait for finality and sync.
 #[allow(clippy::too_many_arguments)]
 async fn submit_with(
     link: &PeerLink,
@@ -663,7 +638,7 @@ pub async fn stake(
                 value: Value::Amount(value),
             });
         }
-        submit(
+        submit_with(
             &link,
             dir,
             keys,
@@ -671,6 +646,8 @@ pub async fn stake(
             genesis,
             &inputs,
             outputs,
+            Vec::new(),
+            Vec::new(),
             ("staked", wait),
         )
         .await
