@@ -8,6 +8,8 @@
 //! authenticated by schnorrkel keys, plus the raw datagrams the core will
 //! speak. It depends on `dag` (keys, signing) and `proofs` (hashes), never
 //! on `peer` or `wallet`.
+//! [`lab`] (test infrastructure): real NATs from network namespaces and netfilter.
 
 pub mod echo;
+pub mod lab;
 pub mod transport;
