@@ -330,3 +330,89 @@ fn devnet_wallets_prove_balances_and_a_restored_wallet_finds_its_outputs() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("output"), "{err}");
 }
+
+/// The check that a stake move is a vote: the committee the wallet
+/// derives for the next snapshot (from certified hand-overs alone) weighs
+/// the new host more and the old one less by exactly the amount moved.
+/// The peers build rounds without pause here so that round 4096 comes in
+/// about a minute.
+#[test]
+fn a_stake_move_changes_the_next_snapshots_stake_table() {
+    let mut net = LocalNet::prepare_with_wallets(4);
+    for i in 0..4 {
+        net.configure(i, "idle_round_ms = 0");
+    }
+    net.start_all();
+    let root = net.root.path().to_path_buf();
+    peer::devnet::login_wallets(&bin("wallet"), &root, Duration::from_secs(90))
+        .expect("the devnet's wallets log in");
+    let wallets = peer::devnet::wallets(&root).expect("wallets.json");
+    let w1 = &wallets[1];
+    assert_ne!(w1.peer, "peer-3");
+
+    let stake_of = |c: &Value, peer: &str| -> u64 {
+        c["members"]
+            .as_array()
+            .expect("members")
+            .iter()
+            .find(|m| m["peer"] == peer)
+            .and_then(|m| m["stake"].as_u64())
+            .unwrap_or(0)
+    };
+    let before = json_of(&wallet(&w1.dir, &["committee", "--json"], ""));
+    let genesis = &before["committees"][0];
+    assert_eq!(genesis["snapshot"], 0);
+
+    let moved = 300_000_000_000u64;
+    let staked = json_of(&wallet(
+        &w1.dir,
+        &[
+            "stake",
+            "--host",
+            "peer-3",
+            "--amount",
+            &moved.to_string(),
+            "--json",
+        ],
+        "",
+    ));
+    assert_eq!(staked["outcome"], "applied");
+    let round = net.status(0).and_then(|s| s["round"].as_u64()).unwrap_or(0);
+    assert!(
+        round < 4096,
+        "the stake move must precede snapshot 4096 (round {round})"
+    );
+
+    // Sync until the wallet holds the certified hand-over of snapshot 4096.
+    let deadline = std::time::Instant::now() + Duration::from_secs(240);
+    let next = loop {
+        json_of(&wallet(&w1.dir, &["balance", "--json"], ""));
+        let c = json_of(&wallet(&w1.dir, &["committee", "--json"], ""));
+        if let Some(n) = c["committees"]
+            .as_array()
+            .and_then(|l| l.iter().find(|x| x["snapshot"] == 4096))
+        {
+            break n.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no hand-over for snapshot 4096 (peer-0 at round {:?})",
+            net.status(0).map(|s| s["round"].clone())
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    };
+    assert_eq!(
+        stake_of(&next, "peer-3"),
+        stake_of(genesis, "peer-3") + moved,
+        "{next}"
+    );
+    assert_eq!(
+        stake_of(&next, &w1.peer),
+        stake_of(genesis, &w1.peer) - moved,
+        "{next}"
+    );
+    assert_eq!(next["total"], genesis["total"]);
+    // And `verify` re-checks the chain of committees it came from.
+    let v = json_of(&wallet(&w1.dir, &["verify", "--json"], ""));
+    assert_eq!(v["handovers"], 1);
+}

@@ -240,6 +240,13 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// The committees the wallet derived from genesis through the certified
+    /// hand-overs it holds (one per snapshot): each peer's stake, offline.
+    Committee {
+        /// One JSON object {"committees":[{"snapshot","total","members":[{"peer","key","stake"}]}]}.
+        #[arg(long)]
+        json: bool,
+    },
     /// Re-check every stored proof and the committee chain from genesis,
     /// without the network.
     Verify {
@@ -285,6 +292,7 @@ fn run() -> Result<()> {
             json,
         } => balance(&dir, &password, offline, &witness, json),
         Cmd::Verify { json } => verify(&dir, json),
+        Cmd::Committee { json } => committee(&dir, json),
         Cmd::Receive { json } => receive(&dir, &password, json),
         Cmd::Stake {
             host,
@@ -686,6 +694,57 @@ fn verify(dir: &Path, json: bool) -> Result<()> {
             height.map_or("(none yet)".to_string(), |h| h.to_string()),
             state.handovers.len()
         );
+    }
+    Ok(())
+}
+
+fn committee(dir: &Path, json: bool) -> Result<()> {
+    WalletDir::open(dir)?;
+    let state = ChainState::load(dir)?;
+    let genesis = session::load_genesis(&dir.join(GENESIS_FILE))?;
+    let first = genesis
+        .committee()
+        .context("the stored genesis has no valid committee")?;
+    // Checked again, as `verify` does: the state file is input.
+    state.committees(first.clone())?;
+    let name_of = |key: &dag::PeerKey| {
+        genesis
+            .peers
+            .iter()
+            .find(|p| p.key == *key)
+            .map(|p| p.name.clone())
+    };
+    let mut list = vec![(0, first.members().to_vec())];
+    list.extend(
+        state
+            .handovers
+            .iter()
+            .map(|h| (h.statement.snapshot, h.statement.members.clone())),
+    );
+    if json {
+        let committees: Vec<_> = list
+            .iter()
+            .map(|(snapshot, members)| {
+                json!({
+                    "snapshot": snapshot,
+                    "total": members.iter().map(|m| u128::from(m.stake)).sum::<u128>(),
+                    "members": members.iter().map(|m| json!({
+                        "peer": name_of(&m.key),
+                        "key": m.key.to_string(),
+                        "stake": m.stake,
+                    })).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        println!("{}", json!({ "committees": committees }));
+    } else {
+        for (snapshot, members) in &list {
+            println!("snapshot {snapshot}:");
+            for m in members {
+                let name = name_of(&m.key).unwrap_or_else(|| m.key.to_string());
+                println!("  {name:<32} {}", m.stake);
+            }
+        }
     }
     Ok(())
 }
