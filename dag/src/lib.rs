@@ -20,6 +20,7 @@ pub mod id_map;
 pub mod identity;
 pub mod ledger;
 pub mod pending;
+pub mod rendezvous;
 pub mod ticket;
 pub mod wire;
 

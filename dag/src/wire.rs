@@ -13,9 +13,10 @@ use crate::identity::{Bytes64, PeerKey};
 use crate::ledger::apply::Outcome;
 use crate::ledger::checkpoint::{Certified, Checkpoint, Handover};
 use crate::ledger::light::{Inclusion, SyncAnswer, SyncRequest, MAX_SYNC_KEYS, MAX_SYNC_WATCH};
-use crate::ledger::names::{NameVoucher, PayTo, ReceiveKey, MAX_RECEIVE_KEYS};
+use crate::ledger::names::{NameVoucher, PayTo, ReceiveKey, WalletName, MAX_RECEIVE_KEYS};
 use crate::ledger::peers::check_name;
 use crate::ledger::transaction::TxId;
+use crate::rendezvous::{IntroAnswer, Introduction, LinkOffer, PeerIntroduce, Reached, MAX_REASON};
 use proofs::Hash;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -68,6 +69,14 @@ pub enum PeerMessage {
         #[serde(with = "serde_bytes")]
         data: Vec<u8>,
     },
+    /// Rendezvous: a wallet of the sender asks for a link to a wallet of
+    /// the receiver.
+    Introduce(Box<PeerIntroduce>),
+    /// Rendezvous: the answer, for the attempt it names.
+    IntroduceAnswer {
+        attempt: [u8; 16],
+        answer: Box<IntroAnswer>,
+    },
 }
 
 /// A state snapshot a peer can send (see [`PeerMessage::SnapshotOffer`]).
@@ -116,6 +125,16 @@ impl PeerMessage {
             | PeerMessage::SnapshotFetch { .. } => (0, 0),
             PeerMessage::SnapshotOffer(o) => (o.handovers.len(), MAX_HANDOVERS),
             PeerMessage::SnapshotChunk { data, .. } => (data.len(), SNAPSHOT_CHUNK),
+            PeerMessage::Introduce(i) => {
+                i.offer.check().map_err(malformed)?;
+                check_name(&i.to).map_err(malformed)?;
+                check_name(&i.from.name).map_err(malformed)?;
+                (0, 0)
+            }
+            PeerMessage::IntroduceAnswer { answer, .. } => {
+                check_answer(answer)?;
+                (0, 0)
+            }
         };
         if len > max {
             return Err(WireError::ListTooLong { len, max });
@@ -135,6 +154,8 @@ impl PeerMessage {
             PeerMessage::SnapshotOffer(_) => "snapshot_offer",
             PeerMessage::SnapshotFetch { .. } => "snapshot_fetch",
             PeerMessage::SnapshotChunk { .. } => "snapshot_chunk",
+            PeerMessage::Introduce(_) => "introduce",
+            PeerMessage::IntroduceAnswer { .. } => "introduce_answer",
         }
     }
 }
@@ -184,6 +205,27 @@ pub enum WalletMessage {
     GetInclusion { tx: Hash, height: u64 },
     /// Peer → wallet: the answer.
     Inclusion(Box<Inclusion>),
+    /// Wallet → peer: this wallet (the link's key, registered as `name`)
+    /// is online: introduce other wallets that ask for it.
+    Listen { name: String },
+    /// Peer → wallet: it will.
+    Listening,
+    /// Wallet → peer: introduce this wallet to wallet `to` (`login@peer`).
+    Reach { to: String, offer: LinkOffer },
+    /// Peer → wallet (unasked): another wallet wants a link; answer with
+    /// [`WalletMessage::Answer`].
+    Introduced(Box<Introduction>),
+    /// Wallet → peer: this wallet's half for the attempt, or `None` to
+    /// decline.
+    Answer {
+        attempt: [u8; 16],
+        offer: Option<LinkOffer>,
+    },
+    /// Peer → wallet: the wallet asked for answered; punch now.
+    Reached(Box<Reached>),
+    /// Peer → wallet: the attempt cannot go on (unknown name, offline,
+    /// declined, timed out).
+    ReachFailed { attempt: [u8; 16], reason: String },
 }
 
 /// Most hand-overs in one `Handovers` message.
@@ -249,6 +291,38 @@ impl WalletMessage {
                 check_name(&p.voucher.name).map_err(|e| WireError::Malformed(e.to_string()))?;
                 0
             }
+            WalletMessage::Listen { name } => {
+                check_name(name).map_err(malformed)?;
+                0
+            }
+            WalletMessage::Listening => 0,
+            WalletMessage::Reach { to, offer } => {
+                WalletName::parse(to).map_err(malformed)?;
+                offer.check().map_err(malformed)?;
+                0
+            }
+            WalletMessage::Introduced(i) => {
+                check_name(&i.from.name).map_err(malformed)?;
+                i.offer.check().map_err(malformed)?;
+                0
+            }
+            WalletMessage::Answer { offer, .. } => {
+                if let Some(o) = offer {
+                    o.check().map_err(malformed)?;
+                }
+                0
+            }
+            WalletMessage::Reached(r) => {
+                check_name(&r.to.name).map_err(malformed)?;
+                r.offer.check().map_err(malformed)?;
+                0
+            }
+            WalletMessage::ReachFailed { reason, .. } => {
+                if reason.len() > MAX_REASON {
+                    return Err(WireError::Malformed("reason too long".into()));
+                }
+                0
+            }
             WalletMessage::Refused { what, reason } => {
                 if what.len() + reason.len() > MAX_REFUSAL {
                     return Err(WireError::Malformed("refusal too long".into()));
@@ -268,6 +342,23 @@ impl WalletMessage {
             });
         }
         Ok(msg)
+    }
+}
+
+fn malformed(e: impl std::fmt::Display) -> WireError {
+    WireError::Malformed(e.to_string())
+}
+
+fn check_answer(a: &IntroAnswer) -> Result<(), WireError> {
+    match a {
+        IntroAnswer::Accepted { voucher, offer } => {
+            check_name(&voucher.name).map_err(malformed)?;
+            offer.check().map_err(malformed)
+        }
+        IntroAnswer::Failed(reason) if reason.len() > MAX_REASON => {
+            Err(WireError::Malformed("reason too long".into()))
+        }
+        IntroAnswer::Failed(_) => Ok(()),
     }
 }
 

@@ -71,6 +71,10 @@ pub struct Status {
     pub state_on_disk: bool,
     #[serde(default)]
     pub outputs_in_memory: u64,
+    /// Requests to introduce a wallet to another (from this peer's
+    /// wallets and from other peers).
+    #[serde(default)]
+    pub rendezvous_requests: u64,
     pub outputs_root: String,
     pub history_root: String,
     /// Drops by reason (malformed messages, refused events, rate limits…).

@@ -644,11 +644,14 @@ impl Driver {
                 handover,
                 signature,
             } => self.take_handover_vote(from, *handover, signature),
-            // Snapshots travel between the daemons' stores, not through
+            // Snapshots travel between the daemons' stores, and wallets'
+            // rendezvous between the daemons' wallet services, not through
             // the protocol state.
             PeerMessage::SnapshotOffer(_)
             | PeerMessage::SnapshotFetch { .. }
-            | PeerMessage::SnapshotChunk { .. } => {}
+            | PeerMessage::SnapshotChunk { .. }
+            | PeerMessage::Introduce(_)
+            | PeerMessage::IntroduceAnswer { .. } => {}
         }
         self.drain_core();
     }

@@ -16,6 +16,7 @@ use crate::catchup::{self, Download, Step};
 use crate::config::Config;
 use crate::driver::{Driver, Effect, HeightRecord, PeerSnapshot, StatementSigner};
 use crate::keys;
+use crate::rendezvous::{self, Rendezvous};
 use crate::store::{file_pages_mapped, LedgerNodes, Store, StoreConfig, MAPPED_BUDGET};
 use crate::submissions::{self, Submitters};
 use crate::wallet_service;
@@ -159,6 +160,7 @@ async fn serve(
     // The driver thread.
     let driver_thread = {
         let transport = transport.clone();
+        let links = links.clone();
         let counters = counters.clone();
         let cfg = cfg.clone();
         let (ready_tx, ready_rx) = std_mpsc::channel();
@@ -166,7 +168,8 @@ async fn serve(
             .name("driver".into())
             .spawn(move || {
                 driver_loop(
-                    genesis, secret, store, cfg, in_rx, out_tx, transport, counters, ready_tx,
+                    genesis, secret, store, cfg, in_rx, out_tx, transport, links, counters,
+                    ready_tx,
                 )
             })?;
         // Replay must finish before links come up.
@@ -432,7 +435,10 @@ fn adopt_wallet(
                     | WalletMessage::GetHandovers { .. }
                     | WalletMessage::PutReceiveKeys { .. }
                     | WalletMessage::GetPayTo { .. }
-                    | WalletMessage::GetInclusion { .. }),
+                    | WalletMessage::GetInclusion { .. }
+                    | WalletMessage::Listen { .. }
+                    | WalletMessage::Reach { .. }
+                    | WalletMessage::Answer { .. }),
                 ) => {
                     if in_tx.send(Input::Wallet(key, m)).await.is_err() {
                         return;
@@ -606,6 +612,7 @@ fn driver_loop(
     mut in_rx: mpsc::Receiver<Input>,
     out_tx: mpsc::Sender<Out>,
     transport: Transport,
+    links: Links,
     counters: Arc<NetCounters>,
     ready: std_mpsc::Sender<Result<()>>,
 ) -> Result<()> {
@@ -685,6 +692,8 @@ fn driver_loop(
     // Signs the login names this peer vouches for.
     let mut voucher_signer = keys::signer(secret);
     let mut wallet_budget = wallet_service::Budget::default();
+    let mut rendezvous = Rendezvous::default();
+    let mut last_rendezvous_expiry = Instant::now();
     // An input taken while gathering submissions, handled next.
     let mut deferred: Option<Input> = None;
     // Finality notices wait until their heights are on disk.
@@ -925,6 +934,32 @@ fn driver_loop(
                     }
                 }
             }
+            Input::Msg(
+                from,
+                msg @ (PeerMessage::Introduce(_) | PeerMessage::IntroduceAnswer { .. }),
+            ) => {
+                let view = RendezvousView {
+                    driver: &driver,
+                    links: &links,
+                };
+                let mut ctx = rendezvous::Ctx {
+                    chain,
+                    own_name: &cfg.name,
+                    signer: &mut voucher_signer,
+                    node: &view,
+                    substitute_key: cfg.test_lie == Some(wallet_service::Lie::SubstituteLinkKey),
+                };
+                let out = match msg {
+                    PeerMessage::Introduce(i) => {
+                        rendezvous.introduce(&mut ctx, Instant::now(), from, *i)
+                    }
+                    PeerMessage::IntroduceAnswer { attempt, answer } => {
+                        rendezvous.introduce_answer(&ctx, from, attempt, *answer)
+                    }
+                    _ => Vec::new(),
+                };
+                send_rendezvous(&out_tx, &counters, out);
+            }
             Input::Msg(from, msg) => {
                 if let PeerMessage::Frontier(f) = &msg {
                     if needs_snapshot(&store, &driver, f)? {
@@ -1043,6 +1078,59 @@ fn driver_loop(
                     );
                     continue;
                 }
+                if let WalletMessage::Listen { .. }
+                | WalletMessage::Reach { .. }
+                | WalletMessage::Answer { .. } = &msg
+                {
+                    let view = RendezvousView {
+                        driver: &driver,
+                        links: &links,
+                    };
+                    let mut ctx = rendezvous::Ctx {
+                        chain,
+                        own_name: &cfg.name,
+                        signer: &mut voucher_signer,
+                        node: &view,
+                        substitute_key: cfg.test_lie
+                            == Some(wallet_service::Lie::SubstituteLinkKey),
+                    };
+                    let out = match msg {
+                        WalletMessage::Listen { name } => {
+                            let answer = match store.name_owner(&name) {
+                                Ok(Some(k)) if k == wallet => {
+                                    match rendezvous.listen(&name, wallet) {
+                                        Ok(()) => WalletMessage::Listening,
+                                        Err(reason) => WalletMessage::Refused {
+                                            what: "listen".into(),
+                                            reason,
+                                        },
+                                    }
+                                }
+                                Ok(_) => WalletMessage::Refused {
+                                    what: "listen".into(),
+                                    reason: format!("{name:?} is not this wallet's name here"),
+                                },
+                                Err(e) => {
+                                    warn!("reading a login name: {e}");
+                                    WalletMessage::Refused {
+                                        what: "listen".into(),
+                                        reason: "the peer could not read its names".into(),
+                                    }
+                                }
+                            };
+                            vec![rendezvous::Out::Wallet(wallet, answer)]
+                        }
+                        WalletMessage::Reach { to, offer } => {
+                            rendezvous.reach(&mut ctx, Instant::now(), wallet, &to, offer)
+                        }
+                        WalletMessage::Answer { attempt, offer } => {
+                            rendezvous.answer(&mut ctx, wallet, attempt, offer)
+                        }
+                        _ => Vec::new(),
+                    };
+                    send_rendezvous(&out_tx, &counters, out);
+                    continue;
+                }
                 if let Some(answer) = wallet_service::answer(
                     &driver,
                     &store,
@@ -1097,12 +1185,65 @@ fn driver_loop(
                     LedgerNodes::in_memory_bytes(ledger.output_count())
                 } as u64;
                 s.peers_connected = connected.len();
+                s.rendezvous_requests = rendezvous.requests;
                 let _ = reply.send(s);
             }
         }
         if driver.poll_timeout().is_some_and(|t| t <= now()) {
             driver.handle_timeout(now());
         }
+        if last_rendezvous_expiry.elapsed() >= Duration::from_secs(1) {
+            last_rendezvous_expiry = Instant::now();
+            let view = RendezvousView {
+                driver: &driver,
+                links: &links,
+            };
+            let ctx = rendezvous::Ctx {
+                chain,
+                own_name: &cfg.name,
+                signer: &mut voucher_signer,
+                node: &view,
+                substitute_key: false,
+            };
+            let out = rendezvous.expire(&ctx, Instant::now());
+            send_rendezvous(&out_tx, &counters, out);
+        }
+    }
+}
+
+/// The node as the rendezvous sees it.
+struct RendezvousView<'a> {
+    driver: &'a Driver,
+    links: &'a Links,
+}
+
+impl rendezvous::Node for RendezvousView<'_> {
+    fn peer_by_name(&self, name: &str) -> Option<PeerKey> {
+        self.driver.ledger().peer_by_name(name).map(|r| r.key)
+    }
+
+    fn linked(&self, key: &PeerKey) -> bool {
+        let l = self.links.lock().unwrap_or_else(|p| p.into_inner());
+        l.peers.contains_key(key) || l.wallets.contains_key(key)
+    }
+
+    fn rtt_ms(&self, key: &PeerKey) -> u32 {
+        let l = self.links.lock().unwrap_or_else(|p| p.into_inner());
+        l.peers
+            .get(key)
+            .or_else(|| l.wallets.get(key))
+            .map_or(0, |link| link.rtt().as_millis().min(10_000) as u32)
+    }
+}
+
+/// Send what the rendezvous returned.
+fn send_rendezvous(out_tx: &mpsc::Sender<Out>, counters: &NetCounters, out: Vec<rendezvous::Out>) {
+    for o in out {
+        let (to, bytes) = match o {
+            rendezvous::Out::Wallet(k, m) => (k, Bytes::from(m.encode())),
+            rendezvous::Out::Peer(k, m) => (k, frame(&m)),
+        };
+        send(out_tx, counters, Out::Send(to, bytes));
     }
 }
 
@@ -1662,6 +1803,7 @@ fn status(
         state_cache_bytes: 0,
         state_on_disk: false,
         outputs_in_memory: d.ledger().outputs_in_memory() as u64,
+        rendezvous_requests: 0,
         outputs_root: roots.outputs.to_string(),
         history_root: roots.history.to_string(),
         drops,

@@ -67,6 +67,9 @@ pub enum Lie {
     WeakRoot,
     /// Take submitted transactions and never propose them.
     DropSubmissions,
+    /// In rendezvous answers, vouch for a login key other than the
+    /// answering wallet's (a man in the middle).
+    SubstituteLinkKey,
 }
 
 /// Apply `lie` to an answer about to be sent.
@@ -94,7 +97,7 @@ pub fn tell(lie: Option<Lie>, answer: WalletMessage) -> WalletMessage {
             }
         }
         Some(Lie::WeakRoot) => a.checkpoint.signatures.truncate(1),
-        Some(Lie::DropSubmissions) | None => {}
+        Some(Lie::DropSubmissions | Lie::SubstituteLinkKey) | None => {}
     }
     WalletMessage::Synced(a)
 }

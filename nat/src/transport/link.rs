@@ -95,6 +95,11 @@ impl Link {
         self.conn.remote_address()
     }
 
+    /// QUIC's current estimate of the round-trip time.
+    pub fn rtt(&self) -> std::time::Duration {
+        self.conn.rtt()
+    }
+
     /// Queue a frame without waiting. A full queue is an error (counted in
     /// `send_queue_full`), so the caller decides what to drop.
     pub fn send(&self, frame: Bytes) -> Result<(), LinkError> {
