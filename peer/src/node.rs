@@ -19,7 +19,7 @@ use crate::keys;
 use crate::rendezvous::{self, Rendezvous};
 use crate::store::{file_pages_mapped, LedgerNodes, Store, StoreConfig, MAPPED_BUDGET};
 use crate::submissions::{self, Submitters};
-use crate::wallet_service;
+use crate::wallet_service::{self, WalletAt};
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use dag::event::Event;
@@ -60,9 +60,10 @@ const OUTPUT_QUEUE: usize = 10_000;
 enum Input {
     Msg(PeerKey, PeerMessage),
     /// Encoded transactions from a wallet link.
-    Submit(PeerKey, Vec<Vec<u8>>),
-    /// Another request from a wallet link (see `wallet_service`).
-    Wallet(PeerKey, WalletMessage),
+    Submit(WalletAt, Vec<Vec<u8>>),
+    /// Another request from a wallet link (see `wallet_service`); boxed,
+    /// as the largest requests are far larger than the other inputs.
+    Wallet(WalletAt, Box<WalletMessage>),
     Connected(PeerKey),
     Disconnected(PeerKey),
     Status(oneshot::Sender<Status>),
@@ -70,7 +71,10 @@ enum Input {
 }
 
 enum Out {
+    /// To a peer, or to a wallet's newest link.
     Send(PeerKey, Bytes),
+    /// To one link of a wallet (the answer to what came on it).
+    ToWallet(WalletAt, Bytes),
     Broadcast(Bytes),
 }
 
@@ -88,13 +92,26 @@ struct NetCounters {
 #[derive(Default)]
 struct LinkSets {
     peers: HashMap<PeerKey, Link>,
-    wallets: HashMap<PeerKey, Link>,
+    /// A wallet may hold a few links at once (`wallet online` and a
+    /// command run meanwhile), oldest first.
+    wallets: HashMap<PeerKey, Vec<Link>>,
+}
+
+impl LinkSets {
+    fn wallet(&self, at: WalletAt) -> Option<&Link> {
+        self.wallets
+            .get(&at.key)?
+            .iter()
+            .find(|l| l.id() == at.link)
+    }
 }
 
 type Links = Arc<Mutex<LinkSets>>;
 
-/// Wallet links held at once, at most; more are refused.
+/// Wallets linked at once, at most; more are refused.
 const MAX_WALLET_LINKS: usize = 1024;
+/// Links one wallet key may hold at once; a new one beyond closes the oldest.
+const MAX_LINKS_PER_WALLET: usize = 4;
 /// Submitted transactions remembered for their submitter's notification.
 const MAX_TRACKED_SUBMISSIONS: usize = 1_000_000;
 
@@ -191,14 +208,18 @@ async fn serve(
                         Out::Send(to, _) => l
                             .peers
                             .get(to)
-                            .or_else(|| l.wallets.get(to))
+                            .or_else(|| l.wallets.get(to).and_then(|v| v.last()))
                             .map(|x| vec![(*to, x.clone())])
+                            .unwrap_or_default(),
+                        Out::ToWallet(at, _) => l
+                            .wallet(*at)
+                            .map(|x| vec![(at.key, x.clone())])
                             .unwrap_or_default(),
                         Out::Broadcast(_) => l.peers.iter().map(|(k, x)| (*k, x.clone())).collect(),
                     }
                 };
                 let bytes = match out {
-                    Out::Send(_, b) | Out::Broadcast(b) => b,
+                    Out::Send(_, b) | Out::ToWallet(_, b) | Out::Broadcast(b) => b,
                 };
                 for (k, link) in targets {
                     if let Err(e) = link.send(bytes.clone()) {
@@ -413,10 +434,16 @@ fn adopt_wallet(
             link.close("too many wallets");
             return;
         }
-        if let Some(old) = l.wallets.insert(key, link.clone()) {
-            old.close("replaced");
+        let mine = l.wallets.entry(key).or_default();
+        if mine.len() >= MAX_LINKS_PER_WALLET {
+            mine.remove(0).close("replaced");
         }
+        mine.push(link.clone());
     }
+    let at = WalletAt {
+        key,
+        link: link.id(),
+    };
     debug!(wallet = %key, addr = %link.remote_addr(), "wallet link up");
     let links = links.clone();
     let in_tx = in_tx.clone();
@@ -425,7 +452,7 @@ fn adopt_wallet(
         while let Some(frame) = link.recv().await {
             match WalletMessage::decode(&frame) {
                 Ok(WalletMessage::Submit(txs)) => {
-                    if in_tx.send(Input::Submit(key, txs)).await.is_err() {
+                    if in_tx.send(Input::Submit(at, txs)).await.is_err() {
                         return;
                     }
                 }
@@ -440,7 +467,7 @@ fn adopt_wallet(
                     | WalletMessage::Reach { .. }
                     | WalletMessage::Answer { .. }),
                 ) => {
-                    if in_tx.send(Input::Wallet(key, m)).await.is_err() {
+                    if in_tx.send(Input::Wallet(at, Box::new(m))).await.is_err() {
                         return;
                     }
                 }
@@ -450,8 +477,11 @@ fn adopt_wallet(
             }
         }
         let mut l = links.lock().unwrap_or_else(|p| p.into_inner());
-        if l.wallets.get(&key).is_some_and(|cur| cur.id() == link.id()) {
-            l.wallets.remove(&key);
+        if let Some(mine) = l.wallets.get_mut(&key) {
+            mine.retain(|cur| cur.id() != link.id());
+            if mine.is_empty() {
+                l.wallets.remove(&key);
+            }
         }
     });
 }
@@ -697,7 +727,7 @@ fn driver_loop(
     // An input taken while gathering submissions, handled next.
     let mut deferred: Option<Input> = None;
     // Finality notices wait until their heights are on disk.
-    let mut pending_notices: Vec<(PeerKey, Bytes)> = Vec::new();
+    let mut pending_notices: Vec<(WalletAt, Bytes)> = Vec::new();
     // When the writes now pending started gathering.
     let mut burst_started: Option<Instant> = None;
 
@@ -838,7 +868,7 @@ fn driver_loop(
             burst.flush(&store, &nodes, driver.ledger().height())?;
             spill_if_outgrown(&store, &nodes, &mut driver)?;
             for (w, b) in pending_notices.drain(..) {
-                send(&out_tx, &counters, Out::Send(w, b));
+                send(&out_tx, &counters, Out::ToWallet(w, b));
             }
         }
         let wait = if in_rx.is_empty() {
@@ -1035,7 +1065,7 @@ fn driver_loop(
                         send(
                             &out_tx,
                             &counters,
-                            Out::Send(
+                            Out::ToWallet(
                                 wallet,
                                 Bytes::from(WalletMessage::Submitted(answers).encode()),
                             ),
@@ -1050,7 +1080,7 @@ fn driver_loop(
                     send(
                         &out_tx,
                         &counters,
-                        Out::Send(
+                        Out::ToWallet(
                             wallet,
                             Bytes::from(WalletMessage::Submitted(answers).encode()),
                         ),
@@ -1058,10 +1088,11 @@ fn driver_loop(
                 }
             }
             Input::Wallet(wallet, msg) => {
+                let msg = *msg;
                 // Proofs and signature checks cost the driver thread far
                 // more than the request costs the sender: a budget per
                 // wallet key.
-                if !wallet_budget.allow(wallet, Instant::now()) {
+                if !wallet_budget.allow(wallet.key, Instant::now()) {
                     let refused = WalletMessage::Refused {
                         what: "request".into(),
                         reason: format!(
@@ -1074,7 +1105,7 @@ fn driver_loop(
                     send(
                         &out_tx,
                         &counters,
-                        Out::Send(wallet, Bytes::from(refused.encode())),
+                        Out::ToWallet(wallet, Bytes::from(refused.encode())),
                     );
                     continue;
                 }
@@ -1097,7 +1128,7 @@ fn driver_loop(
                     let out = match msg {
                         WalletMessage::Listen { name } => {
                             let answer = match store.name_owner(&name) {
-                                Ok(Some(k)) if k == wallet => {
+                                Ok(Some(k)) if k == wallet.key => {
                                     match rendezvous.listen(&name, wallet) {
                                         Ok(()) => WalletMessage::Listening,
                                         Err(reason) => WalletMessage::Refused {
@@ -1137,14 +1168,14 @@ fn driver_loop(
                     &mut voucher_signer,
                     chain,
                     &cfg.name,
-                    wallet,
+                    wallet.key,
                     msg,
                 ) {
                     let answer = wallet_service::tell(cfg.test_lie, answer);
                     send(
                         &out_tx,
                         &counters,
-                        Out::Send(wallet, Bytes::from(answer.encode())),
+                        Out::ToWallet(wallet, Bytes::from(answer.encode())),
                     );
                 }
             }
@@ -1222,28 +1253,39 @@ impl rendezvous::Node for RendezvousView<'_> {
         self.driver.ledger().peer_by_name(name).map(|r| r.key)
     }
 
-    fn linked(&self, key: &PeerKey) -> bool {
+    fn peer_linked(&self, key: &PeerKey) -> bool {
         let l = self.links.lock().unwrap_or_else(|p| p.into_inner());
-        l.peers.contains_key(key) || l.wallets.contains_key(key)
+        l.peers.contains_key(key)
     }
 
-    fn rtt_ms(&self, key: &PeerKey) -> u32 {
+    fn wallet_linked(&self, at: WalletAt) -> bool {
         let l = self.links.lock().unwrap_or_else(|p| p.into_inner());
-        l.peers
-            .get(key)
-            .or_else(|| l.wallets.get(key))
-            .map_or(0, |link| link.rtt().as_millis().min(10_000) as u32)
+        l.wallet(at).is_some()
     }
+
+    fn peer_rtt_ms(&self, key: &PeerKey) -> u32 {
+        let l = self.links.lock().unwrap_or_else(|p| p.into_inner());
+        l.peers.get(key).map_or(0, rtt_ms)
+    }
+
+    fn wallet_rtt_ms(&self, at: WalletAt) -> u32 {
+        let l = self.links.lock().unwrap_or_else(|p| p.into_inner());
+        l.wallet(at).map_or(0, rtt_ms)
+    }
+}
+
+fn rtt_ms(link: &Link) -> u32 {
+    link.rtt().as_millis().min(10_000) as u32
 }
 
 /// Send what the rendezvous returned.
 fn send_rendezvous(out_tx: &mpsc::Sender<Out>, counters: &NetCounters, out: Vec<rendezvous::Out>) {
     for o in out {
-        let (to, bytes) = match o {
-            rendezvous::Out::Wallet(k, m) => (k, Bytes::from(m.encode())),
-            rendezvous::Out::Peer(k, m) => (k, frame(&m)),
+        let to = match o {
+            rendezvous::Out::Wallet(at, m) => Out::ToWallet(at, Bytes::from(m.encode())),
+            rendezvous::Out::Peer(k, m) => Out::Send(k, frame(&m)),
         };
-        send(out_tx, counters, Out::Send(to, bytes));
+        send(out_tx, counters, to);
     }
 }
 

@@ -13,6 +13,7 @@
 //! after [`ATTEMPT_TIMEOUT`]. Pure state: the node's loop feeds it and sends
 //! what it returns.
 
+use crate::wallet_service::WalletAt;
 use dag::identity::{PeerKey, Signer};
 use dag::ledger::names::{NameVoucher, WalletName};
 use dag::rendezvous::{IntroAnswer, Introduction, LinkOffer, PeerIntroduce, Reached, MAX_REASON};
@@ -30,8 +31,10 @@ pub const MAX_LISTENING: usize = 65_536;
 
 /// A message to send.
 #[derive(Debug, PartialEq)]
+// Returned and sent at once, never stored: the size difference is moot.
+#[allow(clippy::large_enum_variant)]
 pub enum Out {
-    Wallet(PeerKey, WalletMessage),
+    Wallet(WalletAt, WalletMessage),
     Peer(PeerKey, PeerMessage),
 }
 
@@ -39,10 +42,13 @@ pub enum Out {
 pub trait Node {
     /// A peer's key by its registered name.
     fn peer_by_name(&self, name: &str) -> Option<PeerKey>;
-    /// Whether a link to this key (peer or wallet) is up.
-    fn linked(&self, key: &PeerKey) -> bool;
-    /// The round trip of the link to this key, in milliseconds.
-    fn rtt_ms(&self, key: &PeerKey) -> u32;
+    /// Whether the link to this peer is up.
+    fn peer_linked(&self, key: &PeerKey) -> bool;
+    /// Whether this link of a wallet is up.
+    fn wallet_linked(&self, at: WalletAt) -> bool;
+    /// Round trips of links, in milliseconds.
+    fn peer_rtt_ms(&self, key: &PeerKey) -> u32;
+    fn wallet_rtt_ms(&self, at: WalletAt) -> u32;
 }
 
 /// Borrowed for one call.
@@ -56,24 +62,25 @@ pub struct Ctx<'a> {
 }
 
 struct Asked {
-    wallet: PeerKey,
+    wallet: WalletAt,
     /// The other wallet's peer (`None`: this one).
     via: Option<PeerKey>,
     at: Instant,
 }
 
 struct Introduced {
-    wallet: PeerKey,
+    wallet: WalletAt,
     name: String,
     /// The asking wallet's peer (`None`: this one, and the asking wallet).
     from_peer: Option<PeerKey>,
-    asker: Option<PeerKey>,
+    asker: Option<WalletAt>,
     at: Instant,
 }
 
 #[derive(Default)]
 pub struct Rendezvous {
-    listening: HashMap<String, PeerKey>,
+    /// Online wallets: the link each said `Listen` on, by login name.
+    listening: HashMap<String, WalletAt>,
     asked: HashMap<[u8; 16], Asked>,
     introduced: HashMap<[u8; 16], Introduced>,
     /// Requests to reach a wallet, from our wallets and from other peers
@@ -82,28 +89,28 @@ pub struct Rendezvous {
 }
 
 impl Rendezvous {
-    /// Wallet `key` is online as `name` (already checked to own it).
-    pub fn listen(&mut self, name: &str, key: PeerKey) -> Result<(), String> {
+    /// Wallet link `at` is online as `name` (already checked to own it).
+    pub fn listen(&mut self, name: &str, at: WalletAt) -> Result<(), String> {
         if self.listening.len() >= MAX_LISTENING && !self.listening.contains_key(name) {
             return Err("too many wallets online here".into());
         }
-        self.listening.insert(name.to_string(), key);
+        self.listening.insert(name.to_string(), at);
         Ok(())
     }
 
-    fn name_of(&self, key: &PeerKey) -> Option<String> {
+    fn name_of(&self, at: WalletAt) -> Option<String> {
         self.listening
             .iter()
-            .find(|(_, k)| *k == key)
+            .find(|(_, k)| **k == at)
             .map(|(n, _)| n.clone())
     }
 
     /// Whether `name` is online here (its link up).
-    fn online(&self, ctx: &Ctx, name: &str) -> Option<PeerKey> {
+    fn online(&self, ctx: &Ctx, name: &str) -> Option<WalletAt> {
         self.listening
             .get(name)
             .copied()
-            .filter(|k| ctx.node.linked(k))
+            .filter(|k| ctx.node.wallet_linked(*k))
     }
 
     /// Wallet `from` asks to reach `to`.
@@ -111,7 +118,7 @@ impl Rendezvous {
         &mut self,
         ctx: &mut Ctx,
         now: Instant,
-        from: PeerKey,
+        from: WalletAt,
         to: &str,
         offer: LinkOffer,
     ) -> Vec<Out> {
@@ -126,7 +133,7 @@ impl Rendezvous {
                 },
             )]
         };
-        let Some(name) = self.name_of(&from) else {
+        let Some(name) = self.name_of(from) else {
             return fail("this wallet is not online here (send Listen first)".into());
         };
         let Ok(to) = WalletName::parse(to) else {
@@ -138,12 +145,12 @@ impl Rendezvous {
         if self.asked.contains_key(&attempt) || self.introduced.contains_key(&attempt) {
             return fail("attempt id already in use".into());
         }
-        let voucher = NameVoucher::sign(ctx.chain, ctx.signer, &name, from);
+        let voucher = NameVoucher::sign(ctx.chain, ctx.signer, &name, from.key);
         if to.peer == ctx.own_name {
             let Some(wallet) = self.online(ctx, &to.login) else {
                 return fail(format!("{to} is not online"));
             };
-            let start_in_ms = (ctx.node.rtt_ms(&from) + ctx.node.rtt_ms(&wallet)) / 2;
+            let start_in_ms = (ctx.node.wallet_rtt_ms(from) + ctx.node.wallet_rtt_ms(wallet)) / 2;
             self.introduced.insert(
                 attempt,
                 Introduced {
@@ -166,7 +173,7 @@ impl Rendezvous {
         let Some(peer) = ctx.node.peer_by_name(&to.peer) else {
             return fail(format!("no peer named {} on this chain", to.peer));
         };
-        if !ctx.node.linked(&peer) {
+        if !ctx.node.peer_linked(&peer) {
             return fail(format!(
                 "peer {} is not reachable from {}",
                 to.peer, ctx.own_name
@@ -186,7 +193,7 @@ impl Rendezvous {
                 from: voucher,
                 to: to.login,
                 offer,
-                rtt_ms: ctx.node.rtt_ms(&from),
+                rtt_ms: ctx.node.wallet_rtt_ms(from),
             })),
         )]
     }
@@ -220,8 +227,10 @@ impl Rendezvous {
         let Some(wallet) = self.online(ctx, &intro.to) else {
             return fail(format!("{}@{} is not online", intro.to, ctx.own_name));
         };
-        let start_in_ms =
-            (intro.rtt_ms.min(10_000) + ctx.node.rtt_ms(&from_peer) + ctx.node.rtt_ms(&wallet)) / 2;
+        let start_in_ms = (intro.rtt_ms.min(10_000)
+            + ctx.node.peer_rtt_ms(&from_peer)
+            + ctx.node.wallet_rtt_ms(wallet))
+            / 2;
         self.introduced.insert(
             attempt,
             Introduced {
@@ -246,7 +255,7 @@ impl Rendezvous {
     pub fn answer(
         &mut self,
         ctx: &mut Ctx,
-        from: PeerKey,
+        from: WalletAt,
         attempt: [u8; 16],
         offer: Option<LinkOffer>,
     ) -> Vec<Out> {
@@ -262,11 +271,11 @@ impl Rendezvous {
                 let login = if ctx.substitute_key {
                     // Tests only: a man in the middle vouches for a key of
                     // its own making.
-                    let mut k = from.0;
+                    let mut k = from.key.0;
                     k[0] ^= 0xff;
                     PeerKey(k)
                 } else {
-                    from
+                    from.key
                 };
                 offer.key = [0; 32]; // the asking side's key is the one used
                 IntroAnswer::Accepted {
@@ -350,12 +359,12 @@ impl Rendezvous {
             }
             false
         });
-        self.listening.retain(|_, k| ctx.node.linked(k));
+        self.listening.retain(|_, k| ctx.node.wallet_linked(*k));
         out
     }
 }
 
-fn to_asker(wallet: PeerKey, attempt: [u8; 16], answer: IntroAnswer) -> Out {
+fn to_asker(wallet: WalletAt, attempt: [u8; 16], answer: IntroAnswer) -> Out {
     Out::Wallet(
         wallet,
         match answer {
@@ -395,10 +404,16 @@ mod tests {
         fn peer_by_name(&self, name: &str) -> Option<PeerKey> {
             self.peers.get(name).copied()
         }
-        fn linked(&self, key: &PeerKey) -> bool {
+        fn peer_linked(&self, key: &PeerKey) -> bool {
             self.up.borrow().contains(key)
         }
-        fn rtt_ms(&self, _: &PeerKey) -> u32 {
+        fn wallet_linked(&self, at: WalletAt) -> bool {
+            self.up.borrow().contains(&at.key)
+        }
+        fn peer_rtt_ms(&self, _: &PeerKey) -> u32 {
+            20
+        }
+        fn wallet_rtt_ms(&self, _: WalletAt) -> u32 {
             20
         }
     }
@@ -450,18 +465,24 @@ mod tests {
         }
     }
 
-    fn setup() -> (Peer, Peer, Net, PeerKey, PeerKey) {
+    fn setup() -> (Peer, Peer, Net, WalletAt, WalletAt) {
         let p = Peer::new("peer-p", 1);
         let q = Peer::new("peer-q", 2);
-        let alice = PeerKey([0xa; 32]);
-        let bob = PeerKey([0xb; 32]);
+        let alice = WalletAt {
+            key: PeerKey([0xa; 32]),
+            link: 1,
+        };
+        let bob = WalletAt {
+            key: PeerKey([0xb; 32]),
+            link: 2,
+        };
         let net = Net {
             peers: [
                 ("peer-p".to_string(), p.key()),
                 ("peer-q".to_string(), q.key()),
             ]
             .into(),
-            up: RefCell::new([p.key(), q.key(), alice, bob].into()),
+            up: RefCell::new([p.key(), q.key(), alice.key, bob.key].into()),
         };
         (p, q, net, alice, bob)
     }
@@ -485,7 +506,7 @@ mod tests {
             panic!()
         };
         assert_eq!(to, qk);
-        assert_eq!(intro.from.login, alice);
+        assert_eq!(intro.from.login, alice.key);
         let (mut ctx, r) = q.ctx(&net);
         let Out::Wallet(w, WalletMessage::Introduced(i)) =
             one(r.introduce(&mut ctx, now, pk, *intro))
@@ -512,7 +533,7 @@ mod tests {
         };
         assert_eq!(w, alice);
         reached.to.verify(&CHAIN, &qk).unwrap();
-        assert_eq!(reached.to.login, bob);
+        assert_eq!(reached.to.login, bob.key);
         assert_eq!(reached.to.name, "bob");
         assert_eq!(reached.offer.candidates, mine.candidates);
         assert_eq!(p.r.requests, 1);
@@ -538,7 +559,7 @@ mod tests {
             panic!()
         };
         assert_eq!(w, alice);
-        assert_eq!(reached.to.login, bob);
+        assert_eq!(reached.to.login, bob.key);
     }
 
     #[test]
@@ -591,10 +612,10 @@ mod tests {
         let forged = IntroAnswer::Failed("x".into());
         assert!(r.introduce_answer(&ctx, pk, [3; 16], forged).is_empty());
         // A wallet whose link went down is no longer online.
-        net.up.borrow_mut().remove(&bob);
+        net.up.borrow_mut().remove(&bob.key);
         let (mut qctx, qr) = q.ctx(&net);
         let intro2 = PeerIntroduce {
-            from: NameVoucher::sign(CHAIN, &mut p.signer, "alice", alice),
+            from: NameVoucher::sign(CHAIN, &mut p.signer, "alice", alice.key),
             to: "bob".into(),
             offer: offer(4),
             rtt_ms: 5,
@@ -661,6 +682,6 @@ mod tests {
         // Properly signed by Q, but not bob's key: only the link's own
         // authentication can tell.
         voucher.verify(&CHAIN, &qk).unwrap();
-        assert_ne!(voucher.login, bob);
+        assert_ne!(voucher.login, bob.key);
     }
 }

@@ -23,13 +23,13 @@ pub type Answers = Vec<(Hash, Option<String>)>;
 
 /// Who submitted which transaction, for the finality notice; the oldest
 /// are forgotten past a bound.
-pub struct Submitters {
-    by_tx: HashMap<Hash, PeerKey>,
+pub struct Submitters<W = PeerKey> {
+    by_tx: HashMap<Hash, W>,
     order: VecDeque<Hash>,
     bound: usize,
 }
 
-impl Submitters {
+impl<W: Copy + Eq + std::hash::Hash> Submitters<W> {
     pub fn new(bound: usize) -> Self {
         Submitters {
             by_tx: HashMap::new(),
@@ -46,11 +46,11 @@ impl Submitters {
     /// the order it sent them.
     pub fn check(
         &mut self,
-        submits: Vec<(PeerKey, Vec<Vec<u8>>)>,
+        submits: Vec<(W, Vec<Vec<u8>>)>,
         max_tx_bytes: usize,
         check: impl FnOnce(Vec<Transaction>) -> Vec<(Hash, Result<bool, String>)>,
-    ) -> Vec<(PeerKey, Answers)> {
-        let mut answers: Vec<(PeerKey, Answers)> = Vec::with_capacity(submits.len());
+    ) -> Vec<(W, Answers)> {
+        let mut answers: Vec<(W, Answers)> = Vec::with_capacity(submits.len());
         let mut decoded = Vec::new();
         // Which submission each decoded transaction came from.
         let mut from = Vec::new();
@@ -86,7 +86,7 @@ impl Submitters {
         answers
     }
 
-    fn remember(&mut self, txid: Hash, wallet: PeerKey) {
+    fn remember(&mut self, txid: Hash, wallet: W) {
         if self.by_tx.insert(txid, wallet).is_none() {
             self.order.push_back(txid);
         }
@@ -98,7 +98,7 @@ impl Submitters {
     }
 
     /// The wallet that submitted `txid`, now that it is final.
-    pub fn take(&mut self, txid: &Hash) -> Option<PeerKey> {
+    pub fn take(&mut self, txid: &Hash) -> Option<W> {
         // Its id stays in `order` until it ages out; removing a missing key
         // then is harmless.
         self.by_tx.remove(txid)
@@ -113,8 +113,8 @@ impl Submitters {
         &mut self,
         height: u64,
         outcomes: Vec<(Hash, Outcome)>,
-    ) -> Vec<(PeerKey, WalletMessage)> {
-        let mut by_wallet: HashMap<PeerKey, Vec<(Hash, u64, Outcome)>> = HashMap::new();
+    ) -> Vec<(W, WalletMessage)> {
+        let mut by_wallet: HashMap<W, Vec<(Hash, u64, Outcome)>> = HashMap::new();
         for (id, outcome) in outcomes {
             if let Some(w) = self.take(&id) {
                 by_wallet.entry(w).or_default().push((id, height, outcome));

@@ -15,6 +15,15 @@ use dag::wire::{WalletMessage, MAX_REFUSAL, MAX_WALLET_HANDOVERS};
 use proofs::Hash;
 use tracing::{debug, warn};
 
+/// One link of a wallet: its login key and the link's id (a wallet may
+/// hold a few links at once, and an answer goes back on the link that
+/// asked).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct WalletAt {
+    pub key: PeerKey,
+    pub link: usize,
+}
+
 /// Requests one wallet key may make per second on average (each may cost
 /// proofs of a thousand outputs or 64 signature checks)…
 pub const MAX_REQUESTS_PER_SEC: u32 = 10;
