@@ -5,8 +5,8 @@ use bytes::Bytes;
 use dag::identity::Bytes64;
 use dag::{PeerKey, Signer};
 use nat::transport::{
-    close_code, AuthError, LinkSigner, RawDatagrams, Transport, TransportConfig, TransportError,
-    LINK_CONTEXT, MAX_RAW_LEN,
+    close_code, AuthError, LinkSigner, RawDatagrams, SocketId, Transport, TransportConfig,
+    TransportError, LINK_CONTEXT, MAX_RAW_LEN,
 };
 use proofs::Hash;
 use std::future::Future;
@@ -304,6 +304,7 @@ async fn raw_datagrams_reach_the_raw_queue_not_quic() {
     a.send_raw(b.local_addr(), &[0x01, 2, 3]).unwrap();
     let d = within(raw_b.recv()).await.unwrap();
     assert_eq!(d.from, a.local_addr());
+    assert_eq!(d.socket, SocketId::MAIN);
     assert_eq!(&d.bytes[..], &[0x01, 2, 3]);
 
     let plain = UdpSocket::bind("127.0.0.1:0").unwrap();

@@ -8,19 +8,36 @@
 //! acceptor answers only after the dialler's Hello has passed its checks, so
 //! an unauthenticated party never gets more bytes back than it sent. The
 //! wire format is specified in `specs/network.md`, section "Transport".
+//!
+//! Routed links (`routes`): [`Transport::new_route`] gives a virtual address
+//! that quinn dials or accepts like any other, while [`Transport::set_route`]
+//! says where its datagrams really go (a direct path from the main or an
+//! extra socket, or a relay) and may change at any time without quinn
+//! noticing; relayed datagrams come back in through [`Transport::inject`].
+//! Extra sockets ([`Transport::open_sockets`]) give port probing mappings of
+//! their own. A link accepted from a virtual address runs with quinn's
+//! migration off: a datagram from a real address that no route names is
+//! dropped instead of moving the link off its virtual address.
 
 mod hello;
 mod link;
+mod routes;
 mod socket;
 mod stats;
 mod tls;
 
+pub use crate::punch::SocketId;
 pub use hello::{AuthError, Hello, LinkSigner, EXPORTER_LABEL, HELLO_LEN, LINK_CONTEXT};
 pub use link::{Link, LinkError};
+pub use routes::{
+    is_virtual, RelaySender, Route, RouteError, INJECT_QUEUE, MAX_EXTRA_SOCKETS, MAX_INJECT_LEN,
+    MAX_ROUTES, VIRTUAL_V6_PREFIX,
+};
 pub use socket::{is_raw, RawDatagram, RawDatagrams, MAX_RAW_LEN, RAW_MAX_FIRST_BYTE};
 pub use stats::TransportStats;
 pub use tls::{TlsError, ALPN};
 
+use bytes::Bytes;
 use dag::PeerKey;
 use hello::HelloCheck;
 use proofs::Hash;
@@ -232,6 +249,10 @@ impl Transport {
         let tc = Arc::new(tc);
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(tls.server));
         server.transport_config(tc.clone());
+        // For links accepted from a virtual address: the route table, not
+        // quinn, decides where the other side is.
+        let mut routed = server.clone();
+        routed.migration(false);
         let mut client = quinn::ClientConfig::new(Arc::new(tls.client));
         client.transport_config(tc);
         let mut ep_cfg = quinn::EndpointConfig::default();
@@ -264,6 +285,7 @@ impl Transport {
             endpoint.clone(),
             ctx.clone(),
             accepted_tx,
+            Arc::new(routed),
             cfg.max_pending_handshakes.max(1),
             cfg.handshake_timeout,
         ));
@@ -321,11 +343,77 @@ impl Transport {
         self.inner.accepted.lock().await.recv().await
     }
 
-    /// Send one raw datagram from the shared socket. It must start with a
+    /// Send one raw datagram from the main socket. It must start with a
     /// byte of at most [`RAW_MAX_FIRST_BYTE`] and be at most [`MAX_RAW_LEN`]
-    /// bytes. Never waits: a full socket buffer gives `WouldBlock`.
+    /// bytes, and go to a real (not virtual) address. Never waits: a full
+    /// socket buffer gives `WouldBlock`.
     pub fn send_raw(&self, to: SocketAddr, bytes: &[u8]) -> io::Result<()> {
-        self.inner.socket.send_raw(to, bytes)
+        self.inner.socket.send_raw(SocketId::MAIN, to, bytes)
+    }
+
+    /// [`Transport::send_raw`] from any open socket; `NotFound` for a socket
+    /// that is not open.
+    pub fn send_raw_from(&self, socket: SocketId, to: SocketAddr, bytes: &[u8]) -> io::Result<()> {
+        self.inner.socket.send_raw(socket, to, bytes)
+    }
+
+    /// A fresh virtual address (never handed out before by this transport)
+    /// for a routed link: `fd70:6f73:6861:7265::n` port 1 on an IPv6
+    /// socket, `0.x.y.z` port 1 on an IPv4 one (quinn refuses IPv6 remotes
+    /// there). Without a route, datagrams to it are dropped.
+    pub fn new_route(&self) -> SocketAddr {
+        self.inner.socket.routes().new_route()
+    }
+
+    /// Route the datagrams of `vaddr`, replacing its route if it had one;
+    /// sends already under way see the old route or the new one. A direct
+    /// route needs an open socket, a real address, and a (socket, address)
+    /// pair no other route uses; at most [`MAX_ROUTES`] routes.
+    ///
+    /// Both ends of a link keep their own route to the other. When a path
+    /// changes, datagrams that arrive by the new path before this side's
+    /// route names it are dropped (`unrouted_dropped` on an extra socket;
+    /// quinn discards them on the main one), which QUIC recovers as loss.
+    pub fn set_route(&self, vaddr: SocketAddr, route: Route) -> Result<(), RouteError> {
+        self.inner.socket.set_route(vaddr, route)
+    }
+
+    /// Remove the route of `vaddr` (its datagrams are then dropped).
+    pub fn remove_route(&self, vaddr: SocketAddr) -> Option<Route> {
+        self.inner.socket.routes().remove(vaddr)
+    }
+
+    /// The route of `vaddr`, if any.
+    pub fn route(&self, vaddr: SocketAddr) -> Option<Route> {
+        self.inner.socket.routes().get(vaddr)
+    }
+
+    /// Feed quinn a QUIC datagram received over the relay as if it came
+    /// from `vaddr`. Returns false, and counts `inject_dropped`, when it is
+    /// not taken: the queue of [`INJECT_QUEUE`] is full, `vaddr` is not a
+    /// virtual address, or the datagram is empty, raw or too long.
+    pub fn inject(&self, vaddr: SocketAddr, datagram: Bytes) -> bool {
+        self.inner.socket.inject(vaddr, datagram)
+    }
+
+    /// Bind `n` more UDP sockets on the main socket's IP with free ports and
+    /// start reading them; returns their ids (the lowest free ones from 1).
+    /// At most [`MAX_EXTRA_SOCKETS`] may be open (`InvalidInput` beyond).
+    /// Must be called inside a tokio runtime.
+    pub fn open_sockets(&self, n: u16) -> io::Result<Vec<SocketId>> {
+        self.inner.socket.open_sockets(n)
+    }
+
+    /// Close every extra socket not in `keep`, and remove the direct routes
+    /// that used a closed one.
+    pub fn close_sockets(&self, keep: &[SocketId]) {
+        self.inner.socket.close_sockets(keep)
+    }
+
+    /// The local address of a socket ([`SocketId::MAIN`] gives
+    /// [`Transport::local_addr`]); `None` if it is not open.
+    pub fn socket_addr(&self, socket: SocketId) -> Option<SocketAddr> {
+        self.inner.socket.socket_addr(socket)
     }
 
     pub fn stats(&self) -> TransportStats {
@@ -344,6 +432,7 @@ async fn accept_loop(
     endpoint: quinn::Endpoint,
     ctx: Arc<Ctx>,
     accepted: mpsc::Sender<Link>,
+    routed: Arc<quinn::ServerConfig>,
     max_pending: usize,
     timeout: Duration,
 ) {
@@ -356,11 +445,21 @@ async fn accept_loop(
         };
         let ctx = ctx.clone();
         let accepted = accepted.clone();
+        let routed = routed.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let remote = incoming.remote_address();
             let attempt = async {
-                let conn = incoming.await.inspect_err(|_| {
+                let connecting = if is_virtual(remote) {
+                    incoming.accept_with(routed)
+                } else {
+                    incoming.accept()
+                };
+                let conn = match connecting {
+                    Ok(connecting) => connecting.await,
+                    Err(e) => Err(e),
+                };
+                let conn = conn.inspect_err(|_| {
                     ctx.counters.handshake_failures.fetch_add(1, Relaxed);
                 })?;
                 accept_hello(conn, &ctx).await

@@ -23,6 +23,13 @@ pub(crate) struct Counters {
     pub frames_dropped_rate: AtomicU64,
     pub frames_too_large: AtomicU64,
     pub send_queue_full: AtomicU64,
+    pub no_route_dropped: AtomicU64,
+    pub routed_send_failed: AtomicU64,
+    pub extra_socket_sent: AtomicU64,
+    pub relay_sent: AtomicU64,
+    pub injected: AtomicU64,
+    pub inject_dropped: AtomicU64,
+    pub unrouted_dropped: AtomicU64,
 }
 
 /// A snapshot of the counters; all totals since the transport was bound.
@@ -59,6 +66,27 @@ pub struct TransportStats {
     pub frames_too_large: u64,
     /// `Link::send` calls refused because the link's send queue was full.
     pub send_queue_full: u64,
+    /// QUIC datagrams quinn sent to a virtual address that has no route
+    /// (dropped).
+    pub no_route_dropped: u64,
+    /// QUIC datagrams to a routed address that could not go: the route's
+    /// extra socket is closed or its send failed, or the relay sender
+    /// refused them (dropped; QUIC sees loss).
+    pub routed_send_failed: u64,
+    /// QUIC datagrams sent through extra sockets.
+    pub extra_socket_sent: u64,
+    /// QUIC datagrams handed to relay senders.
+    pub relay_sent: u64,
+    /// Relayed datagrams taken by `Transport::inject`.
+    pub injected: u64,
+    /// Datagrams not taken into the injection queue: `inject` of an empty,
+    /// raw-looking or too long datagram or to a non-virtual address, or the
+    /// queue was full (also for datagrams from extra sockets).
+    pub inject_dropped: u64,
+    /// Datagrams dropped on arrival: QUIC ones on an extra socket from an
+    /// address no direct route names (or too long for its buffer), and any
+    /// on any socket from a source inside the virtual range.
+    pub unrouted_dropped: u64,
 }
 
 impl Counters {
@@ -79,6 +107,13 @@ impl Counters {
             frames_dropped_rate: self.frames_dropped_rate.load(Relaxed),
             frames_too_large: self.frames_too_large.load(Relaxed),
             send_queue_full: self.send_queue_full.load(Relaxed),
+            no_route_dropped: self.no_route_dropped.load(Relaxed),
+            routed_send_failed: self.routed_send_failed.load(Relaxed),
+            extra_socket_sent: self.extra_socket_sent.load(Relaxed),
+            relay_sent: self.relay_sent.load(Relaxed),
+            injected: self.injected.load(Relaxed),
+            inject_dropped: self.inject_dropped.load(Relaxed),
+            unrouted_dropped: self.unrouted_dropped.load(Relaxed),
         }
     }
 }
