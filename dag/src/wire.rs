@@ -345,6 +345,31 @@ impl WalletMessage {
     }
 }
 
+/// Messages between two wallets over their own channel (direct or
+/// relayed, end-to-end encrypted either way); no peer reads them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DirectMessage {
+    /// Are you there? (The answer echoes the number.)
+    Ping(u64),
+    Pong(u64),
+}
+
+/// The largest frame between two wallets.
+pub const MAX_DIRECT_MESSAGE: usize = 1 << 20;
+
+impl DirectMessage {
+    pub fn encode(&self) -> Vec<u8> {
+        proofs::encode(self)
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<DirectMessage, WireError> {
+        if bytes.len() > MAX_DIRECT_MESSAGE {
+            return Err(WireError::TooLarge(bytes.len()));
+        }
+        proofs::decode(bytes, MAX_DIRECT_MESSAGE).map_err(malformed)
+    }
+}
+
 fn malformed(e: impl std::fmt::Display) -> WireError {
     WireError::Malformed(e.to_string())
 }

@@ -28,6 +28,8 @@
 //! carries the link; the driver may close the others on
 //! [`Event::ReleaseSockets`].
 
+pub use dag::rendezvous::{Candidate, CandidateKind, Mapping, MAX_CANDIDATES};
+
 use blake2b_simd::Params;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha12Rng;
@@ -41,8 +43,6 @@ pub const INTRO: u8 = 0x03;
 pub const ACK: u8 = 0x04;
 /// Length of both.
 pub const PUNCH_LEN: usize = 37;
-/// Most candidates taken from the other side (more are ignored).
-pub const MAX_CANDIDATES: usize = 8;
 
 const TAG_LEN: usize = 16;
 const PERSONAL: &[u8; 16] = b"pos/nat/punch/v1";
@@ -57,34 +57,6 @@ pub struct SocketId(pub u16);
 
 impl SocketId {
     pub const MAIN: SocketId = SocketId(0);
-}
-
-/// How a NAT maps one internal socket, as the address echo of two peers
-/// tells: the same public address for every destination, or one per
-/// destination (a "symmetric" NAT).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum Mapping {
-    /// The same public address toward every destination (or no NAT).
-    Independent,
-    /// A different public port per destination.
-    Dependent,
-    /// Not measured (only one peer answered).
-    Unknown,
-}
-
-/// Where a candidate address comes from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum CandidateKind {
-    /// An address of one of the wallet's own interfaces.
-    Local,
-    /// The public address a peer saw its datagrams come from.
-    Reflexive,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Candidate {
-    pub addr: SocketAddr,
-    pub kind: CandidateKind,
 }
 
 /// What the rendezvous told this side.

@@ -491,3 +491,60 @@ pub fn wallet(dir: &Path, args: &[&str], stdin: &str) -> std::process::Output {
         .expect("stdin written");
     child.wait_with_output().expect("wallet ran")
 }
+
+/// `wallet online` on `dir`, started as a child (killed on drop), ready
+/// once its control socket answers.
+pub struct OnlineWallet {
+    pub dir: PathBuf,
+    child: Child,
+}
+
+impl OnlineWallet {
+    pub fn start(dir: &Path, wrap: Option<&dyn Fn(&Path) -> Command>) -> OnlineWallet {
+        let log = std::fs::File::create(dir.join("online.log")).expect("log file");
+        let mut cmd = match wrap {
+            Some(w) => w(&bin("wallet")),
+            None => Command::new(bin("wallet")),
+        };
+        let child = cmd
+            .arg("--dir")
+            .arg(dir)
+            .arg("online")
+            .env("POS_WALLET_PASSWORD", "")
+            .env("RUST_LOG", "info")
+            .env_remove("RUST_BACKTRACE")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("wallet online starts");
+        let w = OnlineWallet {
+            dir: dir.to_path_buf(),
+            child,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let out = wallet(dir, &["links", "--json"], "");
+            if out.status.success() {
+                return w;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "wallet online did not come up: {}",
+                w.log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("online.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for OnlineWallet {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -9,15 +9,19 @@
 //! [`phrase`], [`keystore`] and [`dir`] hold the keys; [`chain`] is what
 //! the wallet knows of the chain (`W/chain.state`) and how a verified sync
 //! changes it; [`client`] is the link to a peer; [`session`] is one
-//! conversation (login, sync, pay, stake, issue, receipts). The `wallet`
+//! conversation (login, sync, pay, stake, issue, receipts); [`online`] is
+//! `wallet online`, the wallet kept reachable for other wallets, which
+//! other commands reach through [`control`]. The `wallet`
 //! binary (`src/main.rs`) is the command line. Formats and protocol:
 //! `specs/wallet.md`.
 
 pub mod atomic_file;
 pub mod chain;
 pub mod client;
+pub mod control;
 pub mod dir;
 pub mod keystore;
+pub mod online;
 pub mod phrase;
 pub mod session;
 

@@ -3,7 +3,7 @@
 use std::io::{self, BufRead, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -13,7 +13,7 @@ use dag::ledger::AssetId;
 use serde_json::json;
 use wallet::chain::{ChainState, GENESIS_FILE};
 use wallet::dir::{DirError, KEYSTORE_FILE};
-use wallet::session;
+use wallet::{control, session};
 use wallet::{KdfParams, Phrase, WalletDir};
 use zeroize::Zeroizing;
 
@@ -240,6 +240,31 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Stay logged in and reachable by other wallets (foreground; Ctrl-C
+    /// stops it). Commands that need it (`connect`, `links`) talk to it
+    /// through W/online.sock.
+    Online,
+    /// Open a direct link to another online wallet: rendezvous through the
+    /// peers, hole punching, then QUIC authenticated by both login keys.
+    /// Needs `wallet online` running on this directory.
+    Connect {
+        /// `login@peer`.
+        to: String,
+        /// One JSON object {"name","key","path","addr","socket","punch_ms","connect_ms","rtt_ms"}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Close the online wallet's link to another wallet.
+    Disconnect {
+        /// `login@peer`.
+        from: String,
+    },
+    /// The online wallet's links to other wallets.
+    Links {
+        /// One JSON object {"links":[{"name","path","addr","since_s"}]}.
+        #[arg(long)]
+        json: bool,
+    },
     /// The committees the wallet derived from genesis through the certified
     /// hand-overs it holds (one per snapshot): each peer's stake, offline.
     Committee {
@@ -293,6 +318,17 @@ fn run() -> Result<()> {
         } => balance(&dir, &password, offline, &witness, json),
         Cmd::Verify { json } => verify(&dir, json),
         Cmd::Committee { json } => committee(&dir, json),
+        Cmd::Online => online(&dir, &password),
+        Cmd::Connect { to, json } => connect(&dir, &to, json),
+        Cmd::Links { json } => links(&dir, json),
+        Cmd::Disconnect { from } => {
+            control::call(
+                &dir,
+                &json!({"op": "disconnect", "to": from}),
+                Duration::from_secs(10),
+            )?;
+            Ok(())
+        }
         Cmd::Receive { json } => receive(&dir, &password, json),
         Cmd::Stake {
             host,
@@ -694,6 +730,52 @@ fn verify(dir: &Path, json: bool) -> Result<()> {
             height.map_or("(none yet)".to_string(), |h| h.to_string()),
             state.handovers.len()
         );
+    }
+    Ok(())
+}
+
+fn online(dir: &Path, password: &PasswordSource) -> Result<()> {
+    WalletDir::open(dir)?;
+    let state = ChainState::load(dir)?;
+    let keys = unlock(dir, password)?;
+    let genesis = session::load_genesis(&dir.join(GENESIS_FILE))?;
+    wallet::online::run(dir, keys, state, genesis)
+}
+
+fn connect(dir: &Path, to: &str, json: bool) -> Result<()> {
+    let v = control::call(
+        dir,
+        &json!({"op": "connect", "to": to}),
+        wallet::online::CONNECT_TIMEOUT + Duration::from_secs(5),
+    )?;
+    if json {
+        println!("{v}");
+    } else {
+        println!(
+            "linked to {} ({} {}) in {} ms, round trip {:.1} ms",
+            v["name"].as_str().unwrap_or("?"),
+            v["path"].as_str().unwrap_or("?"),
+            v["addr"].as_str().unwrap_or(""),
+            v["connect_ms"],
+            v["rtt_ms"].as_f64().unwrap_or(0.0)
+        );
+    }
+    Ok(())
+}
+
+fn links(dir: &Path, json: bool) -> Result<()> {
+    let v = control::call(dir, &json!({"op": "links"}), Duration::from_secs(10))?;
+    if json {
+        println!("{v}");
+    } else {
+        for l in v["links"].as_array().into_iter().flatten() {
+            println!(
+                "{}  {} {}",
+                l["name"].as_str().unwrap_or("?"),
+                l["path"].as_str().unwrap_or("?"),
+                l["addr"].as_str().unwrap_or("")
+            );
+        }
     }
     Ok(())
 }

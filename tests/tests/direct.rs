@@ -1,0 +1,123 @@
+//! Online wallets (`wallet online`) on a devnet on loopback: two wallets of
+//! two peers meet through their peers' rendezvous, punch (trivially, on
+//! one host) and hold a direct QUIC link authenticated by both login keys;
+//! a peer that vouches for a substituted key in the rendezvous is named
+//! and no link forms. Real NATs are in `natlab.rs`.
+
+use serde_json::Value;
+use std::time::Duration;
+use system_tests::{bin, wallet, LocalNet, OnlineWallet};
+
+fn json_ok(out: &std::process::Output) -> Value {
+    assert!(
+        out.status.success(),
+        "wallet failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON")
+}
+
+fn json_ok_status(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "wallet failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn rendezvous_requests(net: &LocalNet, i: usize) -> u64 {
+    net.status(i)
+        .and_then(|s| s["rendezvous_requests"].as_u64())
+        .expect("status")
+}
+
+#[test]
+fn two_online_wallets_link_directly_and_a_substituted_key_is_caught() {
+    let mut net = LocalNet::prepare_with_wallets(4);
+    // peer-3 lies in its rendezvous answers (tests only).
+    net.configure(3, "test_lie = \"substitute_link_key\"");
+    net.start_all();
+    let root = net.root.path().to_path_buf();
+    peer::devnet::login_wallets(&bin("wallet"), &root, Duration::from_secs(90))
+        .expect("the devnet's wallets log in");
+    let ws = peer::devnet::wallets(&root).expect("wallets.json");
+
+    // Not online yet: the command says what is missing.
+    let out = wallet(&ws[0].dir, &["connect", &ws[1].login()], "");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("online"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let a = OnlineWallet::start(&ws[0].dir, None);
+    let b = OnlineWallet::start(&ws[1].dir, None);
+    let before = (rendezvous_requests(&net, 0), rendezvous_requests(&net, 1));
+    let out = wallet(&ws[0].dir, &["connect", &ws[1].login(), "--json"], "");
+    let v = json_ok(&out);
+    assert_eq!(v["name"], ws[1].login(), "{v}");
+    assert_eq!(v["path"], "direct", "{v}");
+    assert!(v["rtt_ms"].as_f64().is_some(), "{v}");
+    // Both peers took part in the rendezvous, once each.
+    assert_eq!(rendezvous_requests(&net, 0), before.0 + 1);
+    assert_eq!(rendezvous_requests(&net, 1), before.1 + 1);
+    // Asked again, the link that is up answers.
+    let again = json_ok(&wallet(
+        &ws[0].dir,
+        &["connect", &ws[1].login(), "--json"],
+        "",
+    ));
+    assert_eq!(again["reused"], true, "{again}");
+    // Both ends list the link.
+    let la = json_ok(&wallet(&ws[0].dir, &["links", "--json"], ""));
+    assert_eq!(la["links"][0]["name"], ws[1].login(), "{la}");
+    let lb = json_ok(&wallet(&ws[1].dir, &["links", "--json"], ""));
+    assert_eq!(lb["links"][0]["name"], ws[0].login(), "{lb}");
+    assert_eq!(lb["links"][0]["path"], "direct", "{lb}");
+
+    // Closed, and opened again: a fresh link, and the other end saw it go.
+    json_ok_status(&wallet(&ws[0].dir, &["disconnect", &ws[1].login()], ""));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while json_ok(&wallet(&ws[1].dir, &["links", "--json"], ""))["links"]
+        .as_array()
+        .is_some_and(|l| !l.is_empty())
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "w-1 still lists the link"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let fresh = json_ok(&wallet(
+        &ws[0].dir,
+        &["connect", &ws[1].login(), "--json"],
+        "",
+    ));
+    assert!(fresh.get("reused").is_none(), "{fresh}");
+    assert_eq!(fresh["path"], "direct", "{fresh}");
+
+    // A wallet that is not online cannot be reached.
+    let out = wallet(&ws[0].dir, &["connect", &ws[2].login()], "");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not online"), "{err}");
+
+    // peer-3 vouches for another key than w-3's: the handshake fails and
+    // the error names peer-3.
+    let c = OnlineWallet::start(&ws[3].dir, None);
+    let out = wallet(&ws[0].dir, &["connect", &ws[3].login()], "");
+    assert!(
+        !out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("peer-3") && err.contains("man in the middle"),
+        "{err}"
+    );
+    let la = json_ok(&wallet(&ws[0].dir, &["links", "--json"], ""));
+    assert_eq!(la["links"].as_array().map(|l| l.len()), Some(1), "{la}");
+    drop((a, b, c));
+}

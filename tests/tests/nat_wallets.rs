@@ -1,0 +1,225 @@
+//! Online wallets behind real NATs (the lab of `nat::lab`: namespaces,
+//! veth, netfilter): peers on 203.0.113.10, each wallet in its own LAN
+//! behind its own router. Two wallets behind home-router (cone) NATs link
+//! directly by punching; a wallet behind a NAT that maps by destination
+//! (symmetric) links with one behind a cone NAT by port probing; two
+//! wallets behind one NAT link over their LAN; a public wallet links with
+//! one behind a NAT.
+//!
+//! Every process that addresses the lab runs inside its namespaces; this
+//! process only writes files and talks to Unix sockets. Root, `ip` and
+//! `iptables` are needed; without them the test prints `SKIPPED natlab:`
+//! and passes, unless `NATLAB_REQUIRED=1`.
+
+use nat::lab::{Host, Lab, LabError, NatKind};
+use serde_json::Value;
+use std::io::Write;
+use std::net::IpAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use system_tests::{bin, OnlineWallet};
+
+fn lab_or_skip(build: impl FnOnce() -> Result<Lab, LabError>) -> Option<Lab> {
+    match build() {
+        Ok(lab) => Some(lab),
+        Err(why) => {
+            if std::env::var("NATLAB_REQUIRED").as_deref() == Ok("1") {
+                panic!("NATLAB_REQUIRED=1 but the NAT lab cannot run: {why}");
+            }
+            let _ = writeln!(std::io::stderr(), "SKIPPED natlab: {why}");
+            None
+        }
+    }
+}
+
+/// The devnet's peers, run inside the lab's peers namespace.
+struct Peers(Vec<Child>);
+
+impl Drop for Peers {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn start_peers(lab: &Lab, dirs: &[std::path::PathBuf]) -> Peers {
+    let mut out = Vec::new();
+    for d in dirs {
+        let log = std::fs::File::create(d.join("peer.log")).expect("log");
+        out.push(
+            lab.command(lab.peers_ns(), bin("peer"))
+                .arg("run")
+                .arg("--dir")
+                .arg(d)
+                .env("RUST_LOG", "info")
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("peer starts"),
+        );
+    }
+    Peers(out)
+}
+
+/// Run `wallet ARGS` inside `host`'s namespace.
+fn wallet_in(lab: &Lab, host: &Host, dir: &Path, args: &[&str]) -> std::process::Output {
+    lab.command(&host.ns, bin("wallet"))
+        .arg("--dir")
+        .arg(dir)
+        .args(args)
+        .env("POS_WALLET_PASSWORD", "")
+        .env_remove("RUST_BACKTRACE")
+        .stdin(Stdio::null())
+        .output()
+        .expect("wallet runs")
+}
+
+/// Log wallet `dir` in as `name` from inside `host`, retrying while the
+/// peers certify their first checkpoint.
+fn login_in(lab: &Lab, host: &Host, dir: &Path, name: &str, genesis: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let out = wallet_in(
+            lab,
+            host,
+            dir,
+            &["login", name, "--genesis", genesis.to_str().expect("utf-8")],
+        );
+        if out.status.success() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "login {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn connect(dir: &Path, to: &str) -> Value {
+    // The control socket is a file: no network from here.
+    let out = system_tests::wallet(dir, &["connect", to, "--json"], "");
+    assert!(
+        out.status.success(),
+        "connect {to}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON")
+}
+
+/// One lab, one devnet, a wallet on each of `kinds`' hosts (a site with
+/// two hosts is two wallets behind one NAT), all online; returns the
+/// result of `connect` from wallet `from` to wallet `to` for each pair.
+fn run_lab(
+    tag: &str,
+    kinds: &[(NatKind, usize)],
+    pairs: &[(usize, usize)],
+) -> Option<Vec<(Value, Host, Host)>> {
+    let mut lab = lab_or_skip(|| Lab::new(tag))?;
+    let mut hosts: Vec<Host> = Vec::new();
+    for (kind, n) in kinds {
+        hosts.extend(lab.add_site(*kind, *n).expect("site"));
+    }
+    let root = tempfile::tempdir().expect("tempdir");
+    let dirs = peer::devnet::prepare_with(
+        root.path(),
+        4,
+        IpAddr::V4(Lab::PEERS_ADDR),
+        7000,
+        Vec::new(),
+        Some(&bin("wallet")),
+    )
+    .expect("devnet prepared");
+    lab.check().expect("the lab is sealed");
+    let _peers = start_peers(&lab, &dirs);
+    let genesis = root.path().join("genesis.json");
+    let ws = peer::devnet::wallets(root.path()).expect("wallets.json");
+    assert!(hosts.len() <= ws.len());
+    let mut online = Vec::new();
+    for (i, h) in hosts.iter().enumerate() {
+        login_in(&lab, h, &ws[i].dir, &ws[i].login(), &genesis);
+        let ns = h.ns.clone();
+        let lab_ref = &lab;
+        let wrap = move |exe: &Path| -> Command { lab_ref.command(&ns, exe) };
+        online.push(OnlineWallet::start(&ws[i].dir, Some(&wrap)));
+    }
+    let mut out = Vec::new();
+    for &(a, b) in pairs {
+        let v = std::panic::catch_unwind(|| connect(&ws[a].dir, &ws[b].login()));
+        let v = v.unwrap_or_else(|e| {
+            for w in &online {
+                eprintln!("--- {}:\n{}", w.dir.display(), w.log());
+            }
+            std::panic::resume_unwind(e)
+        });
+        out.push((v, hosts[a].clone(), hosts[b].clone()));
+    }
+    drop(online);
+    Some(out)
+}
+
+#[test]
+fn wallets_behind_cone_nats_link_directly() {
+    let Some(r) = run_lab(
+        "wcone",
+        &[(NatKind::Cone, 1), (NatKind::Cone, 1)],
+        &[(0, 1)],
+    ) else {
+        return;
+    };
+    let (v, _, _) = &r[0];
+    assert_eq!(v["path"], "direct", "{v}");
+    // Through the other wallet's router: 203.0.113.(20 + site).
+    assert!(
+        v["addr"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("203.0.113.22:")),
+        "{v}"
+    );
+}
+
+#[test]
+fn a_wallet_behind_a_symmetric_nat_links_with_one_behind_a_cone_nat() {
+    // The cone side asks the symmetric one, then the symmetric side asks
+    // another cone wallet: probing works whichever side asks.
+    let Some(r) = run_lab(
+        "wsym",
+        &[
+            (NatKind::Cone, 1),
+            (NatKind::Symmetric, 1),
+            (NatKind::Cone, 1),
+        ],
+        &[(0, 1), (1, 2)],
+    ) else {
+        return;
+    };
+    for (v, _, _) in &r {
+        assert_eq!(v["path"], "direct", "{v}");
+        assert!(v.get("reused").is_none(), "{v}");
+    }
+    // On the symmetric side the path leaves from one of its extra sockets.
+    assert_ne!(r[1].0["socket"], 0, "{}", r[1].0);
+}
+
+#[test]
+fn wallets_behind_one_nat_and_a_public_wallet_link() {
+    let Some(r) = run_lab(
+        "wsame",
+        &[(NatKind::Cone, 2), (NatKind::Public, 1)],
+        &[(0, 1), (2, 0)],
+    ) else {
+        return;
+    };
+    let (v, _, b) = &r[0];
+    assert_eq!(v["path"], "direct", "{v}");
+    assert_eq!(
+        v["addr"].as_str().and_then(|a| a.split(':').next()),
+        Some(b.addr.to_string().as_str()),
+        "behind one NAT the LAN address is used: {v}"
+    );
+    assert_eq!(r[1].0["path"], "direct", "{}", r[1].0);
+}

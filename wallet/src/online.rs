@@ -1,0 +1,1008 @@
+//! `wallet online`: the wallet kept logged in and reachable. It holds one
+//! UDP socket (the `nat` transport) for everything: the QUIC link to its
+//! peer, the address echoes that find its public address, the
+//! introductions of hole punching, and the QUIC links to other wallets.
+//!
+//! To link with `B@Q` it asks its peer (`Reach`) with its half of the
+//! attempt (candidates, NAT mapping, the attempt's id and key); when the
+//! answer comes (`Reached`, carrying B's half and Q's voucher for B's login
+//! key) it runs `nat::punch` and, once a path works both ways, dials B over
+//! QUIC on that path, expecting exactly the vouched key. Introduced by its
+//! peer to another wallet, it answers with its own half and punches too;
+//! the dialling wallet's key was vouched for by that wallet's peer. What
+//! the two wallets then say to each other ([`DirectMessage`]) is theirs.
+//!
+//! Other commands reach it through `W/online.sock` ([`crate::control`]).
+
+use crate::chain::ChainState;
+use crate::control::{self, MAX_LINE};
+use anyhow::{anyhow, bail, Context, Result};
+use bytes::Bytes;
+use dag::identity::{PeerKey, Signer};
+use dag::ledger::genesis::Genesis;
+use dag::ledger::names::{NameVoucher, WalletName};
+use dag::ledger::owner_keys::OwnerKeys;
+use dag::rendezvous::{Candidate, CandidateKind, LinkOffer, Mapping};
+use dag::wire::{DirectMessage, WalletMessage};
+use nat::punch::{Config as PunchConfig, Event, Path as LinkPath, Plan, Punch, SocketId};
+use nat::transport::{
+    AuthError, Link, LinkSigner, RawDatagram, RawDatagrams, Route, Transport, TransportConfig,
+    TransportError,
+};
+use rand_core::{OsRng, RngCore};
+use serde_json::{json, Value};
+use std::collections::{HashMap, HashSet};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, warn};
+
+/// How long `connect` waits for the whole rendezvous, punch and handshake.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+/// How often the reflexive address is asked again.
+const ECHO_EVERY: Duration = Duration::from_secs(20);
+
+/// A request from a command, and where its answer goes.
+type Request = (Value, oneshot::Sender<Value>);
+
+/// A link to another wallet.
+struct WalletLink {
+    name: String,
+    link: Link,
+    path: LinkPath,
+    vaddr: SocketAddr,
+    since: Instant,
+}
+
+/// One link attempt in progress.
+struct Attempt {
+    vaddr: SocketAddr,
+    key: [u8; 32],
+    /// The other wallet (`name@peer`, login key), once known.
+    other: Option<(String, PeerKey)>,
+    /// The peer that vouched for the other wallet's key.
+    voucher_peer: Option<String>,
+    punch: Option<Punch>,
+    dialing: bool,
+    started: Instant,
+    /// Who asked for it (`connect`), to be answered when it ends.
+    waiter: Option<oneshot::Sender<Value>>,
+    /// When the punch found its path.
+    punched_ms: Option<u64>,
+}
+
+enum Note {
+    /// A frame on a wallet link (`None`: the link closed).
+    Direct(PeerKey, usize, Option<Bytes>),
+    /// A dial finished.
+    Dialed([u8; 16], Result<Link, TransportError>),
+}
+
+struct Online {
+    dir: PathBuf,
+    chain: proofs::Hash,
+    genesis: Genesis,
+    name: WalletName,
+    transport: Transport,
+    peer: Link,
+    peer_key: PeerKey,
+    expected: Arc<Mutex<HashSet<PeerKey>>>,
+    candidates: Vec<Candidate>,
+    mapping: Mapping,
+    echo_nonces: HashMap<[u8; 16], SocketAddr>,
+    echo_seen: HashMap<SocketAddr, SocketAddr>,
+    last_echo: Option<Instant>,
+    attempts: HashMap<[u8; 16], Attempt>,
+    links: HashMap<PeerKey, WalletLink>,
+    pings: HashMap<u64, (PeerKey, Instant, oneshot::Sender<Value>, Value)>,
+    next_ping: u64,
+    notes_tx: mpsc::Sender<Note>,
+    punch_config: PunchConfig,
+}
+
+/// Run `wallet online` until Ctrl-C.
+pub fn run(dir: &Path, keys: OwnerKeys, state: ChainState, genesis: Genesis) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(run_async(dir, keys, state, genesis))
+}
+
+async fn run_async(dir: &Path, keys: OwnerKeys, state: ChainState, genesis: Genesis) -> Result<()> {
+    let sock = control::socket_path(dir);
+    if std::os::unix::net::UnixStream::connect(&sock).is_ok() {
+        bail!("this wallet is already online ({} answers)", sock.display());
+    }
+    let _ = std::fs::remove_file(&sock);
+    let listener = tokio::net::UnixListener::bind(&sock)
+        .with_context(|| format!("binding the control socket {}", sock.display()))?;
+
+    let mut seed = [0u8; 32];
+    OsRng.fill_bytes(&mut seed);
+    let signer: Arc<dyn LinkSigner> =
+        Arc::new(Mutex::new(Signer::from_keypair(keys.login(), seed)));
+    let expected: Arc<Mutex<HashSet<PeerKey>>> =
+        Arc::new(Mutex::new([state.peer].into_iter().collect()));
+    let allow = expected.clone();
+    let bind: SocketAddr = match state.peer_addr {
+        SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+        SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    let (transport, raw) = Transport::bind(
+        TransportConfig::new(bind, state.chain),
+        signer,
+        Arc::new(move |k: &PeerKey| allow.lock().map(|s| s.contains(k)).unwrap_or(false)),
+    )
+    .await
+    .context("binding the wallet's socket")?;
+    let peer = connect_peer(&transport, &state).await?;
+    let (notes_tx, notes_rx) = mpsc::channel(1024);
+    let mut me = Online {
+        dir: dir.to_path_buf(),
+        chain: state.chain,
+        genesis,
+        name: state.name.clone(),
+        transport,
+        peer,
+        peer_key: state.peer,
+        expected,
+        candidates: Vec::new(),
+        mapping: Mapping::Unknown,
+        echo_nonces: HashMap::new(),
+        echo_seen: HashMap::new(),
+        last_echo: None,
+        attempts: HashMap::new(),
+        links: HashMap::new(),
+        pings: HashMap::new(),
+        next_ping: 1,
+        notes_tx,
+        punch_config: PunchConfig::default(),
+    };
+    me.listen().await?;
+    me.local_candidate(state.peer_addr);
+    me.ask_echo();
+    println!(
+        "{} is online (socket {}); Ctrl-C stops it",
+        me.name,
+        me.transport.local_addr()
+    );
+
+    let (req_tx, req_rx) = mpsc::channel::<Request>(64);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let req_tx = req_tx.clone();
+            tokio::spawn(async move {
+                if let Err(e) = control_session(stream, req_tx).await {
+                    debug!("control session: {e}");
+                }
+            });
+        }
+    });
+    let ended = me.main_loop(raw, req_rx, notes_rx).await;
+    me.transport.close().await;
+    let _ = std::fs::remove_file(&sock);
+    ended
+}
+
+async fn connect_peer(transport: &Transport, state: &ChainState) -> Result<Link> {
+    transport
+        .connect(state.peer_addr, state.peer)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot reach peer {} at {}",
+                state.name.peer, state.peer_addr
+            )
+        })
+}
+
+async fn control_session(
+    stream: tokio::net::UnixStream,
+    req_tx: mpsc::Sender<Request>,
+) -> Result<()> {
+    let (r, mut w) = stream.into_split();
+    let mut line = String::new();
+    BufReader::new(r.take(MAX_LINE as u64))
+        .read_line(&mut line)
+        .await?;
+    let answer = match serde_json::from_str::<Value>(line.trim()) {
+        Ok(req) => {
+            let (tx, rx) = oneshot::channel();
+            req_tx
+                .send((req, tx))
+                .await
+                .map_err(|_| anyhow!("stopping"))?;
+            rx.await
+                .unwrap_or_else(|_| fail("the online wallet stopped"))
+        }
+        Err(e) => fail(&format!("not a JSON request: {e}")),
+    };
+    let mut out = answer.to_string();
+    out.push('\n');
+    w.write_all(out.as_bytes()).await?;
+    Ok(())
+}
+
+fn fail(why: &str) -> Value {
+    json!({"ok": false, "error": why})
+}
+
+fn path_json(p: &LinkPath) -> Value {
+    match p {
+        LinkPath::Direct { socket, addr } => {
+            json!({"path": "direct", "addr": addr.to_string(), "socket": socket.0})
+        }
+        LinkPath::Relayed => json!({"path": "relay"}),
+    }
+}
+
+impl Online {
+    async fn listen(&mut self) -> Result<()> {
+        let msg = WalletMessage::Listen {
+            name: self.name.login.clone(),
+        };
+        self.peer
+            .send_wait(Bytes::from(msg.encode()))
+            .await
+            .map_err(|e| anyhow!("peer {}: {e}", self.name.peer))?;
+        let answer = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                let Some(f) = self.peer.recv().await else {
+                    return Err(anyhow!("peer {} closed the link", self.name.peer));
+                };
+                match WalletMessage::decode(&f) {
+                    Ok(WalletMessage::Listening) => return Ok(()),
+                    Ok(WalletMessage::Refused { reason, .. }) => {
+                        return Err(anyhow!("peer {} refused: {reason}", self.name.peer))
+                    }
+                    _ => continue,
+                }
+            }
+        })
+        .await
+        .map_err(|_| anyhow!("peer {} did not answer Listen", self.name.peer))?;
+        answer
+    }
+
+    /// The address of our interface toward the peer, with our port: found
+    /// by the routing table (a connected UDP socket sends nothing).
+    fn local_candidate(&mut self, toward: SocketAddr) {
+        let port = self.transport.local_addr().port();
+        let bind: SocketAddr = match toward {
+            SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+            SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+        };
+        let ip = std::net::UdpSocket::bind(bind)
+            .and_then(|s| s.connect(toward).and_then(|_| s.local_addr()))
+            .map(|a| a.ip());
+        if let Ok(ip) = ip {
+            self.add_candidate(SocketAddr::new(ip, port), CandidateKind::Local);
+        }
+    }
+
+    fn add_candidate(&mut self, addr: SocketAddr, kind: CandidateKind) {
+        if addr.ip().is_unspecified() || self.candidates.iter().any(|c| c.addr == addr) {
+            return;
+        }
+        if self.candidates.len() < dag::rendezvous::MAX_CANDIDATES {
+            self.candidates.push(Candidate { addr, kind });
+        }
+    }
+
+    /// Ask two peers (ours and another) where our datagrams come from.
+    fn ask_echo(&mut self) {
+        self.last_echo = Some(Instant::now());
+        self.echo_nonces.clear();
+        let mut targets = vec![];
+        if let Some(p) = self.genesis.peers.iter().find(|p| p.key == self.peer_key) {
+            targets.push(p.addr);
+        }
+        if let Some(p) = self.genesis.peers.iter().find(|p| p.key != self.peer_key) {
+            targets.push(p.addr);
+        }
+        for to in targets {
+            let mut nonce = [0u8; 16];
+            OsRng.fill_bytes(&mut nonce);
+            self.echo_nonces.insert(nonce, to);
+            let _ = self.transport.send_raw(to, &nat::echo::request(nonce));
+        }
+    }
+
+    fn take_echo(&mut self, d: &RawDatagram) -> bool {
+        let Some((nonce, seen)) = nat::echo::parse_reply(&d.bytes) else {
+            return false;
+        };
+        let Some(asked) = self.echo_nonces.remove(&nonce) else {
+            return true;
+        };
+        if d.from != asked {
+            return true;
+        }
+        self.echo_seen.insert(asked, seen);
+        let kind = if self.candidates.iter().any(|c| c.addr == seen) {
+            CandidateKind::Local
+        } else {
+            CandidateKind::Reflexive
+        };
+        self.add_candidate(seen, kind);
+        let seen: HashSet<SocketAddr> = self.echo_seen.values().copied().collect();
+        self.mapping = match (self.echo_seen.len(), seen.len()) {
+            (n, 1) if n >= 2 => Mapping::Independent,
+            (n, m) if n >= 2 && m >= 2 => Mapping::Dependent,
+            _ => self.mapping,
+        };
+        debug!(candidates = ?self.candidates, mapping = ?self.mapping, "address echo");
+        true
+    }
+
+    fn offer(&self, attempt: [u8; 16], key: [u8; 32]) -> LinkOffer {
+        LinkOffer {
+            attempt,
+            key,
+            candidates: self.candidates.clone(),
+            mapping: self.mapping,
+        }
+    }
+
+    async fn main_loop(
+        &mut self,
+        mut raw: RawDatagrams,
+        mut req_rx: mpsc::Receiver<Request>,
+        mut notes_rx: mpsc::Receiver<Note>,
+    ) -> Result<()> {
+        let transport = self.transport.clone();
+        loop {
+            let next = self.next_timeout();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {
+                    info!("interrupted, going offline");
+                    return Ok(());
+                }
+                frame = self.peer.recv() => match frame {
+                    Some(f) => self.on_peer_message(&f),
+                    None => self.reconnect().await?,
+                },
+                d = raw.recv() => {
+                    let Some(d) = d else { return Ok(()) };
+                    self.on_raw(d);
+                }
+                r = req_rx.recv() => {
+                    if let Some((req, tx)) = r {
+                        self.request(req, tx);
+                    }
+                }
+                n = notes_rx.recv() => {
+                    if let Some(n) = n {
+                        self.note(n);
+                    }
+                }
+                l = transport.accept() => {
+                    if let Some(l) = l {
+                        self.accepted(l);
+                    }
+                }
+                _ = tokio::time::sleep_until(next.into()) => {}
+            }
+            self.on_time(Instant::now());
+        }
+    }
+
+    fn next_timeout(&self) -> Instant {
+        let mut t = self.last_echo.map_or(Instant::now(), |l| l + ECHO_EVERY);
+        for a in self.attempts.values() {
+            if let Some(p) = a.punch.as_ref().and_then(|p| p.poll_timeout()) {
+                t = t.min(p);
+            }
+            t = t.min(a.started + CONNECT_TIMEOUT);
+        }
+        t.max(Instant::now())
+    }
+
+    fn on_time(&mut self, now: Instant) {
+        if self.last_echo.is_none_or(|l| now >= l + ECHO_EVERY) {
+            self.ask_echo();
+        }
+        let ids: Vec<[u8; 16]> = self.attempts.keys().copied().collect();
+        for id in ids {
+            let expired = self
+                .attempts
+                .get(&id)
+                .is_some_and(|a| now >= a.started + CONNECT_TIMEOUT);
+            if expired {
+                self.end_attempt(
+                    id,
+                    Err(format!("no link within {} s", CONNECT_TIMEOUT.as_secs())),
+                );
+                continue;
+            }
+            if let Some(p) = self.attempts.get_mut(&id).and_then(|a| a.punch.as_mut()) {
+                if p.poll_timeout().is_some_and(|t| t <= now) {
+                    p.handle_timeout(now);
+                }
+            }
+            self.flush(id);
+        }
+    }
+
+    async fn reconnect(&mut self) -> Result<()> {
+        warn!(peer = %self.name.peer, "link to the peer lost; reconnecting");
+        let state = ChainState::load(&self.dir)?;
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            match connect_peer(&self.transport, &state).await {
+                Ok(l) => {
+                    self.peer = l;
+                    if self.listen().await.is_ok() {
+                        info!(peer = %self.name.peer, "online again");
+                        return Ok(());
+                    }
+                }
+                Err(e) => debug!("reconnecting: {e:#}"),
+            }
+        }
+    }
+
+    fn send_peer(&self, m: WalletMessage) {
+        if let Err(e) = self.peer.send(Bytes::from(m.encode())) {
+            warn!(peer = %self.name.peer, "send to peer: {e}");
+        }
+    }
+
+    /// The key of the registered peer named `name`, from the genesis.
+    fn peer_named(&self, name: &str) -> Option<PeerKey> {
+        self.genesis
+            .peers
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| p.key)
+    }
+
+    fn peer_name_of(&self, key: &PeerKey) -> Option<String> {
+        self.genesis
+            .peers
+            .iter()
+            .find(|p| p.key == *key)
+            .map(|p| p.name.clone())
+    }
+
+    /// A voucher for a wallet, checked against the peer that signed it;
+    /// the wallet's full name.
+    fn check_voucher(&self, v: &NameVoucher) -> Result<String, String> {
+        let peer = self
+            .peer_name_of(&v.peer)
+            .ok_or_else(|| "the voucher is signed by no registered peer".to_string())?;
+        v.verify(&self.chain, &v.peer)
+            .map_err(|e| format!("peer {peer}'s voucher does not verify: {e}"))?;
+        Ok(format!("{}@{peer}", v.name))
+    }
+
+    fn on_peer_message(&mut self, frame: &[u8]) {
+        let msg = match WalletMessage::decode(frame) {
+            Ok(m) => m,
+            Err(e) => {
+                warn!(peer = %self.name.peer, "malformed message: {e}");
+                return;
+            }
+        };
+        match msg {
+            WalletMessage::Reached(r) => self.reached(*r),
+            WalletMessage::ReachFailed { attempt, reason } => {
+                let peer = self.name.peer.clone();
+                self.end_attempt(attempt, Err(format!("rendezvous through {peer}: {reason}")));
+            }
+            WalletMessage::Introduced(i) => self.introduced(*i),
+            WalletMessage::Refused { what, reason } => {
+                warn!(peer = %self.name.peer, what, "refused: {reason}")
+            }
+            _ => {}
+        }
+    }
+
+    fn reached(&mut self, r: dag::rendezvous::Reached) {
+        let id = r.offer.attempt;
+        let Some(a) = self.attempts.get(&id) else {
+            return;
+        };
+        let Some((asked, _)) = a.other.clone() else {
+            return;
+        };
+        let name = match self.check_voucher(&r.to) {
+            Ok(n) => n,
+            Err(e) => return self.end_attempt(id, Err(e)),
+        };
+        if name != asked {
+            return self.end_attempt(
+                id,
+                Err(format!(
+                    "asked for {asked}, the rendezvous answered for {name}"
+                )),
+            );
+        }
+        let voucher_peer = self.peer_name_of(&r.to.peer);
+        let key = a.key;
+        self.start_punch(
+            id,
+            (name, r.to.login),
+            voucher_peer,
+            key,
+            &r.offer,
+            Instant::now(),
+        );
+    }
+
+    fn introduced(&mut self, i: dag::rendezvous::Introduction) {
+        let id = i.offer.attempt;
+        let name = match self.check_voucher(&i.from) {
+            Ok(n) => n,
+            Err(e) => {
+                warn!("introduction refused: {e}");
+                self.send_peer(WalletMessage::Answer {
+                    attempt: id,
+                    offer: None,
+                });
+                return;
+            }
+        };
+        if self.attempts.contains_key(&id) {
+            return;
+        }
+        info!(from = %name, "introduced");
+        let vaddr = self.transport.new_route();
+        self.attempts.insert(
+            id,
+            Attempt {
+                vaddr,
+                key: i.offer.key,
+                other: None,
+                voucher_peer: None,
+                punch: None,
+                dialing: false,
+                started: Instant::now(),
+                waiter: None,
+                punched_ms: None,
+            },
+        );
+        self.send_peer(WalletMessage::Answer {
+            attempt: id,
+            offer: Some(self.offer(id, [0; 32])),
+        });
+        let start = Instant::now() + Duration::from_millis(u64::from(i.start_in_ms.min(2_000)));
+        let voucher_peer = self.peer_name_of(&i.from.peer);
+        self.start_punch(
+            id,
+            (name, i.from.login),
+            voucher_peer,
+            i.offer.key,
+            &i.offer,
+            start,
+        );
+    }
+
+    fn start_punch(
+        &mut self,
+        id: [u8; 16],
+        other: (String, PeerKey),
+        voucher_peer: Option<String>,
+        key: [u8; 32],
+        remote: &LinkOffer,
+        start: Instant,
+    ) {
+        if let Ok(mut e) = self.expected.lock() {
+            e.insert(other.1);
+        }
+        let plan = Plan {
+            attempt: id,
+            key,
+            remote: remote.candidates.clone(),
+            local_mapping: self.mapping,
+            remote_mapping: remote.mapping,
+            start,
+            relay: false,
+        };
+        let want = plan.probe_sockets(&self.punch_config);
+        let opened = if want > 0 {
+            match self.transport.open_sockets(want) {
+                Ok(v) => v.len() as u16,
+                Err(e) => {
+                    warn!("opening probe sockets: {e}");
+                    0
+                }
+            }
+        } else {
+            0
+        };
+        let mut punch = Punch::new(plan, self.punch_config.clone(), opened, OsRng.next_u64());
+        info!(
+            role = ?punch.role(),
+            sockets = opened,
+            local = ?self.mapping,
+            remote = ?remote.mapping,
+            candidates = ?remote.candidates,
+            "punching"
+        );
+        punch.handle_timeout(Instant::now());
+        if let Some(a) = self.attempts.get_mut(&id) {
+            a.other = Some(other);
+            a.voucher_peer = voucher_peer;
+            a.punch = Some(punch);
+        }
+        self.flush(id);
+    }
+
+    fn on_raw(&mut self, d: RawDatagram) {
+        if self.take_echo(&d) {
+            return;
+        }
+        if d.bytes.len() != nat::punch::PUNCH_LEN {
+            return;
+        }
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&d.bytes[1..17]);
+        let Some(a) = self.attempts.get_mut(&id) else {
+            return;
+        };
+        let Some(p) = a.punch.as_mut() else {
+            return;
+        };
+        let took = p.handle(Instant::now(), d.socket, d.from, &d.bytes);
+        // Whoever is heard first is where the other side's QUIC packets
+        // will come from: route them to the link's address before they do.
+        if took && p.path().is_none() && !a.dialing {
+            let _ = self.transport.set_route(
+                a.vaddr,
+                Route::Direct {
+                    socket: d.socket,
+                    addr: d.from,
+                },
+            );
+        }
+        self.flush(id);
+    }
+
+    /// Send what the attempt's punch wants sent; act on its events.
+    fn flush(&mut self, id: [u8; 16]) {
+        let Some(a) = self.attempts.get_mut(&id) else {
+            return;
+        };
+        let Some(p) = a.punch.as_mut() else {
+            return;
+        };
+        while let Some(t) = p.poll_transmit() {
+            let _ = self.transport.send_raw_from(t.socket, t.to, &t.bytes);
+        }
+        let mut events = Vec::new();
+        while let Some(e) = p.poll_event() {
+            events.push(e);
+        }
+        for e in events {
+            match e {
+                Event::Connected(LinkPath::Direct { socket, addr }) => {
+                    let Some(a) = self.attempts.get_mut(&id) else {
+                        return;
+                    };
+                    a.punched_ms = Some(a.started.elapsed().as_millis() as u64);
+                    let _ = self
+                        .transport
+                        .set_route(a.vaddr, Route::Direct { socket, addr });
+                    info!(%addr, socket = socket.0, "direct path");
+                    // The side that asked dials; the other accepts.
+                    if a.waiter.is_some() && !a.dialing {
+                        a.dialing = true;
+                        let (vaddr, key) = (a.vaddr, a.other.as_ref().map(|o| o.1));
+                        let transport = self.transport.clone();
+                        let notes = self.notes_tx.clone();
+                        if let Some(key) = key {
+                            tokio::spawn(async move {
+                                let r = transport.connect(vaddr, key).await;
+                                let _ = notes.send(Note::Dialed(id, r)).await;
+                            });
+                        }
+                    }
+                }
+                Event::ReleaseSockets => {
+                    let keep: Vec<SocketId> = match self
+                        .attempts
+                        .get(&id)
+                        .and_then(|a| a.punch.as_ref())
+                        .and_then(|p| p.path())
+                    {
+                        Some(LinkPath::Direct { socket, .. }) => vec![socket],
+                        _ => Vec::new(),
+                    };
+                    self.transport.close_sockets(&keep);
+                }
+                Event::Connected(LinkPath::Relayed) | Event::DirectLost => {}
+                Event::DirectGaveUp => {
+                    self.end_attempt(id, Err("no direct path, and no relay yet".into()));
+                    return;
+                }
+                Event::Failed(f) => {
+                    self.end_attempt(id, Err(f.to_string()));
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Finish attempt `id`: answer its waiter, forget it (keeping the route
+    /// if a link now uses it).
+    fn end_attempt(&mut self, id: [u8; 16], result: Result<Value, String>) {
+        let Some(mut a) = self.attempts.remove(&id) else {
+            return;
+        };
+        let linked = a
+            .other
+            .as_ref()
+            .is_some_and(|(_, k)| self.links.get(k).is_some_and(|l| l.vaddr == a.vaddr));
+        if !linked {
+            self.transport.remove_route(a.vaddr);
+            if let Some((name, key)) = &a.other {
+                if let Ok(mut e) = self.expected.lock() {
+                    e.remove(key);
+                }
+                debug!(%name, "attempt ended without a link");
+            }
+        }
+        if let Some(w) = a.waiter.take() {
+            let _ = w.send(match result {
+                Ok(mut v) => {
+                    v["ok"] = json!(true);
+                    v
+                }
+                Err(e) => fail(&e),
+            });
+        }
+    }
+
+    fn note(&mut self, n: Note) {
+        match n {
+            Note::Dialed(id, Ok(link)) => self.linked(id, link),
+            Note::Dialed(id, Err(e)) => {
+                let why = match (&e, self.attempts.get(&id)) {
+                    (TransportError::Auth(AuthError::UnexpectedKey { expected, got }), Some(a)) => {
+                        format!(
+                            "the wallet that answered holds key {got}, but peer {} vouched for {expected} as {}: \
+                             a man in the middle (that peer, or the one that passed its answer on); \
+                             nothing was signed",
+                            a.voucher_peer.as_deref().unwrap_or("(unknown)"),
+                            a.other.as_ref().map_or("the wallet", |o| o.0.as_str()),
+                        )
+                    }
+                    _ => format!("the direct handshake failed: {e}"),
+                };
+                self.end_attempt(id, Err(why));
+            }
+            Note::Direct(key, link_id, Some(frame)) => self.on_wallet_message(key, link_id, &frame),
+            Note::Direct(key, link_id, None) => {
+                if self.links.get(&key).is_some_and(|l| l.link.id() == link_id) {
+                    let l = self.links.remove(&key).expect("just found");
+                    info!(wallet = %l.name, "wallet link closed");
+                    self.transport.remove_route(l.vaddr);
+                }
+            }
+        }
+    }
+
+    /// An inbound link: the wallet we were introduced to dialled us.
+    fn accepted(&mut self, link: Link) {
+        let key = link.peer();
+        let found = self
+            .attempts
+            .iter()
+            .find(|(_, a)| a.other.as_ref().is_some_and(|o| o.1 == key))
+            .map(|(id, _)| *id);
+        match found {
+            Some(id) => self.linked(id, link),
+            None => link.close("not expected"),
+        }
+    }
+
+    fn linked(&mut self, id: [u8; 16], link: Link) {
+        let Some(a) = self.attempts.get(&id) else {
+            link.close("attempt over");
+            return;
+        };
+        let Some((name, key)) = a.other.clone() else {
+            link.close("attempt over");
+            return;
+        };
+        let path = a
+            .punch
+            .as_ref()
+            .and_then(|p| p.path())
+            .unwrap_or(LinkPath::Direct {
+                socket: SocketId::MAIN,
+                addr: link.remote_addr(),
+            });
+        info!(wallet = %name, "wallet link up");
+        let reader = link.clone();
+        let notes = self.notes_tx.clone();
+        tokio::spawn(async move {
+            while let Some(f) = reader.recv().await {
+                if notes
+                    .send(Note::Direct(key, reader.id(), Some(f)))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            let _ = notes.send(Note::Direct(key, reader.id(), None)).await;
+        });
+        if let Some(old) = self.links.insert(
+            key,
+            WalletLink {
+                name: name.clone(),
+                link: link.clone(),
+                path,
+                vaddr: a.vaddr,
+                since: Instant::now(),
+            },
+        ) {
+            if old.link.id() != link.id() {
+                old.link.close("replaced");
+            }
+        }
+        let mut info = path_json(&path);
+        info["name"] = json!(name);
+        info["key"] = json!(key.to_string());
+        info["punch_ms"] = json!(a.punched_ms);
+        info["connect_ms"] = json!(a.started.elapsed().as_millis() as u64);
+        // The asking side proves the channel works both ways with a ping.
+        let waiter = self.attempts.get_mut(&id).and_then(|a| a.waiter.take());
+        if let Some(w) = waiter {
+            let n = self.next_ping;
+            self.next_ping += 1;
+            self.pings.insert(n, (key, Instant::now(), w, info));
+            let _ = link.send(Bytes::from(DirectMessage::Ping(n).encode()));
+        }
+        self.end_attempt(id, Ok(Value::Null));
+    }
+
+    fn on_wallet_message(&mut self, key: PeerKey, _link: usize, frame: &[u8]) {
+        let Some(l) = self.links.get(&key) else {
+            return;
+        };
+        match DirectMessage::decode(frame) {
+            Ok(DirectMessage::Ping(n)) => {
+                let _ = l.link.send(Bytes::from(DirectMessage::Pong(n).encode()));
+            }
+            Ok(DirectMessage::Pong(n)) => {
+                if let Some((k, at, w, mut info)) = self.pings.remove(&n) {
+                    if k == key {
+                        info["ok"] = json!(true);
+                        info["rtt_ms"] = json!(at.elapsed().as_secs_f64() * 1000.0);
+                        let _ = w.send(info);
+                    }
+                }
+            }
+            Err(e) => warn!(wallet = %l.name, "malformed direct message: {e}"),
+        }
+    }
+
+    fn request(&mut self, req: Value, tx: oneshot::Sender<Value>) {
+        match req["op"].as_str() {
+            Some("connect") => {
+                let Some(to) = req["to"].as_str() else {
+                    let _ = tx.send(fail("connect needs \"to\""));
+                    return;
+                };
+                self.connect(to, tx);
+            }
+            Some("disconnect") => {
+                let name = req["to"].as_str().unwrap_or_default();
+                let key = self
+                    .links
+                    .iter()
+                    .find(|(_, l)| l.name == name)
+                    .map(|(k, _)| *k);
+                match key.and_then(|k| self.links.remove(&k).map(|l| (k, l))) {
+                    Some((key, l)) => {
+                        l.link.close("disconnected");
+                        self.transport.remove_route(l.vaddr);
+                        if let Ok(mut e) = self.expected.lock() {
+                            e.remove(&key);
+                        }
+                        let _ = tx.send(json!({"ok": true, "name": name}));
+                    }
+                    None => {
+                        let _ = tx.send(fail(&format!("no link to {name}")));
+                    }
+                }
+            }
+            Some("links") => {
+                let links: Vec<Value> = self
+                    .links
+                    .values()
+                    .map(|l| {
+                        let mut v = path_json(&l.path);
+                        v["name"] = json!(l.name);
+                        v["since_s"] = json!(l.since.elapsed().as_secs());
+                        v
+                    })
+                    .collect();
+                let _ = tx.send(json!({"ok": true, "links": links}));
+            }
+            Some("status") => {
+                let _ = tx.send(json!({
+                    "ok": true,
+                    "name": self.name.to_string(),
+                    "socket": self.transport.local_addr().to_string(),
+                    "candidates": self.candidates.iter().map(|c| json!({
+                        "addr": c.addr.to_string(),
+                        "kind": match c.kind { CandidateKind::Local => "local", CandidateKind::Reflexive => "reflexive" },
+                    })).collect::<Vec<_>>(),
+                    "mapping": match self.mapping {
+                        Mapping::Independent => "independent",
+                        Mapping::Dependent => "dependent",
+                        Mapping::Unknown => "unknown",
+                    },
+                    "links": self.links.len(),
+                }));
+            }
+            _ => {
+                let _ = tx.send(fail("unknown request"));
+            }
+        }
+    }
+
+    fn connect(&mut self, to: &str, tx: oneshot::Sender<Value>) {
+        let to = match WalletName::parse(to) {
+            Ok(n) => n,
+            Err(e) => {
+                let _ = tx.send(fail(&e.to_string()));
+                return;
+            }
+        };
+        if to == self.name {
+            let _ = tx.send(fail("that is this wallet"));
+            return;
+        }
+        if self.peer_named(&to.peer).is_none() {
+            let _ = tx.send(fail(&format!("no peer named {} in the genesis", to.peer)));
+            return;
+        }
+        // Already linked: that link answers (a ping shows it still works).
+        let name = to.to_string();
+        if let Some((key, l)) = self.links.iter().find(|(_, l)| l.name == name) {
+            let mut info = path_json(&l.path);
+            info["name"] = json!(name);
+            info["key"] = json!(key.to_string());
+            info["connect_ms"] = json!(0);
+            info["reused"] = json!(true);
+            let n = self.next_ping;
+            self.next_ping += 1;
+            let _ = l.link.send(Bytes::from(DirectMessage::Ping(n).encode()));
+            self.pings.insert(n, (*key, Instant::now(), tx, info));
+            return;
+        }
+        let mut id = [0u8; 16];
+        OsRng.fill_bytes(&mut id);
+        let mut key = [0u8; 32];
+        OsRng.fill_bytes(&mut key);
+        let vaddr = self.transport.new_route();
+        self.attempts.insert(
+            id,
+            Attempt {
+                vaddr,
+                key,
+                other: Some((to.to_string(), PeerKey([0; 32]))),
+                voucher_peer: None,
+                punch: None,
+                dialing: false,
+                started: Instant::now(),
+                waiter: Some(tx),
+                punched_ms: None,
+            },
+        );
+        self.send_peer(WalletMessage::Reach {
+            to: to.to_string(),
+            offer: self.offer(id, key),
+        });
+    }
+}
