@@ -77,6 +77,13 @@ pub enum PeerMessage {
         attempt: [u8; 16],
         answer: Box<IntroAnswer>,
     },
+    /// Relay: a datagram of the wallets' channel of `attempt` (opaque,
+    /// encrypted end to end), on its way to the other wallet.
+    Relay {
+        attempt: [u8; 16],
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
 }
 
 /// A state snapshot a peer can send (see [`PeerMessage::SnapshotOffer`]).
@@ -135,6 +142,7 @@ impl PeerMessage {
                 check_answer(answer)?;
                 (0, 0)
             }
+            PeerMessage::Relay { data, .. } => (data.len(), MAX_RELAYED),
         };
         if len > max {
             return Err(WireError::ListTooLong { len, max });
@@ -156,6 +164,7 @@ impl PeerMessage {
             PeerMessage::SnapshotChunk { .. } => "snapshot_chunk",
             PeerMessage::Introduce(_) => "introduce",
             PeerMessage::IntroduceAnswer { .. } => "introduce_answer",
+            PeerMessage::Relay { .. } => "relay",
         }
     }
 }
@@ -226,7 +235,17 @@ pub enum WalletMessage {
     /// Peer → wallet: the attempt cannot go on (unknown name, offline,
     /// declined, timed out).
     ReachFailed { attempt: [u8; 16], reason: String },
+    /// Both ways: a datagram of the channel of `attempt` between this
+    /// wallet and the other, relayed by the peers (opaque to them).
+    Relay {
+        attempt: [u8; 16],
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
 }
+
+/// Longest relayed datagram.
+pub const MAX_RELAYED: usize = 2048;
 
 /// Most hand-overs in one `Handovers` message.
 pub const MAX_WALLET_HANDOVERS: usize = 256;
@@ -315,6 +334,15 @@ impl WalletMessage {
             WalletMessage::Reached(r) => {
                 check_name(&r.to.name).map_err(malformed)?;
                 r.offer.check().map_err(malformed)?;
+                0
+            }
+            WalletMessage::Relay { data, .. } => {
+                if data.len() > MAX_RELAYED {
+                    return Err(WireError::ListTooLong {
+                        len: data.len(),
+                        max: MAX_RELAYED,
+                    });
+                }
                 0
             }
             WalletMessage::ReachFailed { reason, .. } => {

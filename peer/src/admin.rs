@@ -75,6 +75,9 @@ pub struct Status {
     /// wallets and from other peers).
     #[serde(default)]
     pub rendezvous_requests: u64,
+    /// Bytes of wallets' channels relayed (ciphertext to this peer).
+    #[serde(default)]
+    pub relayed_bytes: u64,
     pub outputs_root: String,
     pub history_root: String,
     /// Drops by reason (malformed messages, refused events, rate limits…).

@@ -651,7 +651,8 @@ impl Driver {
             | PeerMessage::SnapshotFetch { .. }
             | PeerMessage::SnapshotChunk { .. }
             | PeerMessage::Introduce(_)
-            | PeerMessage::IntroduceAnswer { .. } => {}
+            | PeerMessage::IntroduceAnswer { .. }
+            | PeerMessage::Relay { .. } => {}
         }
         self.drain_core();
     }

@@ -17,6 +17,7 @@ pub mod devnet;
 pub mod driver;
 pub mod keys;
 pub mod node;
+pub mod relay;
 pub mod rendezvous;
 pub mod store;
 pub mod submissions;

@@ -16,6 +16,7 @@ use crate::catchup::{self, Download, Step};
 use crate::config::Config;
 use crate::driver::{Driver, Effect, HeightRecord, PeerSnapshot, StatementSigner};
 use crate::keys;
+use crate::relay::{Hop, RelayTable};
 use crate::rendezvous::{self, Rendezvous};
 use crate::store::{file_pages_mapped, LedgerNodes, Store, StoreConfig, MAPPED_BUDGET};
 use crate::submissions::{self, Submitters};
@@ -95,6 +96,9 @@ struct LinkSets {
     /// A wallet may hold a few links at once (`wallet online` and a
     /// command run meanwhile), oldest first.
     wallets: HashMap<PeerKey, Vec<Link>>,
+    /// Relay sessions of wallets' channels (kept here: a relayed frame
+    /// looks up its session and its next link under one lock).
+    relay: RelayTable,
 }
 
 impl LinkSets {
@@ -394,6 +398,16 @@ fn adopt(link: Link, links: &Links, in_tx: &mpsc::Sender<Input>, counters: &Arc<
     tokio::spawn(async move {
         while let Some(frame) = link.recv().await {
             match PeerMessage::decode(&frame) {
+                Ok(PeerMessage::Relay { attempt, data }) => {
+                    let mut l = links.lock().unwrap_or_else(|p| p.into_inner());
+                    let len = data.len();
+                    if let Some(w) = l.relay.from_peer(&attempt, key, len, Instant::now()) {
+                        if let Some(to) = l.wallet(w) {
+                            let _ = to
+                                .send(Bytes::from(WalletMessage::Relay { attempt, data }.encode()));
+                        }
+                    }
+                }
                 Ok(msg) => {
                     // Waiting here (not dropping) lets QUIC flow control
                     // slow a peer that sends faster than we process.
@@ -454,6 +468,26 @@ fn adopt_wallet(
                 Ok(WalletMessage::Submit(txs)) => {
                     if in_tx.send(Input::Submit(at, txs)).await.is_err() {
                         return;
+                    }
+                }
+                Ok(WalletMessage::Relay { attempt, data }) => {
+                    let mut l = links.lock().unwrap_or_else(|p| p.into_inner());
+                    let len = data.len();
+                    match l.relay.from_wallet(&attempt, at, len, Instant::now()) {
+                        Some(Hop::Wallet(w)) => {
+                            if let Some(to) = l.wallet(w) {
+                                let m = WalletMessage::Relay { attempt, data };
+                                let _ = to.send(Bytes::from(m.encode()));
+                            }
+                        }
+                        Some(Hop::Peer(k)) => {
+                            if let Some(to) = l.peers.get(&k) {
+                                let _ = to.send(Bytes::from(
+                                    PeerMessage::Relay { attempt, data }.encode(),
+                                ));
+                            }
+                        }
+                        None => {}
                     }
                 }
                 Ok(
@@ -988,7 +1022,7 @@ fn driver_loop(
                     }
                     _ => Vec::new(),
                 };
-                send_rendezvous(&out_tx, &counters, out);
+                send_rendezvous(&out_tx, &counters, &links, out);
             }
             Input::Msg(from, msg) => {
                 if let PeerMessage::Frontier(f) = &msg {
@@ -1159,7 +1193,7 @@ fn driver_loop(
                         }
                         _ => Vec::new(),
                     };
-                    send_rendezvous(&out_tx, &counters, out);
+                    send_rendezvous(&out_tx, &counters, &links, out);
                     continue;
                 }
                 if let Some(answer) = wallet_service::answer(
@@ -1217,6 +1251,11 @@ fn driver_loop(
                 } as u64;
                 s.peers_connected = connected.len();
                 s.rendezvous_requests = rendezvous.requests;
+                {
+                    let l = links.lock().unwrap_or_else(|p| p.into_inner());
+                    s.relayed_bytes = l.relay.relayed_bytes;
+                    s.drops.insert("relay_dropped".into(), l.relay.dropped);
+                }
                 let _ = reply.send(s);
             }
         }
@@ -1237,7 +1276,7 @@ fn driver_loop(
                 substitute_key: false,
             };
             let out = rendezvous.expire(&ctx, Instant::now());
-            send_rendezvous(&out_tx, &counters, out);
+            send_rendezvous(&out_tx, &counters, &links, out);
         }
     }
 }
@@ -1279,9 +1318,23 @@ fn rtt_ms(link: &Link) -> u32 {
 }
 
 /// Send what the rendezvous returned.
-fn send_rendezvous(out_tx: &mpsc::Sender<Out>, counters: &NetCounters, out: Vec<rendezvous::Out>) {
+fn send_rendezvous(
+    out_tx: &mpsc::Sender<Out>,
+    counters: &NetCounters,
+    links: &Links,
+    out: Vec<rendezvous::Out>,
+) {
     for o in out {
         let to = match o {
+            rendezvous::Out::OpenRelay {
+                attempt,
+                wallets,
+                peer,
+            } => {
+                let mut l = links.lock().unwrap_or_else(|p| p.into_inner());
+                l.relay.open(attempt, wallets, peer, Instant::now());
+                continue;
+            }
             rendezvous::Out::Wallet(at, m) => Out::ToWallet(at, Bytes::from(m.encode())),
             rendezvous::Out::Peer(k, m) => Out::Send(k, frame(&m)),
         };
@@ -1846,6 +1899,7 @@ fn status(
         state_on_disk: false,
         outputs_in_memory: d.ledger().outputs_in_memory() as u64,
         rendezvous_requests: 0,
+        relayed_bytes: 0,
         outputs_root: roots.outputs.to_string(),
         history_root: roots.history.to_string(),
         drops,

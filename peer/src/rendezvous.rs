@@ -36,6 +36,12 @@ pub const MAX_LISTENING: usize = 65_536;
 pub enum Out {
     Wallet(WalletAt, WalletMessage),
     Peer(PeerKey, PeerMessage),
+    /// Open the relay session of an accepted attempt (see `relay`).
+    OpenRelay {
+        attempt: [u8; 16],
+        wallets: Vec<WalletAt>,
+        peer: Option<PeerKey>,
+    },
 }
 
 /// What the rendezvous asks of the node around it.
@@ -286,7 +292,8 @@ impl Rendezvous {
             Some(_) => IntroAnswer::Failed("the answer names another attempt".into()),
             None => IntroAnswer::Failed(format!("{}@{} declined", i.name, ctx.own_name)),
         };
-        match (i.from_peer, i.asker) {
+        let accepted = matches!(answer, IntroAnswer::Accepted { .. });
+        let mut out = match (i.from_peer, i.asker) {
             (Some(peer), _) => vec![Out::Peer(
                 peer,
                 PeerMessage::IntroduceAnswer {
@@ -296,7 +303,15 @@ impl Rendezvous {
             )],
             (None, Some(asker)) => vec![to_asker(asker, attempt, answer)],
             (None, None) => Vec::new(),
+        };
+        if accepted {
+            out.push(Out::OpenRelay {
+                attempt,
+                wallets: i.asker.into_iter().chain([from]).collect(),
+                peer: i.from_peer,
+            });
         }
+        out
     }
 
     /// The other wallet's peer answers an introduction we passed on.
@@ -320,7 +335,16 @@ impl Rendezvous {
             }
             other => other,
         };
-        vec![to_asker(a.wallet, attempt, answer)]
+        let accepted = matches!(answer, IntroAnswer::Accepted { .. });
+        let mut out = vec![to_asker(a.wallet, attempt, answer)];
+        if accepted {
+            out.push(Out::OpenRelay {
+                attempt,
+                wallets: vec![a.wallet],
+                peer: Some(from_peer),
+            });
+        }
+        out
     }
 
     /// Fail and forget attempts older than [`ATTEMPT_TIMEOUT`], and
@@ -487,6 +511,25 @@ mod tests {
         (p, q, net, alice, bob)
     }
 
+    /// An accepted answer, and the relay session it opens here.
+    fn relayed(out: Vec<Out>, wallets: Vec<WalletAt>, peer: Option<PeerKey>) -> Out {
+        assert_eq!(out.len(), 2, "{out:?}");
+        let mut out = out.into_iter();
+        let first = out.next().unwrap();
+        match out.next().unwrap() {
+            Out::OpenRelay {
+                wallets: w,
+                peer: p,
+                ..
+            } => {
+                assert_eq!(w, wallets);
+                assert_eq!(p, peer);
+            }
+            other => panic!("{other:?}"),
+        }
+        first
+    }
+
     fn one(out: Vec<Out>) -> Out {
         assert_eq!(out.len(), 1, "{out:?}");
         out.into_iter().next().unwrap()
@@ -519,16 +562,20 @@ mod tests {
         assert_eq!(i.start_in_ms, 30);
         let mut mine = offer(1);
         mine.candidates[0].addr = "203.0.113.22:6000".parse().unwrap();
-        let Out::Peer(to, PeerMessage::IntroduceAnswer { attempt, answer }) =
-            one(r.answer(&mut ctx, bob, [1; 16], Some(mine.clone())))
-        else {
+        let Out::Peer(to, PeerMessage::IntroduceAnswer { attempt, answer }) = relayed(
+            r.answer(&mut ctx, bob, [1; 16], Some(mine.clone())),
+            vec![bob],
+            Some(pk),
+        ) else {
             panic!()
         };
         assert_eq!(to, pk);
         let (ctx, r) = p.ctx(&net);
-        let Out::Wallet(w, WalletMessage::Reached(reached)) =
-            one(r.introduce_answer(&ctx, qk, attempt, *answer))
-        else {
+        let Out::Wallet(w, WalletMessage::Reached(reached)) = relayed(
+            r.introduce_answer(&ctx, qk, attempt, *answer),
+            vec![alice],
+            Some(qk),
+        ) else {
             panic!()
         };
         assert_eq!(w, alice);
@@ -553,9 +600,11 @@ mod tests {
             panic!()
         };
         assert_eq!(w, bob);
-        let Out::Wallet(w, WalletMessage::Reached(reached)) =
-            one(r.answer(&mut ctx, bob, [2; 16], Some(offer(2))))
-        else {
+        let Out::Wallet(w, WalletMessage::Reached(reached)) = relayed(
+            r.answer(&mut ctx, bob, [2; 16], Some(offer(2))),
+            vec![alice, bob],
+            None,
+        ) else {
             panic!()
         };
         assert_eq!(w, alice);
@@ -671,9 +720,11 @@ mod tests {
         };
         let (mut qctx, qr) = q.ctx(&net);
         one(qr.introduce(&mut qctx, now, pk, *intro));
-        let Out::Peer(_, PeerMessage::IntroduceAnswer { answer, .. }) =
-            one(qr.answer(&mut qctx, bob, [6; 16], Some(offer(6))))
-        else {
+        let Out::Peer(_, PeerMessage::IntroduceAnswer { answer, .. }) = relayed(
+            qr.answer(&mut qctx, bob, [6; 16], Some(offer(6))),
+            vec![bob],
+            Some(pk),
+        ) else {
             panic!()
         };
         let IntroAnswer::Accepted { voucher, .. } = *answer else {

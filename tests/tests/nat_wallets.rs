@@ -4,7 +4,8 @@
 //! directly by punching; a wallet behind a NAT that maps by destination
 //! (symmetric) links with one behind a cone NAT by port probing; two
 //! wallets behind one NAT link over their LAN; a public wallet links with
-//! one behind a NAT.
+//! one behind a NAT; wallets with no direct path at all (two symmetric
+//! NATs; UDP blocked except to the peers) link through the peers' relay.
 //!
 //! Every process that addresses the lab runs inside its namespaces; this
 //! process only writes files and talks to Unix sockets. Root, `ip` and
@@ -32,6 +33,10 @@ fn lab_or_skip(build: impl FnOnce() -> Result<Lab, LabError>) -> Option<Lab> {
         }
     }
 }
+
+/// What `connect` answered for each pair (with the pair's hosts), and the
+/// bytes the peers relayed in all.
+type Linked = (Vec<(Value, Host, Host)>, u64);
 
 /// The devnet's peers, run inside the lab's peers namespace.
 struct Peers(Vec<Child>);
@@ -114,11 +119,19 @@ fn connect(dir: &Path, to: &str) -> Value {
 /// One lab, one devnet, a wallet on each of `kinds`' hosts (a site with
 /// two hosts is two wallets behind one NAT), all online; returns the
 /// result of `connect` from wallet `from` to wallet `to` for each pair.
-fn run_lab(
+fn run_lab(tag: &str, kinds: &[(NatKind, usize)], pairs: &[(usize, usize)]) -> Option<Linked> {
+    run_lab_with(tag, kinds, pairs, &|_| {}, &|_, _| {})
+}
+
+/// [`run_lab`], with `before` run once everything is up and `after` once
+/// the pairs are linked (given the wallets' directories).
+fn run_lab_with(
     tag: &str,
     kinds: &[(NatKind, usize)],
     pairs: &[(usize, usize)],
-) -> Option<Vec<(Value, Host, Host)>> {
+    before: &dyn Fn(&Lab),
+    after: &dyn Fn(&Lab, &[std::path::PathBuf]),
+) -> Option<Linked> {
     let mut lab = lab_or_skip(|| Lab::new(tag))?;
     let mut hosts: Vec<Host> = Vec::new();
     for (kind, n) in kinds {
@@ -147,6 +160,7 @@ fn run_lab(
         let wrap = move |exe: &Path| -> Command { lab_ref.command(&ns, exe) };
         online.push(OnlineWallet::start(&ws[i].dir, Some(&wrap)));
     }
+    before(&lab);
     let mut out = Vec::new();
     for &(a, b) in pairs {
         let v = std::panic::catch_unwind(|| connect(&ws[a].dir, &ws[b].login()));
@@ -158,13 +172,31 @@ fn run_lab(
         });
         out.push((v, hosts[a].clone(), hosts[b].clone()));
     }
+    let wdirs: Vec<std::path::PathBuf> = ws.iter().map(|w| w.dir.clone()).collect();
+    after(&lab, &wdirs);
+    // A ping more over each link, so a relayed one shows in the counts.
+    for &(a, b) in pairs {
+        connect(&ws[a].dir, &ws[b].login());
+    }
+    let relayed = dirs
+        .iter()
+        .map(|d| {
+            let out = Command::new(bin("peer"))
+                .args(["status", "--json", "--dir"])
+                .arg(d)
+                .output()
+                .expect("peer status");
+            let v: Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+            v["relayed_bytes"].as_u64().expect("relayed_bytes")
+        })
+        .sum();
     drop(online);
-    Some(out)
+    Some((out, relayed))
 }
 
 #[test]
 fn wallets_behind_cone_nats_link_directly() {
-    let Some(r) = run_lab(
+    let Some((r, relayed)) = run_lab(
         "wcone",
         &[(NatKind::Cone, 1), (NatKind::Cone, 1)],
         &[(0, 1)],
@@ -173,6 +205,7 @@ fn wallets_behind_cone_nats_link_directly() {
     };
     let (v, _, _) = &r[0];
     assert_eq!(v["path"], "direct", "{v}");
+    assert_eq!(relayed, 0, "a direct link relays nothing");
     // Through the other wallet's router: 203.0.113.(20 + site).
     assert!(
         v["addr"]
@@ -186,7 +219,7 @@ fn wallets_behind_cone_nats_link_directly() {
 fn a_wallet_behind_a_symmetric_nat_links_with_one_behind_a_cone_nat() {
     // The cone side asks the symmetric one, then the symmetric side asks
     // another cone wallet: probing works whichever side asks.
-    let Some(r) = run_lab(
+    let Some((r, _)) = run_lab(
         "wsym",
         &[
             (NatKind::Cone, 1),
@@ -207,7 +240,7 @@ fn a_wallet_behind_a_symmetric_nat_links_with_one_behind_a_cone_nat() {
 
 #[test]
 fn wallets_behind_one_nat_and_a_public_wallet_link() {
-    let Some(r) = run_lab(
+    let Some((r, _)) = run_lab(
         "wsame",
         &[(NatKind::Cone, 2), (NatKind::Public, 1)],
         &[(0, 1), (2, 0)],
@@ -222,4 +255,106 @@ fn wallets_behind_one_nat_and_a_public_wallet_link() {
         "behind one NAT the LAN address is used: {v}"
     );
     assert_eq!(r[1].0["path"], "direct", "{}", r[1].0);
+}
+
+#[test]
+fn wallets_without_a_direct_path_link_through_the_relay() {
+    // Two NATs that map by destination; a network that lets UDP out only
+    // to the peers.
+    let Some((r, relayed)) = run_lab(
+        "wrelay",
+        &[
+            (NatKind::Symmetric, 1),
+            (NatKind::Symmetric, 1),
+            (NatKind::Blocked, 1),
+        ],
+        &[(0, 1), (2, 0)],
+    ) else {
+        return;
+    };
+    for (v, _, _) in &r {
+        assert_eq!(v["path"], "relay", "{v}");
+        assert!(v["rtt_ms"].as_f64().is_some(), "{v}");
+    }
+    assert!(relayed > 0, "the peers relayed the links' packets");
+}
+
+/// The router namespace of site `site` (1, 2, …) of `lab`.
+fn router_ns(lab: &Lab, site: usize) -> String {
+    let suffix = format!("-s{site}nat");
+    lab.namespaces()
+        .into_iter()
+        .find(|n| n.ends_with(&suffix))
+        .expect("the site's router")
+        .to_string()
+}
+
+fn iptables(lab: &Lab, ns: &str, args: &[&str]) {
+    let out = lab
+        .command(ns, "iptables")
+        .args(args)
+        .output()
+        .expect("iptables");
+    assert!(
+        out.status.success(),
+        "iptables {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_link_that_starts_on_the_relay_moves_to_a_direct_path_when_one_opens() {
+    // Site 2's router lets UDP out only to the peers at first, so the link
+    // comes up through the relay; then it opens, and the same link moves
+    // to a direct path without the wallets reconnecting.
+    const BLOCK: [&str; 10] = [
+        "FORWARD",
+        "-i",
+        "lan",
+        "-p",
+        "udp",
+        "!",
+        "-d",
+        "203.0.113.10",
+        "-j",
+        "DROP",
+    ];
+    let before = |lab: &Lab| {
+        let r = router_ns(lab, 2);
+        let mut args = vec!["-I"];
+        args.extend(BLOCK);
+        iptables(lab, &r, &args);
+    };
+    let after = |lab: &Lab, dirs: &[std::path::PathBuf]| {
+        let links = |d: &Path| -> Value {
+            let out = system_tests::wallet(d, &["links", "--json"], "");
+            serde_json::from_slice(&out.stdout).expect("links JSON")
+        };
+        assert_eq!(links(&dirs[0])["links"][0]["path"], "relay");
+        let r = router_ns(lab, 2);
+        let mut args = vec!["-D"];
+        args.extend(BLOCK);
+        iptables(lab, &r, &args);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while links(&dirs[0])["links"][0]["path"] != "direct"
+            || links(&dirs[1])["links"][0]["path"] != "direct"
+        {
+            assert!(
+                Instant::now() < deadline,
+                "still relayed: {}",
+                links(&dirs[0])
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let Some((r, _)) = run_lab_with(
+        "wmove",
+        &[(NatKind::Cone, 1), (NatKind::Cone, 1)],
+        &[(0, 1)],
+        &before,
+        &after,
+    ) else {
+        return;
+    };
+    assert_eq!(r[0].0["path"], "relay", "{}", r[0].0);
 }

@@ -26,8 +26,8 @@ use dag::rendezvous::{Candidate, CandidateKind, LinkOffer, Mapping};
 use dag::wire::{DirectMessage, WalletMessage};
 use nat::punch::{Config as PunchConfig, Event, Path as LinkPath, Plan, Punch, SocketId};
 use nat::transport::{
-    AuthError, Link, LinkSigner, RawDatagram, RawDatagrams, Route, Transport, TransportConfig,
-    TransportError,
+    AuthError, Link, LinkSigner, RawDatagram, RawDatagrams, RelaySender, Route, Transport,
+    TransportConfig, TransportError,
 };
 use rand_core::{OsRng, RngCore};
 use serde_json::{json, Value};
@@ -42,6 +42,11 @@ use tracing::{debug, info, warn};
 
 /// How long `connect` waits for the whole rendezvous, punch and handshake.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+/// A link goes through the relay if no direct path works this long after
+/// punching starts (and moves to a direct path if one works later).
+pub const RELAY_AFTER: Duration = Duration::from_secs(1);
+/// How long a ping over a new link may take.
+const PING_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the reflexive address is asked again.
 const ECHO_EVERY: Duration = Duration::from_secs(20);
 
@@ -54,7 +59,21 @@ struct WalletLink {
     link: Link,
     path: LinkPath,
     vaddr: SocketAddr,
+    /// The attempt that made it (relayed frames carry its id).
+    attempt: [u8; 16],
+    /// The attempt's punch, kept with the link: it answers the other
+    /// side's introductions (which may still be looking for the path),
+    /// keeps the NAT mappings open, and moves a relayed link to a direct
+    /// path once one works.
+    punch: Option<Punch>,
     since: Instant,
+}
+
+/// Who holds a punch: an attempt in progress, or the link it made.
+#[derive(Clone, Copy)]
+enum Owner {
+    Attempt,
+    Link(PeerKey),
 }
 
 /// One link attempt in progress.
@@ -72,6 +91,8 @@ struct Attempt {
     waiter: Option<oneshot::Sender<Value>>,
     /// When the punch found its path.
     punched_ms: Option<u64>,
+    /// When to use the relay if no direct path works by then.
+    relay_at: Option<Instant>,
 }
 
 enum Note {
@@ -398,7 +419,18 @@ impl Online {
             if let Some(p) = a.punch.as_ref().and_then(|p| p.poll_timeout()) {
                 t = t.min(p);
             }
+            if let Some(r) = a.relay_at {
+                t = t.min(r);
+            }
             t = t.min(a.started + CONNECT_TIMEOUT);
+        }
+        for l in self.links.values() {
+            if let Some(p) = l.punch.as_ref().and_then(|p| p.poll_timeout()) {
+                t = t.min(p);
+            }
+        }
+        if let Some(p) = self.pings.values().map(|p| p.1 + PING_TIMEOUT).min() {
+            t = t.min(p);
         }
         t.max(Instant::now())
     }
@@ -420,12 +452,47 @@ impl Online {
                 );
                 continue;
             }
-            if let Some(p) = self.attempts.get_mut(&id).and_then(|a| a.punch.as_mut()) {
-                if p.poll_timeout().is_some_and(|t| t <= now) {
-                    p.handle_timeout(now);
+            if let Some(a) = self.attempts.get_mut(&id) {
+                if let Some(p) = a.punch.as_mut() {
+                    if p.poll_timeout().is_some_and(|t| t <= now) {
+                        p.handle_timeout(now);
+                    }
+                    if a.relay_at.is_some_and(|t| t <= now) {
+                        a.relay_at = None;
+                        p.relay_ready();
+                    }
                 }
             }
             self.flush(id);
+        }
+        let linked: Vec<[u8; 16]> = self
+            .links
+            .values_mut()
+            .filter_map(|l| {
+                let p = l.punch.as_mut()?;
+                if p.poll_timeout().is_some_and(|t| t <= now) {
+                    p.handle_timeout(now);
+                }
+                Some(l.attempt)
+            })
+            .collect();
+        for id in linked {
+            self.flush(id);
+        }
+        let late: Vec<u64> = self
+            .pings
+            .iter()
+            .filter(|(_, p)| now.duration_since(p.1) > PING_TIMEOUT)
+            .map(|(n, _)| *n)
+            .collect();
+        for n in late {
+            if let Some((_, _, w, info)) = self.pings.remove(&n) {
+                let _ = w.send(fail(&format!(
+                    "linked to {}, but it did not answer a ping within {} s",
+                    info["name"].as_str().unwrap_or("the wallet"),
+                    PING_TIMEOUT.as_secs()
+                )));
+            }
         }
     }
 
@@ -496,6 +563,17 @@ impl Online {
                 self.end_attempt(attempt, Err(format!("rendezvous through {peer}: {reason}")));
             }
             WalletMessage::Introduced(i) => self.introduced(*i),
+            WalletMessage::Relay { attempt, data } => {
+                let vaddr = self.attempts.get(&attempt).map(|a| a.vaddr).or_else(|| {
+                    self.links
+                        .values()
+                        .find(|l| l.attempt == attempt)
+                        .map(|l| l.vaddr)
+                });
+                if let Some(v) = vaddr {
+                    self.transport.inject(v, Bytes::from(data));
+                }
+            }
             WalletMessage::Refused { what, reason } => {
                 warn!(peer = %self.name.peer, what, "refused: {reason}")
             }
@@ -565,6 +643,7 @@ impl Online {
                 started: Instant::now(),
                 waiter: None,
                 punched_ms: None,
+                relay_at: None,
             },
         );
         self.send_peer(WalletMessage::Answer {
@@ -602,7 +681,7 @@ impl Online {
             local_mapping: self.mapping,
             remote_mapping: remote.mapping,
             start,
-            relay: false,
+            relay: true,
         };
         let want = plan.probe_sockets(&self.punch_config);
         let opened = if want > 0 {
@@ -616,6 +695,7 @@ impl Online {
         } else {
             0
         };
+        let relay_at = start + RELAY_AFTER;
         let mut punch = Punch::new(plan, self.punch_config.clone(), opened, OsRng.next_u64());
         info!(
             role = ?punch.role(),
@@ -630,6 +710,7 @@ impl Online {
             a.other = Some(other);
             a.voucher_peer = voucher_peer;
             a.punch = Some(punch);
+            a.relay_at = Some(relay_at);
         }
         self.flush(id);
     }
@@ -643,33 +724,63 @@ impl Online {
         }
         let mut id = [0u8; 16];
         id.copy_from_slice(&d.bytes[1..17]);
-        let Some(a) = self.attempts.get_mut(&id) else {
-            return;
-        };
-        let Some(p) = a.punch.as_mut() else {
-            return;
-        };
-        let took = p.handle(Instant::now(), d.socket, d.from, &d.bytes);
-        // Whoever is heard first is where the other side's QUIC packets
-        // will come from: route them to the link's address before they do.
-        if took && p.path().is_none() && !a.dialing {
-            let _ = self.transport.set_route(
-                a.vaddr,
-                Route::Direct {
-                    socket: d.socket,
-                    addr: d.from,
-                },
-            );
+        let now = Instant::now();
+        if let Some(a) = self.attempts.get_mut(&id) {
+            let Some(p) = a.punch.as_mut() else {
+                return;
+            };
+            let took = p.handle(now, d.socket, d.from, &d.bytes);
+            // Whoever is heard first is where the other side's QUIC
+            // packets will come from: route them to the link's address
+            // before they do.
+            if took && p.path().is_none() && !a.dialing {
+                let _ = self.transport.set_route(
+                    a.vaddr,
+                    Route::Direct {
+                        socket: d.socket,
+                        addr: d.from,
+                    },
+                );
+            }
+        } else if let Some(p) = self
+            .links
+            .values_mut()
+            .find(|l| l.attempt == id)
+            .and_then(|l| l.punch.as_mut())
+        {
+            p.handle(now, d.socket, d.from, &d.bytes);
         }
         self.flush(id);
     }
 
-    /// Send what the attempt's punch wants sent; act on its events.
+    /// The punch of attempt `id` (in progress, or kept by its link),
+    /// taken out to be driven; [`Online::put_punch`] puts it back.
+    fn take_punch(&mut self, id: [u8; 16]) -> Option<(Punch, Owner, SocketAddr)> {
+        if let Some(a) = self.attempts.get_mut(&id) {
+            return a.punch.take().map(|p| (p, Owner::Attempt, a.vaddr));
+        }
+        let (key, l) = self.links.iter_mut().find(|(_, l)| l.attempt == id)?;
+        l.punch.take().map(|p| (p, Owner::Link(*key), l.vaddr))
+    }
+
+    fn put_punch(&mut self, id: [u8; 16], p: Punch, owner: Owner) {
+        match owner {
+            Owner::Attempt => {
+                if let Some(a) = self.attempts.get_mut(&id) {
+                    a.punch = Some(p);
+                }
+            }
+            Owner::Link(key) => {
+                if let Some(l) = self.links.get_mut(&key) {
+                    l.punch = Some(p);
+                }
+            }
+        }
+    }
+
+    /// Send what the punch of `id` wants sent; act on its events.
     fn flush(&mut self, id: [u8; 16]) {
-        let Some(a) = self.attempts.get_mut(&id) else {
-            return;
-        };
-        let Some(p) = a.punch.as_mut() else {
+        let Some((mut p, owner, vaddr)) = self.take_punch(id) else {
             return;
         };
         while let Some(t) = p.poll_transmit() {
@@ -679,54 +790,111 @@ impl Online {
         while let Some(e) = p.poll_event() {
             events.push(e);
         }
+        let mut keep = true;
         for e in events {
             match e {
-                Event::Connected(LinkPath::Direct { socket, addr }) => {
-                    let Some(a) = self.attempts.get_mut(&id) else {
-                        return;
-                    };
-                    a.punched_ms = Some(a.started.elapsed().as_millis() as u64);
+                Event::Connected(path @ LinkPath::Direct { socket, addr }) => {
                     let _ = self
                         .transport
-                        .set_route(a.vaddr, Route::Direct { socket, addr });
+                        .set_route(vaddr, Route::Direct { socket, addr });
                     info!(%addr, socket = socket.0, "direct path");
-                    // The side that asked dials; the other accepts.
-                    if a.waiter.is_some() && !a.dialing {
-                        a.dialing = true;
-                        let (vaddr, key) = (a.vaddr, a.other.as_ref().map(|o| o.1));
-                        let transport = self.transport.clone();
-                        let notes = self.notes_tx.clone();
-                        if let Some(key) = key {
-                            tokio::spawn(async move {
-                                let r = transport.connect(vaddr, key).await;
-                                let _ = notes.send(Note::Dialed(id, r)).await;
-                            });
+                    match owner {
+                        Owner::Link(key) => {
+                            if let Some(l) = self.links.get_mut(&key) {
+                                l.path = path;
+                                info!(wallet = %l.name, "link moved to a direct path");
+                            }
+                        }
+                        Owner::Attempt => {
+                            if let Some(a) = self.attempts.get_mut(&id) {
+                                a.punched_ms = Some(a.started.elapsed().as_millis() as u64);
+                            }
+                            self.dial_if_asker(id);
+                        }
+                    }
+                }
+                Event::Connected(LinkPath::Relayed) => {
+                    let peer = self.peer.clone();
+                    let relay = RelaySender::new(move |data: Bytes| {
+                        let m = WalletMessage::Relay {
+                            attempt: id,
+                            data: data.to_vec(),
+                        };
+                        peer.send(Bytes::from(m.encode())).is_ok()
+                    });
+                    let _ = self.transport.set_route(vaddr, Route::Relay(relay));
+                    match owner {
+                        Owner::Link(key) => {
+                            if let Some(l) = self.links.get_mut(&key) {
+                                l.path = LinkPath::Relayed;
+                                info!(wallet = %l.name, "link moved to the relay");
+                            }
+                        }
+                        Owner::Attempt => {
+                            info!("no direct path yet: through the relay");
+                            self.dial_if_asker(id);
                         }
                     }
                 }
                 Event::ReleaseSockets => {
-                    let keep: Vec<SocketId> = match self
-                        .attempts
-                        .get(&id)
-                        .and_then(|a| a.punch.as_ref())
-                        .and_then(|p| p.path())
-                    {
-                        Some(LinkPath::Direct { socket, .. }) => vec![socket],
-                        _ => Vec::new(),
-                    };
-                    self.transport.close_sockets(&keep);
+                    // Sockets in use by another link or attempt stay.
+                    let mut used: Vec<SocketId> = self
+                        .links
+                        .values()
+                        .filter_map(|l| match l.path {
+                            LinkPath::Direct { socket, .. } => Some(socket),
+                            LinkPath::Relayed => None,
+                        })
+                        .collect();
+                    if let Some(LinkPath::Direct { socket, .. }) = p.path() {
+                        used.push(socket);
+                    }
+                    // (This punch is taken out of its attempt meanwhile.)
+                    if self.attempts.values().all(|a| a.punch.is_none()) {
+                        self.transport.close_sockets(&used);
+                    }
                 }
-                Event::Connected(LinkPath::Relayed) | Event::DirectLost => {}
-                Event::DirectGaveUp => {
-                    self.end_attempt(id, Err("no direct path, and no relay yet".into()));
-                    return;
-                }
+                Event::DirectLost => info!("the direct path stopped answering"),
+                Event::DirectGaveUp => {}
                 Event::Failed(f) => {
-                    self.end_attempt(id, Err(f.to_string()));
-                    return;
+                    keep = false;
+                    match owner {
+                        Owner::Attempt => self.end_attempt(id, Err(f.to_string())),
+                        Owner::Link(key) => {
+                            if let Some(l) = self.links.remove(&key) {
+                                warn!(wallet = %l.name, "link lost: {f}");
+                                l.link.close("path lost");
+                                self.transport.remove_route(l.vaddr);
+                            }
+                        }
+                    }
                 }
             }
         }
+        if keep {
+            self.put_punch(id, p, owner);
+        }
+    }
+
+    /// The side that asked dials (once a path works); the other accepts.
+    fn dial_if_asker(&mut self, id: [u8; 16]) {
+        let Some(a) = self.attempts.get_mut(&id) else {
+            return;
+        };
+        if a.waiter.is_none() || a.dialing {
+            return;
+        }
+        let Some(key) = a.other.as_ref().map(|o| o.1) else {
+            return;
+        };
+        a.dialing = true;
+        let vaddr = a.vaddr;
+        let transport = self.transport.clone();
+        let notes = self.notes_tx.clone();
+        tokio::spawn(async move {
+            let r = transport.connect(vaddr, key).await;
+            let _ = notes.send(Note::Dialed(id, r)).await;
+        });
     }
 
     /// Finish attempt `id`: answer its waiter, forget it (keeping the route
@@ -819,6 +987,10 @@ impl Online {
                 socket: SocketId::MAIN,
                 addr: link.remote_addr(),
             });
+        let vaddr = a.vaddr;
+        let started = a.started;
+        let punched_ms = a.punched_ms;
+        let punch = self.attempts.get_mut(&id).and_then(|a| a.punch.take());
         info!(wallet = %name, "wallet link up");
         let reader = link.clone();
         let notes = self.notes_tx.clone();
@@ -840,7 +1012,9 @@ impl Online {
                 name: name.clone(),
                 link: link.clone(),
                 path,
-                vaddr: a.vaddr,
+                vaddr,
+                attempt: id,
+                punch,
                 since: Instant::now(),
             },
         ) {
@@ -851,8 +1025,8 @@ impl Online {
         let mut info = path_json(&path);
         info["name"] = json!(name);
         info["key"] = json!(key.to_string());
-        info["punch_ms"] = json!(a.punched_ms);
-        info["connect_ms"] = json!(a.started.elapsed().as_millis() as u64);
+        info["punch_ms"] = json!(punched_ms);
+        info["connect_ms"] = json!(started.elapsed().as_millis() as u64);
         // The asking side proves the channel works both ways with a ping.
         let waiter = self.attempts.get_mut(&id).and_then(|a| a.waiter.take());
         if let Some(w) = waiter {
@@ -998,6 +1172,7 @@ impl Online {
                 started: Instant::now(),
                 waiter: Some(tx),
                 punched_ms: None,
+                relay_at: None,
             },
         );
         self.send_peer(WalletMessage::Reach {
