@@ -39,6 +39,7 @@ pub mod owner_keys;
 pub mod peers;
 pub mod snapshot;
 pub mod stake;
+pub mod swap;
 pub mod state;
 pub mod transaction;
 

@@ -487,6 +487,11 @@ impl<K: Borrow<Keypair>> Session<K> {
         &self.signers
     }
 
+    /// Our key.
+    pub fn me(&self) -> PeerKey {
+        self.me
+    }
+
     /// The aggregate key the signature will verify under.
     pub fn aggregate(&self) -> PeerKey {
         self.aggregate
