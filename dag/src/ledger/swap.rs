@@ -458,7 +458,10 @@ mod tests {
             build(Hash::ZERO, &[a.clone(), b]),
             Err(SwapError::Unbalanced { .. })
         ));
-        assert_eq!(build(Hash::ZERO, &[a.clone()]), Err(SwapError::Parties(1)));
+        assert_eq!(
+            build(Hash::ZERO, std::slice::from_ref(&a)),
+            Err(SwapError::Parties(1))
+        );
         let (poor, _) = offer(2, 2, 70, 69, 1, 100);
         assert!(matches!(
             build(Hash::ZERO, &[a.clone(), poor]),
