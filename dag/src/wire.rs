@@ -13,9 +13,11 @@ use crate::identity::{Bytes64, PeerKey};
 use crate::ledger::apply::Outcome;
 use crate::ledger::checkpoint::{Certified, Checkpoint, Handover};
 use crate::ledger::light::{Inclusion, SyncAnswer, SyncRequest, MAX_SYNC_KEYS, MAX_SYNC_WATCH};
+use crate::ledger::multisig::{Commitment, Cosignature, Reveal};
 use crate::ledger::names::{NameVoucher, PayTo, ReceiveKey, WalletName, MAX_RECEIVE_KEYS};
 use crate::ledger::peers::check_name;
-use crate::ledger::transaction::TxId;
+use crate::ledger::swap::Offer;
+use crate::ledger::transaction::{TxBody, TxId};
 use crate::rendezvous::{IntroAnswer, Introduction, LinkOffer, PeerIntroduce, Reached, MAX_REASON};
 use proofs::Hash;
 use serde::{Deserialize, Serialize};
@@ -380,7 +382,84 @@ pub enum DirectMessage {
     /// Are you there? (The answer echoes the number.)
     Ping(u64),
     Pong(u64),
+    /// Member → owner: let me into room `room`.
+    RoomJoin {
+        room: u64,
+    },
+    /// Owner → member: you are in; the members' names.
+    RoomJoined {
+        room: u64,
+        members: Vec<String>,
+    },
+    /// Owner → member: no (no such room).
+    RoomRefused {
+        room: u64,
+        reason: String,
+    },
+    /// Member → owner: the room's members and each one's link to the
+    /// owner (`direct` or `relay`; the owner's own: `owner`).
+    RoomMembersAsk {
+        room: u64,
+    },
+    RoomMembers {
+        room: u64,
+        members: Vec<(String, String)>,
+    },
+    /// Member → owner: I leave.
+    RoomLeave {
+        room: u64,
+    },
+    /// Party → owner: my terms for a swap in the room.
+    SwapOffer {
+        room: u64,
+        offer: Box<Offer>,
+    },
+    /// Owner → party: the one transaction of the room's balanced offers.
+    SwapPropose {
+        swap: [u8; 16],
+        body: Box<TxBody>,
+    },
+    /// Party → owner, then owner → every party (all of them): the MuSig
+    /// rounds for the proposed transaction.
+    SwapCommit {
+        swap: [u8; 16],
+        commitments: Vec<Commitment>,
+    },
+    SwapReveal {
+        swap: [u8; 16],
+        reveals: Vec<Reveal>,
+    },
+    SwapCosign {
+        swap: [u8; 16],
+        cosignatures: Vec<Cosignature>,
+    },
+    /// Party → owner: the combined signature (checked by the party).
+    SwapSigned {
+        swap: [u8; 16],
+        signature: Bytes64,
+    },
+    /// Party → owner: it will not sign this (the reason).
+    SwapRefuse {
+        swap: [u8; 16],
+        reason: String,
+    },
+    /// Owner → party: the swap is off, nothing was submitted (the reason
+    /// names who failed). `swap` all zero: the party's pending offer.
+    SwapAbort {
+        swap: [u8; 16],
+        reason: String,
+    },
+    /// Owner → party: submitted and final.
+    SwapDone {
+        swap: [u8; 16],
+        tx: TxId,
+        height: u64,
+        parties: u32,
+    },
 }
+
+/// Most members of a room.
+pub const MAX_ROOM_MEMBERS: usize = 64;
 
 /// The largest frame between two wallets.
 pub const MAX_DIRECT_MESSAGE: usize = 1 << 20;
@@ -394,7 +473,31 @@ impl DirectMessage {
         if bytes.len() > MAX_DIRECT_MESSAGE {
             return Err(WireError::TooLarge(bytes.len()));
         }
-        proofs::decode(bytes, MAX_DIRECT_MESSAGE).map_err(malformed)
+        let msg: DirectMessage = proofs::decode(bytes, MAX_DIRECT_MESSAGE).map_err(malformed)?;
+        let long = |len: usize, max: usize| {
+            if len > max {
+                Err(WireError::ListTooLong { len, max })
+            } else {
+                Ok(())
+            }
+        };
+        let most_keys = crate::ledger::multisig::MAX_SIGNERS;
+        match &msg {
+            DirectMessage::RoomJoined { members, .. } => long(members.len(), MAX_ROOM_MEMBERS)?,
+            DirectMessage::RoomMembers { members, .. } => long(members.len(), MAX_ROOM_MEMBERS)?,
+            DirectMessage::RoomRefused { reason, .. }
+            | DirectMessage::SwapRefuse { reason, .. }
+            | DirectMessage::SwapAbort { reason, .. } => long(reason.len(), MAX_REASON)?,
+            DirectMessage::SwapOffer { offer, .. } => long(
+                offer.inputs.len(),
+                crate::ledger::swap::MAX_INPUTS_PER_PARTY,
+            )?,
+            DirectMessage::SwapCommit { commitments, .. } => long(commitments.len(), most_keys)?,
+            DirectMessage::SwapReveal { reveals, .. } => long(reveals.len(), most_keys)?,
+            DirectMessage::SwapCosign { cosignatures, .. } => long(cosignatures.len(), most_keys)?,
+            _ => {}
+        }
+        Ok(msg)
     }
 }
 

@@ -540,6 +540,10 @@ impl OnlineWallet {
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("online.log")).unwrap_or_default()
     }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
 }
 
 impl Drop for OnlineWallet {

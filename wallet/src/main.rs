@@ -57,6 +57,32 @@ enum LogFormat {
 }
 
 #[derive(Subcommand, Debug)]
+enum RoomCmd {
+    /// Open a room owned by this wallet; prints its name, NAME@PEER/ID.
+    Create {
+        /// One JSON object {"room"}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Join a room (links to its owner first).
+    Join {
+        room: String,
+        /// One JSON object {"members"}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The room's members and each one's link to the owner.
+    Members {
+        room: String,
+        /// One JSON object {"members":[{"name","path"}]}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Leave a room (the owner closes it).
+    Leave { room: String },
+}
+
+#[derive(Subcommand, Debug)]
 enum Cmd {
     /// Make a new wallet: a fresh 24-word seed phrase, encrypted under a
     /// password in W/keystore. Prints the phrase once: write it down.
@@ -259,6 +285,32 @@ enum Cmd {
         /// `login@peer`.
         from: String,
     },
+    /// Rooms: wallets linked to one owner, where swaps are agreed.
+    /// Needs `wallet online`.
+    Room {
+        #[command(subcommand)]
+        cmd: RoomCmd,
+    },
+    /// Offer a swap in ROOM (every party runs this against its own online
+    /// wallet). When the room's offers balance, the owner builds ONE
+    /// transaction, every party checks it gives exactly what it offered and
+    /// gets what it wants, all sign it together (one MuSig signature over
+    /// the parties' links), and it is submitted; this waits for finality.
+    Swap {
+        /// `NAME@PEER/ID`.
+        room: String,
+        /// `AMOUNT:ASSET`, ASSET an asset id or `native`.
+        #[arg(long)]
+        give: String,
+        #[arg(long)]
+        want: String,
+        /// Seconds to wait for the other parties and finality.
+        #[arg(long, default_value_t = 120)]
+        wait: u64,
+        /// One JSON object {"txid","height","parties","gave","got"}.
+        #[arg(long)]
+        json: bool,
+    },
     /// The online wallet's links to other wallets.
     Links {
         /// One JSON object {"links":[{"name","path","addr","since_s"}]}.
@@ -321,6 +373,14 @@ fn run() -> Result<()> {
         Cmd::Online => online(&dir, &password),
         Cmd::Connect { to, json } => connect(&dir, &to, json),
         Cmd::Links { json } => links(&dir, json),
+        Cmd::Room { cmd } => room(&dir, cmd),
+        Cmd::Swap {
+            room,
+            give,
+            want,
+            wait,
+            json,
+        } => swap(&dir, &password, &room, &give, &want, wait, json),
         Cmd::Disconnect { from } => {
             control::call(
                 &dir,
@@ -758,6 +818,82 @@ fn connect(dir: &Path, to: &str, json: bool) -> Result<()> {
             v["addr"].as_str().unwrap_or(""),
             v["connect_ms"],
             v["rtt_ms"].as_f64().unwrap_or(0.0)
+        );
+    }
+    Ok(())
+}
+
+fn room(dir: &Path, cmd: RoomCmd) -> Result<()> {
+    let t = Duration::from_secs(30);
+    match cmd {
+        RoomCmd::Create { json } => {
+            let v = control::call(dir, &json!({"op": "room_create"}), t)?;
+            if json {
+                println!("{v}");
+            } else {
+                println!("{}", v["room"].as_str().unwrap_or("?"));
+            }
+        }
+        RoomCmd::Join { room, json } => {
+            let (owner, _) = room.rsplit_once('/').context("a room is NAME@PEER/ID")?;
+            control::call(
+                dir,
+                &json!({"op": "connect", "to": owner}),
+                wallet::online::CONNECT_TIMEOUT + Duration::from_secs(5),
+            )?;
+            let v = control::call(dir, &json!({"op": "room_join", "room": room}), t)?;
+            if json {
+                println!("{v}");
+            } else {
+                println!("joined {room}");
+            }
+        }
+        RoomCmd::Members { room, json } => {
+            let v = control::call(dir, &json!({"op": "room_members", "room": room}), t)?;
+            if json {
+                println!("{v}");
+            } else {
+                for m in v["members"].as_array().into_iter().flatten() {
+                    println!(
+                        "{}  {}",
+                        m["name"].as_str().unwrap_or("?"),
+                        m["path"].as_str().unwrap_or("?")
+                    );
+                }
+            }
+        }
+        RoomCmd::Leave { room } => {
+            control::call(dir, &json!({"op": "room_leave", "room": room}), t)?;
+        }
+    }
+    Ok(())
+}
+
+fn swap(
+    dir: &Path,
+    password: &PasswordSource,
+    room: &str,
+    give: &str,
+    want: &str,
+    wait: u64,
+    json: bool,
+) -> Result<()> {
+    let v = control::call(
+        dir,
+        &json!({"op": "swap", "room": room, "give": give, "want": want}),
+        Duration::from_secs(wait),
+    )?;
+    // Our outputs moved: bring the proven state up to the swap's height.
+    let keys = unlock(dir, password)?;
+    let mut state = ChainState::load(dir)?;
+    let genesis = session::load_genesis(&dir.join(GENESIS_FILE))?;
+    runtime()?.block_on(session::sync(dir, &keys, &mut state, &genesis))?;
+    if json {
+        println!("{v}");
+    } else {
+        println!(
+            "swapped in {} (tx {} at height {}, {} parties): gave {}, got {}",
+            room, v["txid"], v["height"], v["parties"], v["gave"], v["got"]
         );
     }
     Ok(())

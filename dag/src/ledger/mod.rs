@@ -39,8 +39,8 @@ pub mod owner_keys;
 pub mod peers;
 pub mod snapshot;
 pub mod stake;
-pub mod swap;
 pub mod state;
+pub mod swap;
 pub mod transaction;
 
 pub use admission::{

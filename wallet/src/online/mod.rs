@@ -14,6 +14,8 @@
 //!
 //! Other commands reach it through `W/online.sock` ([`crate::control`]).
 
+mod rooms;
+
 use crate::chain::ChainState;
 use crate::control::{self, MAX_LINE};
 use anyhow::{anyhow, bail, Context, Result};
@@ -122,6 +124,9 @@ struct Online {
     next_ping: u64,
     notes_tx: mpsc::Sender<Note>,
     punch_config: PunchConfig,
+    keys: OwnerKeys,
+    login_key: PeerKey,
+    rooms: rooms::Rooms,
 }
 
 /// Run `wallet online` until Ctrl-C.
@@ -145,6 +150,7 @@ async fn run_async(dir: &Path, keys: OwnerKeys, state: ChainState, genesis: Gene
 
     let mut seed = [0u8; 32];
     OsRng.fill_bytes(&mut seed);
+    let login_key = PeerKey(keys.login().public.to_bytes());
     let signer: Arc<dyn LinkSigner> =
         Arc::new(Mutex::new(Signer::from_keypair(keys.login(), seed)));
     let expected: Arc<Mutex<HashSet<PeerKey>>> =
@@ -183,6 +189,9 @@ async fn run_async(dir: &Path, keys: OwnerKeys, state: ChainState, genesis: Gene
         next_ping: 1,
         notes_tx,
         punch_config: PunchConfig::default(),
+        keys,
+        login_key,
+        rooms: rooms::Rooms::default(),
     };
     me.listen().await?;
     me.local_candidate(state.peer_addr);
@@ -432,10 +441,14 @@ impl Online {
         if let Some(p) = self.pings.values().map(|p| p.1 + PING_TIMEOUT).min() {
             t = t.min(p);
         }
+        if let Some(d) = self.next_swap_deadline() {
+            t = t.min(d);
+        }
         t.max(Instant::now())
     }
 
     fn on_time(&mut self, now: Instant) {
+        self.swap_timeouts(now);
         if self.last_echo.is_none_or(|l| now >= l + ECHO_EVERY) {
             self.ask_echo();
         }
@@ -563,6 +576,7 @@ impl Online {
                 self.end_attempt(attempt, Err(format!("rendezvous through {peer}: {reason}")));
             }
             WalletMessage::Introduced(i) => self.introduced(*i),
+            m @ (WalletMessage::Submitted(_) | WalletMessage::Finalized(_)) => self.swap_final(&m),
             WalletMessage::Relay { attempt, data } => {
                 let vaddr = self.attempts.get(&attempt).map(|a| a.vaddr).or_else(|| {
                     self.links
@@ -951,6 +965,7 @@ impl Online {
                     let l = self.links.remove(&key).expect("just found");
                     info!(wallet = %l.name, "wallet link closed");
                     self.transport.remove_route(l.vaddr);
+                    self.link_gone(&key, &l.name);
                 }
             }
         }
@@ -1055,6 +1070,10 @@ impl Online {
                     }
                 }
             }
+            Ok(m) => {
+                let name = l.name.clone();
+                self.on_room_message(key, name, m);
+            }
             Err(e) => warn!(wallet = %l.name, "malformed direct message: {e}"),
         }
     }
@@ -1079,6 +1098,7 @@ impl Online {
                     Some((key, l)) => {
                         l.link.close("disconnected");
                         self.transport.remove_route(l.vaddr);
+                        self.link_gone(&key, &l.name);
                         if let Ok(mut e) = self.expected.lock() {
                             e.remove(&key);
                         }
@@ -1118,6 +1138,10 @@ impl Online {
                     },
                     "links": self.links.len(),
                 }));
+            }
+            Some(op @ ("room_create" | "room_join" | "room_members" | "room_leave" | "swap")) => {
+                let op = op.to_string();
+                self.room_request(&op, &req, tx);
             }
             _ => {
                 let _ = tx.send(fail("unknown request"));
