@@ -120,7 +120,7 @@ fn connect(dir: &Path, to: &str) -> Value {
 /// two hosts is two wallets behind one NAT), all online; returns the
 /// result of `connect` from wallet `from` to wallet `to` for each pair.
 fn run_lab(tag: &str, kinds: &[(NatKind, usize)], pairs: &[(usize, usize)]) -> Option<Linked> {
-    run_lab_with(tag, kinds, pairs, &|_| {}, &|_, _| {})
+    run_lab_with(tag, kinds, pairs, &|_| {}, &|_, _, _| {})
 }
 
 /// [`run_lab`], with `before` run once everything is up and `after` once
@@ -130,7 +130,7 @@ fn run_lab_with(
     kinds: &[(NatKind, usize)],
     pairs: &[(usize, usize)],
     before: &dyn Fn(&Lab),
-    after: &dyn Fn(&Lab, &[std::path::PathBuf]),
+    after: &dyn Fn(&Lab, &[Host], &[std::path::PathBuf]),
 ) -> Option<Linked> {
     let mut lab = lab_or_skip(|| Lab::new(tag))?;
     let mut hosts: Vec<Host> = Vec::new();
@@ -173,7 +173,7 @@ fn run_lab_with(
         out.push((v, hosts[a].clone(), hosts[b].clone()));
     }
     let wdirs: Vec<std::path::PathBuf> = ws.iter().map(|w| w.dir.clone()).collect();
-    after(&lab, &wdirs);
+    after(&lab, &hosts, &wdirs);
     // A ping more over each link, so a relayed one shows in the counts.
     for &(a, b) in pairs {
         connect(&ws[a].dir, &ws[b].login());
@@ -325,7 +325,7 @@ fn a_link_that_starts_on_the_relay_moves_to_a_direct_path_when_one_opens() {
         args.extend(BLOCK);
         iptables(lab, &r, &args);
     };
-    let after = |lab: &Lab, dirs: &[std::path::PathBuf]| {
+    let after = |lab: &Lab, _: &[Host], dirs: &[std::path::PathBuf]| {
         let links = |d: &Path| -> Value {
             let out = system_tests::wallet(d, &["links", "--json"], "");
             serde_json::from_slice(&out.stdout).expect("links JSON")
@@ -357,4 +357,104 @@ fn a_link_that_starts_on_the_relay_moves_to_a_direct_path_when_one_opens() {
         return;
     };
     assert_eq!(r[0].0["path"], "relay", "{}", r[0].0);
+}
+
+fn json_in(lab: &Lab, host: &Host, dir: &Path, args: &[&str]) -> Value {
+    let out = wallet_in(lab, host, dir, args);
+    assert!(
+        out.status.success(),
+        "wallet {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.lines().last().expect("a line")).expect("JSON")
+}
+
+#[test]
+fn a_three_party_swap_across_a_symmetric_nat_and_a_blocked_network() {
+    // A behind a home router owns the room; B behind a symmetric NAT
+    // (linked to A by port probing), C on a network that lets UDP out only
+    // to the peers (linked through the relay). A gives native for Y, B
+    // gives Y for Z, C gives Z for native: one transaction.
+    let after = |lab: &Lab, hosts: &[Host], dirs: &[std::path::PathBuf]| {
+        let (ha, hb, hc) = (&hosts[0], &hosts[1], &hosts[2]);
+        let (a, b, c) = (&dirs[0], &dirs[1], &dirs[2]);
+        let issue = |h: &Host, d: &Path, name: &str| -> String {
+            let v = json_in(
+                lab,
+                h,
+                d,
+                &[
+                    "issue",
+                    "--name",
+                    name,
+                    "--supply",
+                    "1000",
+                    "--precision",
+                    "0",
+                    "--json",
+                ],
+            );
+            v["asset"].as_str().expect("asset").to_string()
+        };
+        let y = issue(hb, b, "ygold");
+        let z = issue(hc, c, "zsilver");
+        let room = json_in(lab, ha, a, &["room", "create", "--json"]);
+        let room = room["room"].as_str().expect("room").to_string();
+        json_in(lab, hb, b, &["room", "join", &room, "--json"]);
+        json_in(lab, hc, c, &["room", "join", &room, "--json"]);
+        let m = json_in(lab, ha, a, &["room", "members", &room, "--json"]);
+        let paths: Vec<&str> = m["members"]
+            .as_array()
+            .expect("members")
+            .iter()
+            .map(|x| x["path"].as_str().unwrap_or(""))
+            .collect();
+        assert_eq!(paths, ["owner", "direct", "relay"], "{m}");
+        let parties = [
+            (ha, a, "1000000:native".to_string(), format!("50:{y}")),
+            (hb, b, format!("50:{y}"), format!("20:{z}")),
+            (hc, c, format!("20:{z}"), "1000000:native".to_string()),
+        ];
+        let room = room.as_str();
+        let outs: Vec<Value> = std::thread::scope(|s| {
+            let hs: Vec<_> = parties
+                .iter()
+                .map(|(h, d, give, want)| {
+                    s.spawn(move || {
+                        json_in(
+                            lab,
+                            h,
+                            d,
+                            &["swap", room, "--give", give, "--want", want, "--json"],
+                        )
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().expect("thread")).collect()
+        });
+        for o in &outs {
+            assert_eq!(o["txid"], outs[0]["txid"], "{o}");
+            assert_eq!(o["parties"], 3, "{o}");
+        }
+        let bal = |h: &Host, d: &Path, asset: &str| -> u64 {
+            json_in(lab, h, d, &["balance", "--json"])["assets"][asset]["amount"]
+                .as_u64()
+                .unwrap_or(0)
+        };
+        assert_eq!(bal(ha, a, &y), 50);
+        assert_eq!(bal(hb, b, &z), 20);
+        assert_eq!(bal(hc, c, &z), 980);
+    };
+    run_lab_with(
+        "wswap",
+        &[
+            (NatKind::Cone, 1),
+            (NatKind::Symmetric, 1),
+            (NatKind::Blocked, 1),
+        ],
+        &[],
+        &|_| {},
+        &after,
+    );
 }
