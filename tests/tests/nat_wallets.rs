@@ -38,6 +38,10 @@ fn lab_or_skip(build: impl FnOnce() -> Result<Lab, LabError>) -> Option<Lab> {
 /// bytes the peers relayed in all.
 type Linked = (Vec<(Value, Host, Host)>, u64);
 
+/// Run once the lab's wallets are online and the pairs linked: the lab,
+/// its hosts, the wallets' directories (in host order).
+type After = dyn Fn(&Lab, &[Host], &[std::path::PathBuf]);
+
 /// The devnet's peers, run inside the lab's peers namespace.
 struct Peers(Vec<Child>);
 
@@ -130,7 +134,7 @@ fn run_lab_with(
     kinds: &[(NatKind, usize)],
     pairs: &[(usize, usize)],
     before: &dyn Fn(&Lab),
-    after: &dyn Fn(&Lab, &[Host], &[std::path::PathBuf]),
+    after: &After,
 ) -> Option<Linked> {
     let mut lab = lab_or_skip(|| Lab::new(tag))?;
     let mut hosts: Vec<Host> = Vec::new();
