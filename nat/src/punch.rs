@@ -383,6 +383,12 @@ impl Punch {
                 self.transmits.retain(|t| t.bytes[0] == ACK);
                 self.probes_left = 0;
                 self.next_round = now + self.config.keepalive;
+                // One introduction on the chosen path at once: the other
+                // side learns which of the paths that work this side uses
+                // (several may, after probing), before anything else
+                // arrives on it.
+                self.intro(socket, from);
+                self.stats.intros_sent += 1;
                 self.events
                     .push_back(Event::Connected(Path::Direct { socket, addr: from }));
                 if self.sockets > 0 {

@@ -1006,13 +1006,7 @@ fn driver_loop(
                     driver: &driver,
                     links: &links,
                 };
-                let mut ctx = rendezvous::Ctx {
-                    chain,
-                    own_name: &cfg.name,
-                    signer: &mut voucher_signer,
-                    node: &view,
-                    substitute_key: cfg.test_lie == Some(wallet_service::Lie::SubstituteLinkKey),
-                };
+                let mut ctx = rendezvous_ctx(&view, &cfg, chain, &mut voucher_signer);
                 let out = match msg {
                     PeerMessage::Introduce(i) => {
                         rendezvous.introduce(&mut ctx, Instant::now(), from, *i)
@@ -1151,14 +1145,7 @@ fn driver_loop(
                         driver: &driver,
                         links: &links,
                     };
-                    let mut ctx = rendezvous::Ctx {
-                        chain,
-                        own_name: &cfg.name,
-                        signer: &mut voucher_signer,
-                        node: &view,
-                        substitute_key: cfg.test_lie
-                            == Some(wallet_service::Lie::SubstituteLinkKey),
-                    };
+                    let mut ctx = rendezvous_ctx(&view, &cfg, chain, &mut voucher_signer);
                     let out = match msg {
                         WalletMessage::Listen { name } => {
                             let answer = match store.name_owner(&name) {
@@ -1268,16 +1255,26 @@ fn driver_loop(
                 driver: &driver,
                 links: &links,
             };
-            let ctx = rendezvous::Ctx {
-                chain,
-                own_name: &cfg.name,
-                signer: &mut voucher_signer,
-                node: &view,
-                substitute_key: false,
-            };
+            let ctx = rendezvous_ctx(&view, &cfg, chain, &mut voucher_signer);
             let out = rendezvous.expire(&ctx, Instant::now());
             send_rendezvous(&out_tx, &counters, &links, out);
         }
+    }
+}
+
+/// The rendezvous's view of this node for one call.
+fn rendezvous_ctx<'a>(
+    view: &'a RendezvousView<'a>,
+    cfg: &'a Config,
+    chain: proofs::Hash,
+    signer: &'a mut dag::identity::Signer,
+) -> rendezvous::Ctx<'a> {
+    rendezvous::Ctx {
+        chain,
+        own_name: &cfg.name,
+        signer,
+        node: view,
+        substitute_key: cfg.test_lie == Some(wallet_service::Lie::SubstituteLinkKey),
     }
 }
 

@@ -552,3 +552,21 @@ impl Drop for OnlineWallet {
         let _ = self.child.wait();
     }
 }
+
+/// Build a NAT lab (`nat::lab`), or say why it cannot run here: a line
+/// `SKIPPED natlab: WHY` and `None` — unless `NATLAB_REQUIRED=1`, which
+/// makes that a failure (CI sets it).
+pub fn lab_or_skip<T>(build: impl FnOnce() -> Result<T, nat::lab::LabError>) -> Option<T> {
+    match build() {
+        Ok(lab) => Some(lab),
+        Err(why) => {
+            if std::env::var("NATLAB_REQUIRED").as_deref() == Ok("1") {
+                panic!("NATLAB_REQUIRED=1 but the NAT lab cannot run: {why}");
+            }
+            // Straight to stderr: the test harness does not capture this.
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "SKIPPED natlab: {why}");
+            None
+        }
+    }
+}

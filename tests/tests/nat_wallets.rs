@@ -12,27 +12,13 @@
 //! `iptables` are needed; without them the test prints `SKIPPED natlab:`
 //! and passes, unless `NATLAB_REQUIRED=1`.
 
-use nat::lab::{Host, Lab, LabError, NatKind};
+use nat::lab::{Host, Lab, NatKind};
 use serde_json::Value;
-use std::io::Write;
 use std::net::IpAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use system_tests::{bin, OnlineWallet};
-
-fn lab_or_skip(build: impl FnOnce() -> Result<Lab, LabError>) -> Option<Lab> {
-    match build() {
-        Ok(lab) => Some(lab),
-        Err(why) => {
-            if std::env::var("NATLAB_REQUIRED").as_deref() == Ok("1") {
-                panic!("NATLAB_REQUIRED=1 but the NAT lab cannot run: {why}");
-            }
-            let _ = writeln!(std::io::stderr(), "SKIPPED natlab: {why}");
-            None
-        }
-    }
-}
+use system_tests::{bin, lab_or_skip, OnlineWallet};
 
 /// What `connect` answered for each pair (with the pair's hosts), and the
 /// bytes the peers relayed in all.

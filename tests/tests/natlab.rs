@@ -4,29 +4,14 @@
 //! `NATLAB_REQUIRED=1`, which makes that a failure.
 
 use nat::lab::{Host, Lab, LabError, NatKind};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+use system_tests::lab_or_skip;
 
 const PROBE: &str = env!("CARGO_BIN_EXE_udp_probe");
-
-/// A lab built by `build`, or `None` (having said why) when it cannot be
-/// built here.
-fn lab_or_skip<T>(build: impl FnOnce() -> Result<T, LabError>) -> Option<T> {
-    match build() {
-        Ok(lab) => Some(lab),
-        Err(why) => {
-            if std::env::var("NATLAB_REQUIRED").as_deref() == Ok("1") {
-                panic!("NATLAB_REQUIRED=1 but the NAT lab cannot run: {why}");
-            }
-            // Straight to stderr: the test harness does not capture this.
-            let _ = writeln!(std::io::stderr(), "SKIPPED natlab: {why}");
-            None
-        }
-    }
-}
 
 /// Children killed (and reaped) when the test ends, however it ends.
 #[derive(Default)]

@@ -68,6 +68,8 @@ struct WalletLink {
     /// keeps the NAT mappings open, and moves a relayed link to a direct
     /// path once one works.
     punch: Option<Punch>,
+    /// We dialled it (else the other side did).
+    dialed: bool,
     since: Instant,
 }
 
@@ -499,7 +501,13 @@ impl Online {
             .map(|(n, _)| *n)
             .collect();
         for n in late {
-            if let Some((_, _, w, info)) = self.pings.remove(&n) {
+            if let Some((key, _, w, info)) = self.pings.remove(&n) {
+                // A link that does not answer is dead: the next connect
+                // makes a new one.
+                if let Some(l) = self.links.remove(&key) {
+                    self.close_link(&l, "no answer");
+                    self.link_gone(&key, &l.name);
+                }
                 let _ = w.send(fail(&format!(
                     "linked to {}, but it did not answer a ping within {} s",
                     info["name"].as_str().unwrap_or("the wallet"),
@@ -744,10 +752,12 @@ impl Online {
                 return;
             };
             let took = p.handle(now, d.socket, d.from, &d.bytes);
-            // Whoever is heard first is where the other side's QUIC
-            // packets will come from: route them to the link's address
-            // before they do.
-            if took && p.path().is_none() && !a.dialing {
+            // The side that is dialled routes the link where the other
+            // side's introductions come from (the first heard, then each
+            // new one: the dialling side introduces itself on the path it
+            // chose), so its QUIC packets are taken when they arrive.
+            let intro = d.bytes[0] == nat::punch::INTRO;
+            if took && a.waiter.is_none() && (intro || p.path().is_none()) {
                 let _ = self.transport.set_route(
                     a.vaddr,
                     Route::Direct {
@@ -756,13 +766,19 @@ impl Online {
                     },
                 );
             }
-        } else if let Some(p) = self
-            .links
-            .values_mut()
-            .find(|l| l.attempt == id)
-            .and_then(|l| l.punch.as_mut())
-        {
-            p.handle(now, d.socket, d.from, &d.bytes);
+        } else if let Some(l) = self.links.values_mut().find(|l| l.attempt == id) {
+            let took = l
+                .punch
+                .as_mut()
+                .is_some_and(|p| p.handle(now, d.socket, d.from, &d.bytes));
+            let direct = matches!(l.path, LinkPath::Direct { .. });
+            if took && !l.dialed && direct && d.bytes[0] == nat::punch::INTRO {
+                let route = Route::Direct {
+                    socket: d.socket,
+                    addr: d.from,
+                };
+                let _ = self.transport.set_route(l.vaddr, route);
+            }
         }
         self.flush(id);
     }
@@ -808,9 +824,20 @@ impl Online {
         for e in events {
             match e {
                 Event::Connected(path @ LinkPath::Direct { socket, addr }) => {
-                    let _ = self
-                        .transport
-                        .set_route(vaddr, Route::Direct { socket, addr });
+                    // The dialled side keeps the path the other side's
+                    // introductions came on, if it has one.
+                    let dialled = match owner {
+                        Owner::Attempt => {
+                            self.attempts.get(&id).is_some_and(|a| a.waiter.is_none())
+                        }
+                        Owner::Link(key) => self.links.get(&key).is_some_and(|l| !l.dialed),
+                    };
+                    let routed = matches!(self.transport.route(vaddr), Some(Route::Direct { .. }));
+                    if !(dialled && routed) {
+                        let _ = self
+                            .transport
+                            .set_route(vaddr, Route::Direct { socket, addr });
+                    }
                     info!(%addr, socket = socket.0, "direct path");
                     match owner {
                         Owner::Link(key) => {
@@ -877,8 +904,7 @@ impl Online {
                         Owner::Link(key) => {
                             if let Some(l) = self.links.remove(&key) {
                                 warn!(wallet = %l.name, "link lost: {f}");
-                                l.link.close("path lost");
-                                self.transport.remove_route(l.vaddr);
+                                self.close_link(&l, "path lost");
                             }
                         }
                     }
@@ -911,6 +937,34 @@ impl Online {
         });
     }
 
+    /// Close a link we dropped: its route goes only once QUIC has told the
+    /// other side (or given up), or the close would never leave.
+    fn close_link(&self, l: &WalletLink, why: &str) {
+        l.link.close(why);
+        let (link, transport, vaddr) = (l.link.clone(), self.transport.clone(), l.vaddr);
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(Duration::from_secs(3), link.closed()).await;
+            transport.remove_route(vaddr);
+        });
+    }
+
+    /// Extra sockets no link uses, closed once no attempt is punching
+    /// (a probing attempt that failed must not keep its 256 sockets).
+    fn release_sockets(&self) {
+        if self.attempts.values().any(|a| a.punch.is_some()) {
+            return;
+        }
+        let used: Vec<SocketId> = self
+            .links
+            .values()
+            .filter_map(|l| match l.path {
+                LinkPath::Direct { socket, .. } if socket != SocketId::MAIN => Some(socket),
+                _ => None,
+            })
+            .collect();
+        self.transport.close_sockets(&used);
+    }
+
     /// Finish attempt `id`: answer its waiter, forget it (keeping the route
     /// if a link now uses it).
     fn end_attempt(&mut self, id: [u8; 16], result: Result<Value, String>) {
@@ -930,6 +984,7 @@ impl Online {
                 debug!(%name, "attempt ended without a link");
             }
         }
+        self.release_sockets();
         if let Some(w) = a.waiter.take() {
             let _ = w.send(match result {
                 Ok(mut v) => {
@@ -943,7 +998,7 @@ impl Online {
 
     fn note(&mut self, n: Note) {
         match n {
-            Note::Dialed(id, Ok(link)) => self.linked(id, link),
+            Note::Dialed(id, Ok(link)) => self.linked(id, link, true),
             Note::Dialed(id, Err(e)) => {
                 let why = match (&e, self.attempts.get(&id)) {
                     (TransportError::Auth(AuthError::UnexpectedKey { expected, got }), Some(a)) => {
@@ -980,12 +1035,12 @@ impl Online {
             .find(|(_, a)| a.other.as_ref().is_some_and(|o| o.1 == key))
             .map(|(id, _)| *id);
         match found {
-            Some(id) => self.linked(id, link),
+            Some(id) => self.linked(id, link, false),
             None => link.close("not expected"),
         }
     }
 
-    fn linked(&mut self, id: [u8; 16], link: Link) {
+    fn linked(&mut self, id: [u8; 16], link: Link, dialed: bool) {
         let Some(a) = self.attempts.get(&id) else {
             link.close("attempt over");
             return;
@@ -1030,6 +1085,7 @@ impl Online {
                 vaddr,
                 attempt: id,
                 punch,
+                dialed,
                 since: Instant::now(),
             },
         ) {
@@ -1096,8 +1152,7 @@ impl Online {
                     .map(|(k, _)| *k);
                 match key.and_then(|k| self.links.remove(&k).map(|l| (k, l))) {
                     Some((key, l)) => {
-                        l.link.close("disconnected");
-                        self.transport.remove_route(l.vaddr);
+                        self.close_link(&l, "disconnected");
                         self.link_gone(&key, &l.name);
                         if let Ok(mut e) = self.expected.lock() {
                             e.remove(&key);
