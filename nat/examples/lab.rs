@@ -23,10 +23,15 @@
 //! process it starts that addresses the lab runs inside the lab's
 //! namespaces; this process only writes files and talks to Unix sockets.
 //!
-//! Not here: the swap figure (`{"swap_parties":3,…}`) of the issue. No
-//! `wallet` command runs a swap between online wallets yet (this example
-//! measures only what the programs can do); its line belongs here once
-//! one does.
+//! Then one line for swaps: three more wallets (behind a home router, a
+//! symmetric NAT, and a network that lets UDP out only to the peers) in a
+//! room, funded by the devnet's wallets, two of them issuing an asset each,
+//! run `--swaps N` cycles (A gives native for Y, B gives Y for Z, C gives Z
+//! for native), each one transaction:
+//! `{"swap_parties":3,"swaps":…,"completed":…,"swap_ms_p50":…,"swap_ms_p99":…}`,
+//! from the moment the last party's `wallet swap` starts (its offer) to the
+//! moment every party's command has returned (final, and each wallet's
+//! proven state synced).
 
 use clap::Parser;
 use nat::lab::{Host, Lab, NatKind};
@@ -68,6 +73,9 @@ struct Args {
     /// Keep the devnet and wallet directory (logs) and print where it is.
     #[arg(long)]
     keep: bool,
+    /// Three-party swaps to time (0: none).
+    #[arg(long, default_value_t = 5)]
+    swaps: u32,
 }
 
 /// One line of the figures.
@@ -219,6 +227,26 @@ fn run(args: &Args) -> Result<(), String> {
     let root = work.path().to_path_buf();
     let mut lab = Lab::new("figs").map_err(|e| format!("the NAT lab cannot run here: {e}"))?;
 
+    // The swap's three wallets: home router, symmetric NAT, blocked UDP.
+    let mut swappers: Vec<Wallet> = Vec::new();
+    if args.swaps > 0 {
+        for (i, nat) in [NatKind::Cone, NatKind::Symmetric, NatKind::Blocked]
+            .into_iter()
+            .enumerate()
+        {
+            let host = lab
+                .add_site(nat, 1)
+                .map_err(|e| format!("adding a {nat:?} site for the swap: {e}"))?
+                .remove(0);
+            let side = ["a", "b", "c"][i];
+            swappers.push(Wallet {
+                name: format!("sw-{side}@peer-{i}"),
+                dir: root.join("wallets").join(format!("sw-{side}")),
+                host,
+            });
+        }
+    }
+
     // Sites for every kind, two wallets per kind, spread over the peers.
     let mut pairs: Vec<(&'static str, Wallet, Wallet)> = Vec::new();
     let mut n = 0;
@@ -285,12 +313,24 @@ fn run(args: &Args) -> Result<(), String> {
             login_wallet(&lab, &wallet_bin, w, &genesis)?;
         }
     }
-    eprintln!("lab: {} wallets logged in", pairs.len() * 2);
+    for w in &swappers {
+        create_wallet(&wallet_bin, w)?;
+        login_wallet(&lab, &wallet_bin, w, &genesis)?;
+    }
+    eprintln!(
+        "lab: {} wallets logged in",
+        pairs.len() * 2 + swappers.len()
+    );
 
     // Online, each inside its host.
     let mut online = Children(Vec::new());
-    for (_, a, b) in &pairs {
-        for w in [a, b] {
+    let everyone: Vec<&Wallet> = pairs
+        .iter()
+        .flat_map(|(_, a, b)| [a, b])
+        .chain(swappers.iter())
+        .collect();
+    for w in everyone.iter().copied() {
+        {
             let log = std::fs::File::create(w.dir.join("online.log"))
                 .map_err(|e| format!("creating {}/online.log: {e}", w.dir.display()))?;
             online.0.push((
@@ -310,10 +350,8 @@ fn run(args: &Args) -> Result<(), String> {
             ));
         }
     }
-    for (_, a, b) in &pairs {
-        for w in [a, b] {
-            wait_online(&wallet_bin, w, &mut online)?;
-        }
+    for w in everyone.iter().copied() {
+        wait_online(&wallet_bin, w, &mut online)?;
     }
     eprintln!("lab: all wallets online; {} trials per kind", args.trials);
 
@@ -322,8 +360,10 @@ fn run(args: &Args) -> Result<(), String> {
         println!("{}", serde_json::to_string(&s).expect("serialisable"));
         let _ = std::io::stdout().flush();
     }
-    // The swap line of the issue ({"swap_parties":3,…}) is not measured:
-    // no `wallet` command runs a swap between online wallets yet.
+    if args.swaps > 0 {
+        let line = run_swaps(&lab, &wallet_bin, &devnet, &swappers, args.swaps)?;
+        println!("{line}");
+    }
     drop(online);
     drop(devnet_child);
     drop(lab);
@@ -704,4 +744,147 @@ fn tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
+/// `wallet ARGS` for wallet `w`, inside its host (for what needs the
+/// network); its JSON answer.
+fn wallet_in(
+    lab: &Lab,
+    ns: &str,
+    wallet_bin: &Path,
+    dir: &Path,
+    args: &[&str],
+) -> Result<Value, String> {
+    let out = lab
+        .command(ns, wallet_bin)
+        .arg("--dir")
+        .arg(dir)
+        .args(args)
+        .env("POS_WALLET_PASSWORD", "")
+        .env_remove("RUST_BACKTRACE")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("running wallet: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("wallet {args:?}: {}", stderr_of(&out)));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.lines().last().unwrap_or("null"))
+        .map_err(|e| format!("wallet {args:?}: not JSON: {e}"))
+}
+
+/// The swap figure: fund the three swap wallets, issue Y and Z, one room,
+/// then `n` three-party cycles, timed.
+fn run_swaps(
+    lab: &Lab,
+    wallet_bin: &Path,
+    devnet: &Path,
+    ws: &[Wallet],
+    n: u32,
+) -> Result<String, String> {
+    let (a, b, c) = (&ws[0], &ws[1], &ws[2]);
+    // The devnet's own wallets were logged in from the peers' namespace.
+    for (i, w) in ws.iter().enumerate() {
+        let from = devnet.join("wallets").join(format!("w-{i}"));
+        wallet_in(
+            lab,
+            lab.peers_ns(),
+            wallet_bin,
+            &from,
+            &["send", "--to", &w.name, "--amount", "100000000", "--json"],
+        )?;
+    }
+    let issue = |w: &Wallet, name: &str| -> Result<String, String> {
+        let v = wallet_in(
+            lab,
+            &w.host.ns,
+            wallet_bin,
+            &w.dir,
+            &[
+                "issue",
+                "--name",
+                name,
+                "--supply",
+                "1000000",
+                "--precision",
+                "0",
+                "--json",
+            ],
+        )?;
+        v["asset"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or("no asset id".into())
+    };
+    let y = issue(b, "ygold")?;
+    let z = issue(c, "zsilver")?;
+    let room = wallet_in(
+        lab,
+        &a.host.ns,
+        wallet_bin,
+        &a.dir,
+        &["room", "create", "--json"],
+    )?;
+    let room = room["room"].as_str().ok_or("no room")?.to_string();
+    for w in [b, c] {
+        wallet_in(
+            lab,
+            &w.host.ns,
+            wallet_bin,
+            &w.dir,
+            &["room", "join", &room, "--json"],
+        )?;
+    }
+    let terms = [
+        (a, "1000:native".to_string(), format!("1:{y}")),
+        (b, format!("1:{y}"), format!("1:{z}")),
+        (c, format!("1:{z}"), "1000:native".to_string()),
+    ];
+    let mut times = Vec::new();
+    let mut reasons: Vec<String> = Vec::new();
+    for i in 0..n {
+        let (t0, outs) = std::thread::scope(|s| {
+            let mut hs = Vec::new();
+            for (w, give, want) in &terms {
+                let room = room.as_str();
+                hs.push(s.spawn(move || {
+                    wallet_in(
+                        lab,
+                        &w.host.ns,
+                        wallet_bin,
+                        &w.dir,
+                        &["swap", room, "--give", give, "--want", want, "--json"],
+                    )
+                }));
+            }
+            let t0 = Instant::now();
+            let outs: Vec<Result<Value, String>> = hs
+                .into_iter()
+                .map(|h| h.join().unwrap_or(Err("panicked".into())))
+                .collect();
+            (t0, outs)
+        });
+        let ms = t0.elapsed().as_millis() as u64;
+        match outs.iter().find_map(|o| o.as_ref().err()) {
+            None => times.push(ms),
+            Some(e) => {
+                if reasons.len() < 3 {
+                    reasons.push(e.clone());
+                }
+            }
+        }
+        eprintln!("lab: swap {}/{n}: {ms} ms", i + 1);
+    }
+    for r in &reasons {
+        eprintln!("lab: swap failed: {r}");
+    }
+    times.sort_unstable();
+    Ok(serde_json::json!({
+        "swap_parties": 3,
+        "swaps": n,
+        "completed": times.len(),
+        "swap_ms_p50": percentile(&times, 50),
+        "swap_ms_p99": percentile(&times, 99),
+    })
+    .to_string())
 }

@@ -104,6 +104,8 @@ enum Note {
     Direct(PeerKey, usize, Option<Bytes>),
     /// A dial finished.
     Dialed([u8; 16], Result<Link, TransportError>),
+    /// The wallet state was synced for a swap request (or could not be).
+    Synced(Box<(Value, oneshot::Sender<Value>, Result<(), String>)>),
 }
 
 struct Online {
@@ -126,7 +128,7 @@ struct Online {
     next_ping: u64,
     notes_tx: mpsc::Sender<Note>,
     punch_config: PunchConfig,
-    keys: OwnerKeys,
+    keys: Arc<OwnerKeys>,
     login_key: PeerKey,
     rooms: rooms::Rooms,
 }
@@ -191,7 +193,7 @@ async fn run_async(dir: &Path, keys: OwnerKeys, state: ChainState, genesis: Gene
         next_ping: 1,
         notes_tx,
         punch_config: PunchConfig::default(),
-        keys,
+        keys: Arc::new(keys),
         login_key,
         rooms: rooms::Rooms::default(),
     };
@@ -777,7 +779,12 @@ impl Online {
                     socket: d.socket,
                     addr: d.from,
                 };
-                let _ = self.transport.set_route(l.vaddr, route);
+                if self.transport.set_route(l.vaddr, route).is_ok() {
+                    l.path = LinkPath::Direct {
+                        socket: d.socket,
+                        addr: d.from,
+                    };
+                }
             }
         }
         self.flush(id);
@@ -878,20 +885,12 @@ impl Online {
                     }
                 }
                 Event::ReleaseSockets => {
-                    // Sockets in use by another link or attempt stay.
-                    let mut used: Vec<SocketId> = self
-                        .links
-                        .values()
-                        .filter_map(|l| match l.path {
-                            LinkPath::Direct { socket, .. } => Some(socket),
-                            LinkPath::Relayed => None,
-                        })
-                        .collect();
-                    if let Some(LinkPath::Direct { socket, .. }) = p.path() {
-                        used.push(socket);
-                    }
                     // (This punch is taken out of its attempt meanwhile.)
                     if self.attempts.values().all(|a| a.punch.is_none()) {
+                        let mut used = self.routed_sockets();
+                        if let Some(LinkPath::Direct { socket, .. }) = p.path() {
+                            used.push(socket);
+                        }
                         self.transport.close_sockets(&used);
                     }
                 }
@@ -954,15 +953,22 @@ impl Online {
         if self.attempts.values().any(|a| a.punch.is_some()) {
             return;
         }
-        let used: Vec<SocketId> = self
-            .links
+        self.transport.close_sockets(&self.routed_sockets());
+    }
+
+    /// The sockets the routes of links and attempts use: what the
+    /// transport actually sends on (for the dialled side, the path the
+    /// other side chose, which need not be the one its own punch found).
+    fn routed_sockets(&self) -> Vec<SocketId> {
+        self.links
             .values()
-            .filter_map(|l| match l.path {
-                LinkPath::Direct { socket, .. } if socket != SocketId::MAIN => Some(socket),
+            .map(|l| l.vaddr)
+            .chain(self.attempts.values().map(|a| a.vaddr))
+            .filter_map(|v| match self.transport.route(v) {
+                Some(Route::Direct { socket, .. }) if socket != SocketId::MAIN => Some(socket),
                 _ => None,
             })
-            .collect();
-        self.transport.close_sockets(&used);
+            .collect()
     }
 
     /// Finish attempt `id`: answer its waiter, forget it (keeping the route
@@ -1014,6 +1020,16 @@ impl Online {
                 };
                 self.end_attempt(id, Err(why));
             }
+            Note::Synced(b) => {
+                let (req, tx, r) = *b;
+                match r {
+                    Ok(()) => self.swap_synced(&req, tx),
+                    Err(e) => {
+                        self.rooms.preparing = false;
+                        let _ = tx.send(fail(&format!("syncing before the offer: {e}")));
+                    }
+                }
+            }
             Note::Direct(key, link_id, Some(frame)) => self.on_wallet_message(key, link_id, &frame),
             Note::Direct(key, link_id, None) => {
                 if self.links.get(&key).is_some_and(|l| l.link.id() == link_id) {
@@ -1049,14 +1065,20 @@ impl Online {
             link.close("attempt over");
             return;
         };
-        let path = a
-            .punch
-            .as_ref()
-            .and_then(|p| p.path())
-            .unwrap_or(LinkPath::Direct {
-                socket: SocketId::MAIN,
-                addr: link.remote_addr(),
-            });
+        // What the transport sends on (the dialled side follows the path
+        // the other side chose), else what the punch found.
+        let path = match self.transport.route(a.vaddr) {
+            Some(Route::Direct { socket, addr }) => LinkPath::Direct { socket, addr },
+            Some(Route::Relay(_)) => LinkPath::Relayed,
+            None => a
+                .punch
+                .as_ref()
+                .and_then(|p| p.path())
+                .unwrap_or(LinkPath::Direct {
+                    socket: SocketId::MAIN,
+                    addr: link.remote_addr(),
+                }),
+        };
         let vaddr = a.vaddr;
         let started = a.started;
         let punched_ms = a.punched_ms;

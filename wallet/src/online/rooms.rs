@@ -48,6 +48,8 @@ pub(super) struct Rooms {
     pending: Option<Pending>,
     /// The swap transaction the owner submitted: room and id.
     submitted: Option<(u64, proofs::Hash)>,
+    /// A swap request is syncing the wallet before it makes its offer.
+    pub(super) preparing: bool,
 }
 
 /// `NAME@PEER/ID` (ID: 16 hex digits).
@@ -178,7 +180,34 @@ impl Online {
         }
     }
 
+    /// A swap request: the wallet's proven state is brought up to date
+    /// first (outputs received since the last sync can be offered), in a
+    /// task, then [`Online::swap_synced`] makes the offer.
     fn swap_request(&mut self, req: &Value, tx: oneshot::Sender<Value>) {
+        if self.rooms.pending.is_some() || self.rooms.preparing {
+            let _ = tx.send(fail("this wallet is already in a swap"));
+            return;
+        }
+        self.rooms.preparing = true;
+        let (dir, keys, genesis) = (self.dir.clone(), self.keys.clone(), self.genesis.clone());
+        let notes = self.notes_tx.clone();
+        let req = req.clone();
+        tokio::spawn(async move {
+            let r = async {
+                let mut state = ChainState::load(&dir).map_err(|e| e.to_string())?;
+                crate::session::sync(&dir, &keys, &mut state, &genesis)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            .await;
+            let _ = notes
+                .send(super::Note::Synced(Box::new((req, tx, r))))
+                .await;
+        });
+    }
+
+    pub(super) fn swap_synced(&mut self, req: &Value, tx: oneshot::Sender<Value>) {
+        self.rooms.preparing = false;
         type Terms = (AssetId, u128);
         let parsed = (|| -> Result<(String, u64, Terms, Terms), String> {
             let (owner, id) = parse_room(req["room"].as_str().unwrap_or_default())?;
