@@ -50,7 +50,7 @@ const PERSONAL: &[u8; 16] = b"pos/nat/punch/v1";
 /// many bits per attempt).
 const ACK_WINDOW: u32 = 1 << 14;
 
-/// One of the driver's sockets: 0 is the main socket, 1..=n the extra ones
+/// One of the driver's sockets: 0 is the main socket, others the extra ones
 /// a probing attempt asked for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SocketId(pub u16);
@@ -232,7 +232,8 @@ pub struct Punch {
     plan: Plan,
     config: Config,
     role: Role,
-    sockets: u16,
+    /// The extra sockets the driver opened for this attempt.
+    sockets: Vec<SocketId>,
     state: State,
     relay_up: bool,
     rng: ChaCha12Rng,
@@ -253,10 +254,11 @@ pub struct Punch {
 }
 
 impl Punch {
-    /// `sockets` extra sockets are open (see [`Plan::probe_sockets`]);
+    /// `sockets` are the extra sockets opened for it (as many as
+    /// [`Plan::probe_sockets`] asks, or fewer);
     /// `seed` seeds the probe ports (from the OS in the wallet, fixed in a
     /// simulation).
-    pub fn new(plan: Plan, config: Config, sockets: u16, seed: u64) -> Punch {
+    pub fn new(plan: Plan, config: Config, sockets: Vec<SocketId>, seed: u64) -> Punch {
         let mut plan = plan;
         plan.remote.truncate(MAX_CANDIDATES);
         let role = plan.role();
@@ -275,7 +277,11 @@ impl Punch {
         let start = plan.start;
         Punch {
             role,
-            sockets: if role == Role::Hard { sockets } else { 0 },
+            sockets: if role == Role::Hard {
+                sockets
+            } else {
+                Vec::new()
+            },
             state: State::Punching,
             relay_up: false,
             rng: ChaCha12Rng::seed_from_u64(seed),
@@ -391,7 +397,7 @@ impl Punch {
                 self.stats.intros_sent += 1;
                 self.events
                     .push_back(Event::Connected(Path::Direct { socket, addr: from }));
-                if self.sockets > 0 {
+                if !self.sockets.is_empty() {
                     self.events.push_back(Event::ReleaseSockets);
                 }
             }
@@ -419,7 +425,7 @@ impl Punch {
                 let mut t = self
                     .next_round
                     .min(self.plan.start + self.config.direct_timeout);
-                if self.sockets > 0 {
+                if !self.sockets.is_empty() {
                     t = t.min(self.next_refresh);
                 }
                 if self.probes_left > 0 {
@@ -476,7 +482,7 @@ impl Punch {
                             heard: self.stats.intros_heard,
                         }));
                     }
-                    if self.sockets > 0 {
+                    if !self.sockets.is_empty() {
                         self.events.push_back(Event::ReleaseSockets);
                     }
                     return;
@@ -489,12 +495,13 @@ impl Punch {
                     }
                     self.next_round = now + self.config.interval;
                 }
-                if self.sockets > 0 && now >= self.next_refresh {
-                    for s in 1..=self.sockets {
+                if !self.sockets.is_empty() && now >= self.next_refresh {
+                    for k in 0..self.sockets.len() {
+                        let s = self.sockets[k];
                         for i in 0..self.plan.remote.len() {
                             let c = self.plan.remote[i];
                             if c.kind == CandidateKind::Reflexive {
-                                self.intro(SocketId(s), c.addr);
+                                self.intro(s, c.addr);
                                 self.stats.intros_sent += 1;
                             }
                         }

@@ -248,7 +248,12 @@ impl World {
                 .map(|k| SocketAddr::new(locals[i].ip(), 5000 + k))
                 .collect();
             sides.push(Side {
-                punch: Punch::new(plan, s.config.clone(), extra, rng.next_u64()),
+                punch: Punch::new(
+                    plan,
+                    s.config.clone(),
+                    (1..=extra).map(SocketId).collect(),
+                    rng.next_u64(),
+                ),
                 sockets,
                 nat: nat_of[i],
                 events: Vec::new(),

@@ -97,6 +97,8 @@ struct Attempt {
     punched_ms: Option<u64>,
     /// When to use the relay if no direct path works by then.
     relay_at: Option<Instant>,
+    /// The extra sockets opened for its probing.
+    sockets: Vec<SocketId>,
 }
 
 enum Note {
@@ -668,6 +670,7 @@ impl Online {
                 waiter: None,
                 punched_ms: None,
                 relay_at: None,
+                sockets: Vec::new(),
             },
         );
         self.send_peer(WalletMessage::Answer {
@@ -710,20 +713,26 @@ impl Online {
         let want = plan.probe_sockets(&self.punch_config);
         let opened = if want > 0 {
             match self.transport.open_sockets(want) {
-                Ok(v) => v.len() as u16,
+                Ok(v) => v,
                 Err(e) => {
                     warn!("opening probe sockets: {e}");
-                    0
+                    Vec::new()
                 }
             }
         } else {
-            0
+            Vec::new()
         };
+        let count = opened.len();
         let relay_at = start + RELAY_AFTER;
-        let mut punch = Punch::new(plan, self.punch_config.clone(), opened, OsRng.next_u64());
+        let mut punch = Punch::new(
+            plan,
+            self.punch_config.clone(),
+            opened.clone(),
+            OsRng.next_u64(),
+        );
         info!(
             role = ?punch.role(),
-            sockets = opened,
+            sockets = count,
             local = ?self.mapping,
             remote = ?remote.mapping,
             candidates = ?remote.candidates,
@@ -735,6 +744,7 @@ impl Online {
             a.voucher_peer = voucher_peer;
             a.punch = Some(punch);
             a.relay_at = Some(relay_at);
+            a.sockets = opened;
         }
         self.flush(id);
     }
@@ -759,14 +769,13 @@ impl Online {
             // new one: the dialling side introduces itself on the path it
             // chose), so its QUIC packets are taken when they arrive.
             let intro = d.bytes[0] == nat::punch::INTRO;
-            if took && a.waiter.is_none() && (intro || p.path().is_none()) {
-                let _ = self.transport.set_route(
-                    a.vaddr,
-                    Route::Direct {
-                        socket: d.socket,
-                        addr: d.from,
-                    },
-                );
+            let (dialled, vaddr) = (a.waiter.is_none(), a.vaddr);
+            if took && dialled && (intro || p.path().is_none()) {
+                let route = Route::Direct {
+                    socket: d.socket,
+                    addr: d.from,
+                };
+                self.route_to(vaddr, route);
             }
         } else if let Some(l) = self.links.values_mut().find(|l| l.attempt == id) {
             let took = l
@@ -841,9 +850,7 @@ impl Online {
                     };
                     let routed = matches!(self.transport.route(vaddr), Some(Route::Direct { .. }));
                     if !(dialled && routed) {
-                        let _ = self
-                            .transport
-                            .set_route(vaddr, Route::Direct { socket, addr });
+                        self.route_to(vaddr, Route::Direct { socket, addr });
                     }
                     info!(%addr, socket = socket.0, "direct path");
                     match owner {
@@ -885,14 +892,11 @@ impl Online {
                     }
                 }
                 Event::ReleaseSockets => {
-                    // (This punch is taken out of its attempt meanwhile.)
-                    if self.attempts.values().all(|a| a.punch.is_none()) {
-                        let mut used = self.routed_sockets();
-                        if let Some(LinkPath::Direct { socket, .. }) = p.path() {
-                            used.push(socket);
-                        }
-                        self.transport.close_sockets(&used);
+                    let mut keep = self.sockets_in_use(Some(id));
+                    if let Some(LinkPath::Direct { socket, .. }) = p.path() {
+                        keep.push(socket);
                     }
+                    self.transport.close_sockets(&keep);
                 }
                 Event::DirectLost => info!("the direct path stopped answering"),
                 Event::DirectGaveUp => {}
@@ -936,6 +940,49 @@ impl Online {
         });
     }
 
+    /// Route `vaddr` by `route`. A path still held by an older route is
+    /// taken over: by a link closing (its route lingers until QUIC's close
+    /// has left) or one the other side has given up on (it is linking
+    /// anew over the same path), which is closed.
+    fn route_to(&mut self, vaddr: SocketAddr, route: Route) {
+        match self.transport.set_route(vaddr, route.clone()) {
+            Err(nat::transport::RouteError::PathInUse { by, .. }) => {
+                let old = self
+                    .links
+                    .iter()
+                    .find(|(_, l)| l.vaddr == by)
+                    .map(|(k, _)| *k);
+                if let Some(key) = old {
+                    if let Some(l) = self.links.remove(&key) {
+                        info!(wallet = %l.name, "a new link takes over the old one's path");
+                        l.link.close("replaced");
+                        self.link_gone(&key, &l.name);
+                    }
+                }
+                self.transport.remove_route(by);
+                let _ = self.transport.set_route(vaddr, route);
+            }
+            Err(e) => debug!("route: {e}"),
+            Ok(()) => {}
+        }
+    }
+
+    /// The keys that may link to us: our peer, and the wallets of our
+    /// attempts and links (several attempts may name one wallet).
+    fn refresh_expected(&self) {
+        let keys: HashSet<PeerKey> = std::iter::once(self.peer_key)
+            .chain(
+                self.attempts
+                    .values()
+                    .filter_map(|a| a.other.as_ref().map(|o| o.1)),
+            )
+            .chain(self.links.keys().copied())
+            .collect();
+        if let Ok(mut e) = self.expected.lock() {
+            *e = keys;
+        }
+    }
+
     /// Close a link we dropped: its route goes only once QUIC has told the
     /// other side (or given up), or the close would never leave.
     fn close_link(&self, l: &WalletLink, why: &str) {
@@ -947,13 +994,23 @@ impl Online {
         });
     }
 
-    /// Extra sockets no link uses, closed once no attempt is punching
-    /// (a probing attempt that failed must not keep its 256 sockets).
+    /// Extra sockets nothing uses any more, closed (a probing attempt
+    /// that ended must not keep its 256 sockets, however many other
+    /// attempts run meanwhile).
     fn release_sockets(&self) {
-        if self.attempts.values().any(|a| a.punch.is_some()) {
-            return;
+        self.transport.close_sockets(&self.sockets_in_use(None));
+    }
+
+    /// Extra sockets to keep: those of attempts still punching (but
+    /// `except`), and those routes send on.
+    fn sockets_in_use(&self, except: Option<[u8; 16]>) -> Vec<SocketId> {
+        let mut keep = self.routed_sockets();
+        for (id, a) in &self.attempts {
+            if Some(*id) != except {
+                keep.extend(a.sockets.iter().copied());
+            }
         }
-        self.transport.close_sockets(&self.routed_sockets());
+        keep
     }
 
     /// The sockets the routes of links and attempts use: what the
@@ -983,10 +1040,8 @@ impl Online {
             .is_some_and(|(_, k)| self.links.get(k).is_some_and(|l| l.vaddr == a.vaddr));
         if !linked {
             self.transport.remove_route(a.vaddr);
-            if let Some((name, key)) = &a.other {
-                if let Ok(mut e) = self.expected.lock() {
-                    e.remove(key);
-                }
+            self.refresh_expected();
+            if let Some((name, _)) = &a.other {
                 debug!(%name, "attempt ended without a link");
             }
         }
@@ -1037,6 +1092,7 @@ impl Online {
                     info!(wallet = %l.name, "wallet link closed");
                     self.transport.remove_route(l.vaddr);
                     self.link_gone(&key, &l.name);
+                    self.refresh_expected();
                 }
             }
         }
@@ -1176,9 +1232,7 @@ impl Online {
                     Some((key, l)) => {
                         self.close_link(&l, "disconnected");
                         self.link_gone(&key, &l.name);
-                        if let Ok(mut e) = self.expected.lock() {
-                            e.remove(&key);
-                        }
+                        self.refresh_expected();
                         let _ = tx.send(json!({"ok": true, "name": name}));
                     }
                     None => {
@@ -1274,6 +1328,7 @@ impl Online {
                 waiter: Some(tx),
                 punched_ms: None,
                 relay_at: None,
+                sockets: Vec::new(),
             },
         );
         self.send_peer(WalletMessage::Reach {
