@@ -11,7 +11,8 @@
 //! no clock, so a simulation drives two of them through modelled NATs.
 //!
 //! Datagrams (raw: first byte below QUIC's fixed bit, 37 bytes each):
-//! `0x03` introduction, `0x04` acknowledgement, then the 16-byte attempt
+//! `0x03` introduction, `0x04` acknowledgement, `0x05` nomination (an
+//! introduction on the path the sender chose), then the 16-byte attempt
 //! id, a 4-byte big-endian sequence number and a 16-byte tag, keyed
 //! BLAKE2b over the first 21 bytes with the attempt key. An acknowledgement
 //! echoes the sequence number of the introduction it answers; only an
@@ -41,6 +42,10 @@ use std::time::{Duration, Instant};
 pub const INTRO: u8 = 0x03;
 /// First byte of an acknowledgement.
 pub const ACK: u8 = 0x04;
+/// First byte of a nomination: an introduction sent on the path this side
+/// chose (when it chooses it, and as its keepalives), so that the other
+/// side sends on the same path.
+pub const NOMINATE: u8 = 0x05;
 /// Length of both.
 pub const PUNCH_LEN: usize = 37;
 
@@ -327,7 +332,7 @@ impl Punch {
     /// knows which to hand it to. The tag is checked by [`Punch::handle`].
     pub fn owns(&self, datagram: &[u8]) -> bool {
         datagram.len() == PUNCH_LEN
-            && (datagram[0] == INTRO || datagram[0] == ACK)
+            && matches!(datagram[0], INTRO | ACK | NOMINATE)
             && datagram[1..17] == self.plan.attempt
     }
 
@@ -361,7 +366,7 @@ impl Punch {
             self.stats.rejected += 1;
             return false;
         }
-        if datagram[0] == INTRO {
+        if datagram[0] == INTRO || datagram[0] == NOMINATE {
             self.stats.intros_heard += 1;
             self.send(socket, from, ACK, seq);
             self.stats.acks_sent += 1;
@@ -389,11 +394,11 @@ impl Punch {
                 self.transmits.retain(|t| t.bytes[0] == ACK);
                 self.probes_left = 0;
                 self.next_round = now + self.config.keepalive;
-                // One introduction on the chosen path at once: the other
-                // side learns which of the paths that work this side uses
+                // A nomination on the chosen path at once: the other side
+                // learns which of the paths that work this side uses
                 // (several may, after probing), before anything else
                 // arrives on it.
-                self.intro(socket, from);
+                self.nominate(socket, from);
                 self.stats.intros_sent += 1;
                 self.events
                     .push_back(Event::Connected(Path::Direct { socket, addr: from }));
@@ -459,7 +464,7 @@ impl Punch {
                     return;
                 }
                 if now >= self.next_round {
-                    self.intro(socket, addr);
+                    self.nominate(socket, addr);
                     self.stats.intros_sent += 1;
                     self.next_round = now + self.config.keepalive;
                 }
@@ -556,11 +561,19 @@ impl Punch {
     }
 
     fn intro(&mut self, socket: SocketId, to: SocketAddr) {
+        self.introduce(socket, to, INTRO);
+    }
+
+    fn nominate(&mut self, socket: SocketId, to: SocketAddr) {
+        self.introduce(socket, to, NOMINATE);
+    }
+
+    fn introduce(&mut self, socket: SocketId, to: SocketAddr, kind: u8) {
         let seq = self.next_seq;
         self.next_seq = self.next_seq.wrapping_add(1);
         let bit = seq % ACK_WINDOW;
         self.pending[(bit / 64) as usize] |= 1 << (bit % 64);
-        self.send(socket, to, INTRO, seq);
+        self.send(socket, to, kind, seq);
     }
 
     /// Clear and report the pending bit of `seq`, if it is within the

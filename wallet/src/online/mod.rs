@@ -765,12 +765,14 @@ impl Online {
             };
             let took = p.handle(now, d.socket, d.from, &d.bytes);
             // The side that is dialled routes the link where the other
-            // side's introductions come from (the first heard, then each
-            // new one: the dialling side introduces itself on the path it
-            // chose), so its QUIC packets are taken when they arrive.
-            let intro = d.bytes[0] == nat::punch::INTRO;
+            // side's packets will come from: the path it nominates, so its
+            // QUIC packets are taken when they arrive.
+            // Until the other side nominates its path, the first path heard
+            // from it stands in.
+            let nominated = d.bytes[0] == nat::punch::NOMINATE;
             let (dialled, vaddr) = (a.waiter.is_none(), a.vaddr);
-            if took && dialled && (intro || p.path().is_none()) {
+            let unrouted = self.transport.route(vaddr).is_none();
+            if took && dialled && (nominated || unrouted) {
                 let route = Route::Direct {
                     socket: d.socket,
                     addr: d.from,
@@ -783,7 +785,7 @@ impl Online {
                 .as_mut()
                 .is_some_and(|p| p.handle(now, d.socket, d.from, &d.bytes));
             let direct = matches!(l.path, LinkPath::Direct { .. });
-            if took && !l.dialed && direct && d.bytes[0] == nat::punch::INTRO {
+            if took && !l.dialed && direct && d.bytes[0] == nat::punch::NOMINATE {
                 let route = Route::Direct {
                     socket: d.socket,
                     addr: d.from,
@@ -1101,10 +1103,18 @@ impl Online {
     /// An inbound link: the wallet we were introduced to dialled us.
     fn accepted(&mut self, link: Link) {
         let key = link.peer();
+        // The attempt whose virtual address the link came from, else (an
+        // unrouted path) any of that wallet's.
+        let from = link.remote_addr();
         let found = self
             .attempts
             .iter()
-            .find(|(_, a)| a.other.as_ref().is_some_and(|o| o.1 == key))
+            .find(|(_, a)| a.vaddr == from && a.other.as_ref().is_some_and(|o| o.1 == key))
+            .or_else(|| {
+                self.attempts
+                    .iter()
+                    .find(|(_, a)| a.other.as_ref().is_some_and(|o| o.1 == key))
+            })
             .map(|(id, _)| *id);
         match found {
             Some(id) => self.linked(id, link, false),
