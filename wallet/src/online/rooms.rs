@@ -184,6 +184,15 @@ impl Online {
     /// first (outputs received since the last sync can be offered), in a
     /// task, then [`Online::swap_synced`] makes the offer.
     fn swap_request(&mut self, req: &Value, tx: oneshot::Sender<Value>) {
+        // A swap whose command gave up (it waits no more) is over here.
+        if self
+            .rooms
+            .pending
+            .as_ref()
+            .is_some_and(|p| p.waiter.is_closed())
+        {
+            self.rooms.pending = None;
+        }
         if self.rooms.pending.is_some() || self.rooms.preparing {
             let _ = tx.send(fail("this wallet is already in a swap"));
             return;
@@ -313,11 +322,20 @@ impl Online {
         let Some(r) = self.rooms.owned.get_mut(&room) else {
             return;
         };
+        // Kept while a swap runs: it may balance with the next offers.
+        r.offers.retain(|(k, _)| *k != from);
+        r.offers.push((from, offer));
+        self.try_swap(room);
+    }
+
+    /// Start a swap of the room's offers if none runs and they balance.
+    fn try_swap(&mut self, room: u64) {
+        let Some(r) = self.rooms.owned.get_mut(&room) else {
+            return;
+        };
         if r.swap.as_ref().is_some_and(|s| !s.is_over()) {
             return;
         }
-        r.offers.retain(|(k, _)| *k != from);
-        r.offers.push((from, offer));
         let only: Vec<Offer> = r.offers.iter().map(|(_, o)| o.clone()).collect();
         if r.offers.len() < 2 || balance(&only).is_err() {
             return;
@@ -373,12 +391,9 @@ impl Online {
                         }
                     }
                 }
-                Step::Aborted(reason) => {
-                    warn!("swap aborted: {reason}");
-                    if let Some(r) = self.rooms.owned.get_mut(&room) {
-                        r.offers.clear();
-                    }
-                }
+                // The aborted swap's offers were taken when it started;
+                // those that came meanwhile stay for the next.
+                Step::Aborted(reason) => warn!("swap aborted: {reason}"),
             }
         }
     }
@@ -640,6 +655,7 @@ impl Online {
             _ => Vec::new(),
         };
         self.run_steps(room, steps);
+        self.try_swap(room);
     }
 
     /// Round deadlines of swaps we coordinate.
