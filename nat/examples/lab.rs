@@ -535,8 +535,12 @@ fn control(dir: &Path, request: &str) -> Result<Value, String> {
 /// `wallet --dir DIR ARGS` from this namespace (it talks only to DIR's
 /// control socket).
 fn wallet(wallet_bin: &Path, dir: &Path, args: &[&str]) -> Result<Output, String> {
-    Command::new(wallet_bin)
-        .arg("--dir")
+    run_wallet(Command::new(wallet_bin), dir, args)
+}
+
+/// `cmd` (the `wallet` program, maybe inside a namespace) on DIR with ARGS.
+fn run_wallet(mut cmd: Command, dir: &Path, args: &[&str]) -> Result<Output, String> {
+    cmd.arg("--dir")
         .arg(dir)
         .args(args)
         .env("POS_WALLET_PASSWORD", "")
@@ -755,16 +759,7 @@ fn wallet_in(
     dir: &Path,
     args: &[&str],
 ) -> Result<Value, String> {
-    let out = lab
-        .command(ns, wallet_bin)
-        .arg("--dir")
-        .arg(dir)
-        .args(args)
-        .env("POS_WALLET_PASSWORD", "")
-        .env_remove("RUST_BACKTRACE")
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("running wallet: {e}"))?;
+    let out = run_wallet(lab.command(ns, wallet_bin), dir, args)?;
     if !out.status.success() {
         return Err(format!("wallet {args:?}: {}", stderr_of(&out)));
     }
