@@ -96,6 +96,9 @@ struct LinkSets {
     /// A wallet may hold a few links at once (`wallet online` and a
     /// command run meanwhile), oldest first.
     wallets: HashMap<PeerKey, Vec<Link>>,
+    /// Wallet links that said `Listen` (an online wallet's): a new link of
+    /// the same wallet never evicts one of these.
+    listening: HashSet<usize>,
     /// Relay sessions of wallets' channels (kept here: a relayed frame
     /// looks up its session and its next link under one lock).
     relay: RelayTable,
@@ -448,9 +451,20 @@ fn adopt_wallet(
             link.close("too many wallets");
             return;
         }
-        let mine = l.wallets.entry(key).or_default();
+        let LinkSets {
+            wallets, listening, ..
+        } = &mut *l;
+        let mine = wallets.entry(key).or_default();
         if mine.len() >= MAX_LINKS_PER_WALLET {
-            mine.remove(0).close("replaced");
+            // The oldest that is not an online wallet's (commands come and
+            // go; `wallet online` stays).
+            let at = mine
+                .iter()
+                .position(|x| !listening.contains(&x.id()))
+                .unwrap_or(0);
+            let old = mine.remove(at);
+            listening.remove(&old.id());
+            old.close("replaced");
         }
         mine.push(link.clone());
     }
@@ -511,6 +525,7 @@ fn adopt_wallet(
             }
         }
         let mut l = links.lock().unwrap_or_else(|p| p.into_inner());
+        l.listening.remove(&link.id());
         if let Some(mine) = l.wallets.get_mut(&key) {
             mine.retain(|cur| cur.id() != link.id());
             if mine.is_empty() {
@@ -1151,7 +1166,14 @@ fn driver_loop(
                             let answer = match store.name_owner(&name) {
                                 Ok(Some(k)) if k == wallet.key => {
                                     match rendezvous.listen(&name, wallet) {
-                                        Ok(()) => WalletMessage::Listening,
+                                        Ok(()) => {
+                                            links
+                                                .lock()
+                                                .unwrap_or_else(|p| p.into_inner())
+                                                .listening
+                                                .insert(wallet.link);
+                                            WalletMessage::Listening
+                                        }
                                         Err(reason) => WalletMessage::Refused {
                                             what: "listen".into(),
                                             reason,

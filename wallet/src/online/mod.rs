@@ -117,6 +117,8 @@ struct Online {
     name: WalletName,
     transport: Transport,
     peer: Link,
+    /// The same, for relay routes (they outlive a reconnection).
+    peer_now: Arc<Mutex<Link>>,
     peer_key: PeerKey,
     expected: Arc<Mutex<HashSet<PeerKey>>>,
     candidates: Vec<Candidate>,
@@ -181,6 +183,7 @@ async fn run_async(dir: &Path, keys: OwnerKeys, state: ChainState, genesis: Gene
         genesis,
         name: state.name.clone(),
         transport,
+        peer_now: Arc::new(Mutex::new(peer.clone())),
         peer,
         peer_key: state.peer,
         expected,
@@ -528,6 +531,9 @@ impl Online {
             tokio::time::sleep(Duration::from_secs(1)).await;
             match connect_peer(&self.transport, &state).await {
                 Ok(l) => {
+                    if let Ok(mut now) = self.peer_now.lock() {
+                        *now = l.clone();
+                    }
                     self.peer = l;
                     if self.listen().await.is_ok() {
                         info!(peer = %self.name.peer, "online again");
@@ -871,13 +877,15 @@ impl Online {
                     }
                 }
                 Event::Connected(LinkPath::Relayed) => {
-                    let peer = self.peer.clone();
+                    let peer = self.peer_now.clone();
                     let relay = RelaySender::new(move |data: Bytes| {
                         let m = WalletMessage::Relay {
                             attempt: id,
                             data: data.to_vec(),
                         };
-                        peer.send(Bytes::from(m.encode())).is_ok()
+                        peer.lock()
+                            .map(|l| l.send(Bytes::from(m.encode())).is_ok())
+                            .unwrap_or(false)
                     });
                     let _ = self.transport.set_route(vaddr, Route::Relay(relay));
                     match owner {
