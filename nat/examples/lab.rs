@@ -31,7 +31,8 @@
 //! `{"swap_parties":3,"swaps":…,"completed":…,"swap_ms_p50":…,"swap_ms_p99":…}`,
 //! from the moment the last party's `wallet swap` starts (its offer) to the
 //! moment every party's command has returned (final, and each wallet's
-//! proven state synced).
+//! proven state synced). Swaps are 3 s apart: back to back, the wallets'
+//! syncs would exceed their peers' request budget.
 
 use clap::Parser;
 use nat::lab::{Host, Lab, NatKind};
@@ -838,6 +839,12 @@ fn run_swaps(
     let mut times = Vec::new();
     let mut reasons: Vec<String> = Vec::new();
     for i in 0..n {
+        // One swap every few seconds, as people trade: back to back, the
+        // wallets' syncs exceed their peer's request budget (10 requests
+        // a second per wallet, bursts of 50) and are refused.
+        if i > 0 {
+            std::thread::sleep(Duration::from_secs(3));
+        }
         let (t0, outs) = std::thread::scope(|s| {
             let mut hs = Vec::new();
             for (w, give, want) in &terms {
