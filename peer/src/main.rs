@@ -145,17 +145,17 @@ fn main() -> Result<()> {
             peer::node::run(dir, cfg)
         }
         Cmd::Status { dir, json, height } => {
-            if let Some(h) = height {
-                println!("{}", admin::query_height(&dir, h)?);
-                return Ok(());
-            }
-            let s = admin::query(&dir)?;
-            if json {
-                println!("{}", serde_json::to_string(&s)?);
+            let text = if let Some(h) = height {
+                format!("{}\n", admin::query_height(&dir, h)?)
             } else {
-                print!("{}", admin::render(&s));
-            }
-            Ok(())
+                let s = admin::query(&dir)?;
+                if json {
+                    format!("{}\n", serde_json::to_string(&s)?)
+                } else {
+                    admin::render(&s)
+                }
+            };
+            print_out(&text)
         }
         Cmd::Devnet {
             peers,
@@ -336,5 +336,16 @@ fn stop(children: &mut [Child]) {
     }
     for c in children.iter_mut() {
         let _ = c.wait();
+    }
+}
+
+/// Print to stdout; a reader that went away (`peer status | head`) ends
+/// the output quietly instead of with a panic.
+fn print_out(text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => r.context("writing to stdout"),
     }
 }
