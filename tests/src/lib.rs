@@ -570,3 +570,15 @@ pub fn lab_or_skip<T>(build: impl FnOnce() -> Result<T, nat::lab::LabError>) -> 
         }
     }
 }
+
+/// The last stdout line of a successful command, as JSON (the failure's
+/// stderr otherwise).
+pub fn json_of(out: &std::process::Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "wallet failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.lines().last().expect("a JSON line")).expect("JSON")
+}

@@ -2,28 +2,10 @@
 //! two peers meet through their peers' rendezvous, punch (trivially, on
 //! one host) and hold a direct QUIC link authenticated by both login keys;
 //! a peer that vouches for a substituted key in the rendezvous is named
-//! and no link forms. Real NATs are in `natlab.rs`.
+//! and no link forms. Real NATs are in `nat_wallets.rs`.
 
-use serde_json::Value;
 use std::time::Duration;
-use system_tests::{bin, wallet, LocalNet, OnlineWallet};
-
-fn json_ok(out: &std::process::Output) -> Value {
-    assert!(
-        out.status.success(),
-        "wallet failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("JSON")
-}
-
-fn json_ok_status(out: &std::process::Output) {
-    assert!(
-        out.status.success(),
-        "wallet failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+use system_tests::{bin, json_of, wallet, LocalNet, OnlineWallet};
 
 fn rendezvous_requests(net: &LocalNet, i: usize) -> u64 {
     net.status(i)
@@ -55,7 +37,7 @@ fn two_online_wallets_link_directly_and_a_substituted_key_is_caught() {
     let b = OnlineWallet::start(&ws[1].dir, None);
     let before = (rendezvous_requests(&net, 0), rendezvous_requests(&net, 1));
     let out = wallet(&ws[0].dir, &["connect", &ws[1].login(), "--json"], "");
-    let v = json_ok(&out);
+    let v = json_of(&out);
     assert_eq!(v["name"], ws[1].login(), "{v}");
     assert_eq!(v["path"], "direct", "{v}");
     assert!(v["rtt_ms"].as_f64().is_some(), "{v}");
@@ -63,23 +45,28 @@ fn two_online_wallets_link_directly_and_a_substituted_key_is_caught() {
     assert_eq!(rendezvous_requests(&net, 0), before.0 + 1);
     assert_eq!(rendezvous_requests(&net, 1), before.1 + 1);
     // Asked again, the link that is up answers.
-    let again = json_ok(&wallet(
+    let again = json_of(&wallet(
         &ws[0].dir,
         &["connect", &ws[1].login(), "--json"],
         "",
     ));
     assert_eq!(again["reused"], true, "{again}");
     // Both ends list the link.
-    let la = json_ok(&wallet(&ws[0].dir, &["links", "--json"], ""));
+    let la = json_of(&wallet(&ws[0].dir, &["links", "--json"], ""));
     assert_eq!(la["links"][0]["name"], ws[1].login(), "{la}");
-    let lb = json_ok(&wallet(&ws[1].dir, &["links", "--json"], ""));
+    let lb = json_of(&wallet(&ws[1].dir, &["links", "--json"], ""));
     assert_eq!(lb["links"][0]["name"], ws[0].login(), "{lb}");
     assert_eq!(lb["links"][0]["path"], "direct", "{lb}");
 
     // Closed, and opened again: a fresh link, and the other end saw it go.
-    json_ok_status(&wallet(&ws[0].dir, &["disconnect", &ws[1].login()], ""));
+    let out = wallet(&ws[0].dir, &["disconnect", &ws[1].login()], "");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while json_ok(&wallet(&ws[1].dir, &["links", "--json"], ""))["links"]
+    while json_of(&wallet(&ws[1].dir, &["links", "--json"], ""))["links"]
         .as_array()
         .is_some_and(|l| !l.is_empty())
     {
@@ -89,7 +76,7 @@ fn two_online_wallets_link_directly_and_a_substituted_key_is_caught() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let fresh = json_ok(&wallet(
+    let fresh = json_of(&wallet(
         &ws[0].dir,
         &["connect", &ws[1].login(), "--json"],
         "",
@@ -117,7 +104,7 @@ fn two_online_wallets_link_directly_and_a_substituted_key_is_caught() {
         err.contains("peer-3") && err.contains("man in the middle"),
         "{err}"
     );
-    let la = json_ok(&wallet(&ws[0].dir, &["links", "--json"], ""));
+    let la = json_of(&wallet(&ws[0].dir, &["links", "--json"], ""));
     assert_eq!(la["links"].as_array().map(|l| l.len()), Some(1), "{la}");
     drop((a, b, c));
 }

@@ -8,17 +8,7 @@
 use serde_json::Value;
 use std::process::Output;
 use std::time::Duration;
-use system_tests::{bin, wallet, LocalNet, OnlineWallet};
-
-fn json_of(out: &Output) -> Value {
-    assert!(
-        out.status.success(),
-        "wallet failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
-    serde_json::from_str(text.lines().last().expect("a JSON line")).expect("JSON")
-}
+use system_tests::{bin, json_of, wallet, LocalNet, OnlineWallet};
 
 fn issue(dir: &std::path::Path, name: &str) -> String {
     let v = json_of(&wallet(

@@ -6,19 +6,8 @@
 //! peer, and a tampered wallet state is caught by `wallet verify`.
 
 use serde_json::Value;
-use std::process::Output;
 use std::time::Duration;
-use system_tests::{bin, wallet, LocalNet};
-
-fn json_of(out: &Output) -> Value {
-    assert!(
-        out.status.success(),
-        "wallet failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
-    serde_json::from_str(text.lines().last().expect("a JSON line")).expect("JSON")
-}
+use system_tests::{bin, json_of, wallet, LocalNet};
 
 #[test]
 fn devnet_wallets_prove_balances_and_a_restored_wallet_finds_its_outputs() {
