@@ -244,7 +244,20 @@ pub enum WalletMessage {
         #[serde(with = "serde_bytes")]
         data: Vec<u8>,
     },
+    /// Wallet → peer: tell this link when a final height creates outputs
+    /// for any of `keys` (replaces the link's earlier set; empty: stop).
+    Subscribe { keys: Vec<PeerKey> },
+    /// Peer → wallet: how many keys the link is now subscribed to.
+    Subscribed(u32),
+    /// Peer → wallet (unasked): final height `height` created outputs for
+    /// these subscribed keys. A hint only: the wallet syncs to learn, with
+    /// proofs, what they are.
+    Incoming { height: u64, keys: Vec<PeerKey> },
 }
+
+/// Most keys one wallet link may subscribe to (as many as one sync asks
+/// about).
+pub const MAX_SUBSCRIBED: usize = MAX_SYNC_KEYS;
 
 /// Longest relayed datagram.
 pub const MAX_RELAYED: usize = 2048;
@@ -356,6 +369,16 @@ impl WalletMessage {
             WalletMessage::Refused { what, reason } => {
                 if what.len() + reason.len() > MAX_REFUSAL {
                     return Err(WireError::Malformed("refusal too long".into()));
+                }
+                0
+            }
+            WalletMessage::Subscribed(_) => 0,
+            WalletMessage::Subscribe { keys } | WalletMessage::Incoming { keys, .. } => {
+                if keys.len() > MAX_SUBSCRIBED {
+                    return Err(WireError::ListTooLong {
+                        len: keys.len(),
+                        max: MAX_SUBSCRIBED,
+                    });
                 }
                 0
             }
@@ -634,6 +657,18 @@ mod tests {
         assert!(matches!(
             WalletMessage::decode(&bytes),
             Err(WireError::Malformed(_))
+        ));
+        let m = WalletMessage::Incoming {
+            height: 9,
+            keys: vec![PeerKey([4; 32]); MAX_SUBSCRIBED],
+        };
+        assert_eq!(WalletMessage::decode(&m.encode()), Ok(m));
+        let big = WalletMessage::Subscribe {
+            keys: vec![PeerKey([4; 32]); MAX_SUBSCRIBED + 1],
+        };
+        assert!(matches!(
+            WalletMessage::decode(&big.encode()),
+            Err(WireError::ListTooLong { .. })
         ));
     }
 }

@@ -88,8 +88,13 @@ pub enum Effect {
     /// A height is final and applied: persist its record (append-only).
     Committed(Box<HeightRecord>),
     /// The ordered items of that height and their outcomes (for the wallets
-    /// that submitted them).
-    Finalized(u64, Vec<(Hash, dag::ledger::apply::Outcome)>),
+    /// that submitted them), and the owner keys of the outputs it created
+    /// (for the wallets subscribed to them).
+    Finalized {
+        height: u64,
+        outcomes: Vec<(Hash, dag::ledger::apply::Outcome)>,
+        created_for: Vec<Hash>,
+    },
     /// The encoded state at `height` ([`PeerSnapshot`]): store it (to
     /// restart from, and to hand to peers that are far behind once the
     /// height is certified). Events below `horizon` are no longer needed to
@@ -950,8 +955,11 @@ impl Driver {
                 roots: out.roots.clone(),
             })));
         if !out.outcomes.is_empty() {
-            self.effects
-                .push_back(Effect::Finalized(sub.height, out.outcomes));
+            self.effects.push_back(Effect::Finalized {
+                height: sub.height,
+                outcomes: out.outcomes,
+                created_for: out.created_for,
+            });
         }
         self.last_applied = Some((sub.height, sub.leader.round, out.roots));
     }

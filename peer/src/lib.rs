@@ -21,4 +21,5 @@ pub mod relay;
 pub mod rendezvous;
 pub mod store;
 pub mod submissions;
+pub mod subscriptions;
 pub mod wallet_service;

@@ -20,6 +20,7 @@ use crate::relay::{Hop, RelayTable};
 use crate::rendezvous::{self, Rendezvous};
 use crate::store::{file_pages_mapped, LedgerNodes, Store, StoreConfig, MAPPED_BUDGET};
 use crate::submissions::{self, Submitters};
+use crate::subscriptions::Subscriptions;
 use crate::wallet_service::{self, WalletAt};
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
@@ -513,7 +514,8 @@ fn adopt_wallet(
                     | WalletMessage::GetInclusion { .. }
                     | WalletMessage::Listen { .. }
                     | WalletMessage::Reach { .. }
-                    | WalletMessage::Answer { .. }),
+                    | WalletMessage::Answer { .. }
+                    | WalletMessage::Subscribe { .. }),
                 ) => {
                     if in_tx.send(Input::Wallet(at, Box::new(m))).await.is_err() {
                         return;
@@ -772,6 +774,7 @@ fn driver_loop(
     let mut voucher_signer = keys::signer(secret);
     let mut wallet_budget = wallet_service::Budget::default();
     let mut rendezvous = Rendezvous::default();
+    let mut subscriptions: Subscriptions<WalletAt> = Subscriptions::default();
     let mut last_rendezvous_expiry = Instant::now();
     // An input taken while gathering submissions, handled next.
     let mut deferred: Option<Input> = None;
@@ -878,9 +881,24 @@ fn driver_loop(
                         .put_handover(cert.statement.snapshot, &proofs::encode(&*cert))
                         .context("storing a hand-over")?;
                 }
-                Effect::Finalized(height, outcomes) => {
+                Effect::Finalized {
+                    height,
+                    outcomes,
+                    created_for,
+                } => {
                     for (w, msg) in submitters.notices(height, outcomes) {
                         pending_notices.push((w, Bytes::from(msg.encode())));
+                    }
+                    let incoming = subscriptions.notices(height, &created_for);
+                    if !incoming.is_empty() {
+                        let l = links.lock().unwrap_or_else(|p| p.into_inner());
+                        for (w, msg) in incoming {
+                            if l.wallet(w).is_some() {
+                                pending_notices.push((w, Bytes::from(msg.encode())));
+                            } else {
+                                subscriptions.remove(w);
+                            }
+                        }
                     }
                 }
             }
@@ -1203,6 +1221,25 @@ fn driver_loop(
                         _ => Vec::new(),
                     };
                     send_rendezvous(&out_tx, &counters, &links, out);
+                    continue;
+                }
+                if let WalletMessage::Subscribe { keys } = &msg {
+                    {
+                        let l = links.lock().unwrap_or_else(|p| p.into_inner());
+                        subscriptions.retain(|w| l.wallet(*w).is_some());
+                    }
+                    let answer = match subscriptions.set(wallet, keys) {
+                        Ok(n) => WalletMessage::Subscribed(n),
+                        Err(reason) => WalletMessage::Refused {
+                            what: "subscribe".into(),
+                            reason,
+                        },
+                    };
+                    send(
+                        &out_tx,
+                        &counters,
+                        Out::ToWallet(wallet, Bytes::from(answer.encode())),
+                    );
                     continue;
                 }
                 if let Some(answer) = wallet_service::answer(

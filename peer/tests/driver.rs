@@ -125,7 +125,7 @@ impl Net {
                         }
                     }
                     Effect::Committed(r) => self.records[i].push(*r),
-                    Effect::Finalized(..) => {}
+                    Effect::Finalized { .. } => {}
                     Effect::Snapshot { height, .. } => {
                         // Asked for now, before the next input.
                         self.snapshots[i].push((height, d.encode_snapshot().unwrap()))

@@ -24,6 +24,7 @@ pub mod keystore;
 pub mod online;
 pub mod phrase;
 pub mod session;
+pub mod state_lock;
 pub mod swap;
 
 pub use dir::{DirError, WalletDir};

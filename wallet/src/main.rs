@@ -13,6 +13,7 @@ use dag::ledger::AssetId;
 use serde_json::json;
 use wallet::chain::{ChainState, GENESIS_FILE};
 use wallet::dir::{DirError, KEYSTORE_FILE};
+use wallet::state_lock::StateLock;
 use wallet::{control, session};
 use wallet::{KdfParams, Phrase, WalletDir};
 use zeroize::Zeroizing;
@@ -268,7 +269,9 @@ enum Cmd {
     },
     /// Stay logged in and reachable by other wallets (foreground; Ctrl-C
     /// stops it). Commands that need it (`connect`, `links`) talk to it
-    /// through W/online.sock.
+    /// through W/online.sock. Subscribed to the wallet's keys at its peer,
+    /// it syncs (with proofs) and stores incoming outputs as they become
+    /// final.
     Online,
     /// Open a direct link to another online wallet: rendezvous through the
     /// peers, hole punching, then QUIC authenticated by both login keys.
@@ -733,6 +736,7 @@ fn login(
     if !genesis.exists() {
         bail!("no genesis file: pass --genesis FILE (the chain's genesis.json) on the first login");
     }
+    let _lock = StateLock::take(dir)?;
     let state = runtime()?.block_on(session::login(dir, &keys, name, &genesis, via))?;
     print_balance(dir, &state, json);
     Ok(())
@@ -746,6 +750,8 @@ fn balance(
     json: bool,
 ) -> Result<()> {
     WalletDir::open(dir)?;
+    // Offline reads need no lock: saves replace the file whole.
+    let _lock = (!offline).then(|| StateLock::take(dir)).transpose()?;
     let mut state = ChainState::load(dir)?;
     if !offline {
         let keys = unlock(dir, password)?;
@@ -885,6 +891,7 @@ fn swap(
     )?;
     // Our outputs moved: bring the proven state up to the swap's height.
     let keys = unlock(dir, password)?;
+    let _lock = StateLock::take(dir)?;
     let mut state = ChainState::load(dir)?;
     let genesis = session::load_genesis(&dir.join(GENESIS_FILE))?;
     runtime()?.block_on(session::sync(dir, &keys, &mut state, &genesis))?;
@@ -1060,6 +1067,7 @@ fn asset_op(
     json: bool,
 ) -> Result<()> {
     WalletDir::open(dir)?;
+    let _lock = StateLock::take(dir)?;
     let mut state = ChainState::load(dir)?;
     let keys = unlock(dir, password)?;
     let genesis = session::load_genesis(&dir.join(GENESIS_FILE))?;
@@ -1129,6 +1137,7 @@ fn send(
     let asset = parse_asset(asset)?;
     let item = item.map(parse_hash).transpose()?;
     WalletDir::open(dir)?;
+    let _lock = StateLock::take(dir)?;
     let mut state = ChainState::load(dir)?;
     let keys = unlock(dir, password)?;
     let genesis = session::load_genesis(&dir.join(GENESIS_FILE))?;
@@ -1178,6 +1187,7 @@ fn stake(
     json: bool,
 ) -> Result<()> {
     WalletDir::open(dir)?;
+    let _lock = StateLock::take(dir)?;
     let mut state = ChainState::load(dir)?;
     let keys = unlock(dir, password)?;
     let genesis = session::load_genesis(&dir.join(GENESIS_FILE))?;

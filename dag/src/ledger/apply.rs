@@ -100,6 +100,9 @@ pub struct HeightOutcome {
     pub roots: StateRoots,
     /// Each item's id and outcome, in order.
     pub outcomes: Vec<(Hash, Outcome)>,
+    /// The owner key of each output the height created, in order (a key
+    /// may repeat): what a peer tells the wallets subscribed to them.
+    pub created_for: Vec<Hash>,
     pub applied: usize,
     pub rejected: usize,
 }
@@ -237,11 +240,13 @@ impl Ledger {
                 outcomes.push((item.id(), outcome));
             }
         }
+        let created_for = changes.created.iter().map(|(key, _)| *key).collect();
         self.commit_height(h, input.round, changes, leaves)?;
         Ok(HeightOutcome {
             height: h,
             roots: self.roots.clone(),
             outcomes,
+            created_for,
             applied,
             rejected,
         })

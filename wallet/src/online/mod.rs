@@ -14,6 +14,7 @@
 //!
 //! Other commands reach it through `W/online.sock` ([`crate::control`]).
 
+mod incoming;
 mod rooms;
 
 use crate::chain::ChainState;
@@ -108,6 +109,8 @@ enum Note {
     Dialed([u8; 16], Result<Link, TransportError>),
     /// The wallet state was synced for a swap request (or could not be).
     Synced(Box<(Value, oneshot::Sender<Value>, Result<(), String>)>),
+    /// The background sync after an `Incoming` notice ended.
+    IncomingSynced(Result<incoming::Synced, String>),
 }
 
 struct Online {
@@ -135,6 +138,7 @@ struct Online {
     keys: Arc<OwnerKeys>,
     login_key: PeerKey,
     rooms: rooms::Rooms,
+    incoming: incoming::Incoming,
 }
 
 /// Run `wallet online` until Ctrl-C.
@@ -201,8 +205,10 @@ async fn run_async(dir: &Path, keys: OwnerKeys, state: ChainState, genesis: Gene
         keys: Arc::new(keys),
         login_key,
         rooms: rooms::Rooms::default(),
+        incoming: incoming::Incoming::default(),
     };
     me.listen().await?;
+    me.subscribe();
     me.local_candidate(state.peer_addr);
     me.ask_echo();
     println!(
@@ -453,11 +459,16 @@ impl Online {
         if let Some(d) = self.next_swap_deadline() {
             t = t.min(d);
         }
+        // (A swap being prepared holds the sync back; its end wakes us.)
+        if let Some(d) = self.incoming.deadline().filter(|_| !self.rooms.preparing) {
+            t = t.min(d);
+        }
         t.max(Instant::now())
     }
 
     fn on_time(&mut self, now: Instant) {
         self.swap_timeouts(now);
+        self.incoming_timeout(now);
         if self.last_echo.is_none_or(|l| now >= l + ECHO_EVERY) {
             self.ask_echo();
         }
@@ -537,6 +548,9 @@ impl Online {
                     self.peer = l;
                     if self.listen().await.is_ok() {
                         info!(peer = %self.name.peer, "online again");
+                        self.subscribe();
+                        // Whatever came meanwhile.
+                        self.on_incoming(0, 0);
                         return Ok(());
                     }
                 }
@@ -609,6 +623,8 @@ impl Online {
             WalletMessage::Refused { what, reason } => {
                 warn!(peer = %self.name.peer, what, "refused: {reason}")
             }
+            WalletMessage::Incoming { height, keys } => self.on_incoming(height, keys.len()),
+            WalletMessage::Subscribed(n) => debug!(keys = n, "subscribed"),
             _ => {}
         }
     }
@@ -1085,6 +1101,7 @@ impl Online {
                 };
                 self.end_attempt(id, Err(why));
             }
+            Note::IncomingSynced(r) => self.incoming_synced(r),
             Note::Synced(b) => {
                 let (req, tx, r) = *b;
                 match r {

@@ -7,6 +7,7 @@
 
 use super::{fail, path_json, Online};
 use crate::chain::ChainState;
+use crate::state_lock::StateLock;
 use crate::swap::{Coordinator, Party, PartyStep, Step};
 use bytes::Bytes;
 use dag::identity::PeerKey;
@@ -203,6 +204,11 @@ impl Online {
         let req = req.clone();
         tokio::spawn(async move {
             let r = async {
+                let lock_dir = dir.clone();
+                let _lock = tokio::task::spawn_blocking(move || StateLock::take(&lock_dir))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| e.to_string())?;
                 let mut state = ChainState::load(&dir).map_err(|e| e.to_string())?;
                 crate::session::sync(&dir, &keys, &mut state, &genesis)
                     .await
@@ -288,6 +294,9 @@ impl Online {
         give: (AssetId, u128),
         want: (AssetId, u128),
     ) -> Result<(Offer, Vec<schnorrkel::Keypair>), String> {
+        // The event loop must not wait: a command holding the state is
+        // asked to finish first.
+        let _lock = StateLock::try_take(&self.dir).map_err(|e| e.to_string())?;
         let mut state = ChainState::load(&self.dir).map_err(|e| e.to_string())?;
         let (held, _) = state
             .select(&give.0, give.1)
