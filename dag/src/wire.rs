@@ -479,6 +479,20 @@ pub enum DirectMessage {
         height: u64,
         parties: u32,
     },
+    /// Both ways, first on a new link: the certified checkpoint this
+    /// wallet accepted last (nothing else is taken before the two agree).
+    Root(Box<Certified<Checkpoint>>),
+    /// The wallet with the newer root → the other: its peer's proof that
+    /// its certified history extends the other's root (a sync answer for
+    /// no keys from the other's history size), and the committee
+    /// hand-overs the other may lack to check it.
+    Extends {
+        answer: Box<SyncAnswer>,
+        handovers: Vec<Certified<Handover>>,
+    },
+    /// Either way: the roots are not on one chain (the reason names the
+    /// peers); the link closes.
+    RootsDisagree(String),
 }
 
 /// Most members of a room.
@@ -518,6 +532,14 @@ impl DirectMessage {
             DirectMessage::SwapCommit { commitments, .. } => long(commitments.len(), most_keys)?,
             DirectMessage::SwapReveal { reveals, .. } => long(reveals.len(), most_keys)?,
             DirectMessage::SwapCosign { cosignatures, .. } => long(cosignatures.len(), most_keys)?,
+            DirectMessage::RootsDisagree(reason) => long(reason.len(), MAX_REASON)?,
+            DirectMessage::Root(c) => long(c.signatures.len(), MAX_COMMITTEE)?,
+            DirectMessage::Extends { answer, handovers } => {
+                long(handovers.len(), MAX_WALLET_HANDOVERS)?;
+                long(answer.checkpoint.signatures.len(), MAX_COMMITTEE)?;
+                // A proof for no keys carries no outputs.
+                long(answer.keys.len() + answer.watched.len(), 0)?;
+            }
             _ => {}
         }
         Ok(msg)

@@ -203,6 +203,26 @@ async fn sync_once(
     }
 }
 
+/// Our peer's proof that its latest certified history extends a root of
+/// `known_leaves` leaves (another wallet's, older than ours): a sync
+/// answer for no keys, which the other wallet checks itself.
+pub async fn prove_extends(
+    keys: &OwnerKeys,
+    state: &ChainState,
+    known_leaves: u64,
+) -> Result<Box<dag::ledger::light::SyncAnswer>, SessionError> {
+    let link = connect_own(keys, state).await?;
+    let req = SyncRequest {
+        keys: Vec::new(),
+        from: 0,
+        watch: Vec::new(),
+        known_leaves,
+    };
+    let r = sync_once(&link, req).await;
+    link.close();
+    r
+}
+
 /// Check our accepted checkpoint against peer `name`'s latest one.
 async fn witness(
     ours_link: &PeerLink,

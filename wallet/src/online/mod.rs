@@ -16,6 +16,7 @@
 
 mod incoming;
 mod rooms;
+mod roots;
 
 use crate::chain::ChainState;
 use crate::control::{self, MAX_LINE};
@@ -72,6 +73,8 @@ struct WalletLink {
     /// We dialled it (else the other side did).
     dialed: bool,
     since: Instant,
+    /// Whether the two wallets agree on the chain yet.
+    roots: roots::LinkRoots,
 }
 
 /// Who holds a punch: an attempt in progress, or the link it made.
@@ -111,6 +114,9 @@ enum Note {
     Synced(Box<(Value, oneshot::Sender<Value>, Result<(), String>)>),
     /// The background sync after an `Incoming` notice ended.
     IncomingSynced(Result<incoming::Synced, String>),
+    /// Our peer's proof that our root extends a linked wallet's (key,
+    /// link id, their root).
+    RootsProof(Box<roots::Proof>),
 }
 
 struct Online {
@@ -452,6 +458,9 @@ impl Online {
             if let Some(p) = l.punch.as_ref().and_then(|p| p.poll_timeout()) {
                 t = t.min(p);
             }
+            if let Some(d) = l.roots.deadline() {
+                t = t.min(d);
+            }
         }
         if let Some(p) = self.pings.values().map(|p| p.1 + PING_TIMEOUT).min() {
             t = t.min(p);
@@ -468,6 +477,7 @@ impl Online {
 
     fn on_time(&mut self, now: Instant) {
         self.swap_timeouts(now);
+        self.roots_timeouts(now);
         self.incoming_timeout(now);
         if self.last_echo.is_none_or(|l| now >= l + ECHO_EVERY) {
             self.ask_echo();
@@ -1102,6 +1112,10 @@ impl Online {
                 self.end_attempt(id, Err(why));
             }
             Note::IncomingSynced(r) => self.incoming_synced(r),
+            Note::RootsProof(b) => {
+                let (key, link_id, theirs, r) = *b;
+                self.roots_proof(key, link_id, theirs, r);
+            }
             Note::Synced(b) => {
                 let (req, tx, r) = *b;
                 match r {
@@ -1200,12 +1214,14 @@ impl Online {
                 punch,
                 dialed,
                 since: Instant::now(),
+                roots: roots::LinkRoots::new(),
             },
         ) {
             if old.link.id() != link.id() {
                 old.link.close("replaced");
             }
         }
+        self.send_root(key);
         let mut info = path_json(&path);
         info["name"] = json!(name);
         info["key"] = json!(key.to_string());
@@ -1233,16 +1249,13 @@ impl Online {
             Ok(DirectMessage::Pong(n)) => {
                 if let Some((k, at, w, mut info)) = self.pings.remove(&n) {
                     if k == key {
-                        info["ok"] = json!(true);
                         info["rtt_ms"] = json!(at.elapsed().as_secs_f64() * 1000.0);
-                        let _ = w.send(info);
+                        // `connect` returns a link the two agree to use.
+                        self.answer_when_agreed(key, w, info);
                     }
                 }
             }
-            Ok(m) => {
-                let name = l.name.clone();
-                self.on_room_message(key, name, m);
-            }
+            Ok(m) => self.on_roots_message(key, m),
             Err(e) => warn!(wallet = %l.name, "malformed direct message: {e}"),
         }
     }
@@ -1283,6 +1296,7 @@ impl Online {
                         let mut v = path_json(&l.path);
                         v["name"] = json!(l.name);
                         v["since_s"] = json!(l.since.elapsed().as_secs());
+                        v["roots"] = l.roots.json();
                         v
                     })
                     .collect();
