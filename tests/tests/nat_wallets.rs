@@ -6,6 +6,11 @@
 //! wallets behind one NAT link over their LAN; a public wallet links with
 //! one behind a NAT; wallets with no direct path at all (two symmetric
 //! NATs; UDP blocked except to the peers) link through the peers' relay.
+//! Swaps: a cycle of three across a symmetric NAT and a blocked network;
+//! a party killed mid-swap aborts it for all (named) and leaves every
+//! output free, as the two home-router wallets' direct swap of the same
+//! outputs then shows; a peer that substitutes a key in its rendezvous
+//! answers is named.
 //!
 //! Every process that addresses the lab runs inside its namespaces; this
 //! process only writes files and talks to Unix sockets. Root, `ip` and
@@ -122,6 +127,19 @@ fn run_lab_with(
     before: &dyn Fn(&Lab),
     after: &After,
 ) -> Option<Linked> {
+    run_lab_configured(tag, kinds, pairs, &|_| {}, before, after)
+}
+
+/// [`run_lab_with`], with `configure` given the peers' directories before
+/// they start.
+fn run_lab_configured(
+    tag: &str,
+    kinds: &[(NatKind, usize)],
+    pairs: &[(usize, usize)],
+    configure: &dyn Fn(&[std::path::PathBuf]),
+    before: &dyn Fn(&Lab),
+    after: &After,
+) -> Option<Linked> {
     let mut lab = lab_or_skip(|| Lab::new(tag))?;
     let mut hosts: Vec<Host> = Vec::new();
     for (kind, n) in kinds {
@@ -138,6 +156,7 @@ fn run_lab_with(
     )
     .expect("devnet prepared");
     lab.check().expect("the lab is sealed");
+    configure(&dirs);
     let _peers = start_peers(&lab, &dirs);
     let genesis = root.path().join("genesis.json");
     let ws = peer::devnet::wallets(root.path()).expect("wallets.json");
@@ -444,6 +463,161 @@ fn a_three_party_swap_across_a_symmetric_nat_and_a_blocked_network() {
             (NatKind::Blocked, 1),
         ],
         &[],
+        &|_| {},
+        &after,
+    );
+}
+
+/// The pid of `wallet --dir DIR online`, from /proc.
+fn online_pid(dir: &Path) -> u32 {
+    let want = format!("{}\0online", dir.display());
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .find(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&want))
+                // Not the `ip netns exec` wrapper: it has exec'd by now,
+                // but a racing one would show the same arguments.
+                && std::fs::read_link(format!("/proc/{pid}/exe"))
+                    .is_ok_and(|e| e.ends_with("wallet"))
+        })
+        .expect("the online wallet's process")
+}
+
+#[test]
+fn a_killed_party_frees_every_output_and_a_lying_peer_is_named_behind_nats() {
+    // A and B behind home routers, C behind a symmetric NAT, D behind a
+    // home router at peer-3, which lies in its rendezvous answers.
+    let configure = |dirs: &[std::path::PathBuf]| {
+        let path = dirs[3].join("config.toml");
+        let mut text = std::fs::read_to_string(&path).expect("config.toml");
+        text.push_str("\ntest_lie = \"substitute_link_key\"\n");
+        std::fs::write(&path, text).expect("config.toml written");
+    };
+    let after = |lab: &Lab, hosts: &[Host], dirs: &[std::path::PathBuf]| {
+        let (ha, hb, hc) = (&hosts[0], &hosts[1], &hosts[2]);
+        let (a, b, c) = (&dirs[0], &dirs[1], &dirs[2]);
+        let y = json_in(
+            lab,
+            hb,
+            b,
+            &[
+                "issue",
+                "--name",
+                "ygold",
+                "--supply",
+                "1000",
+                "--precision",
+                "0",
+                "--json",
+            ],
+        )["asset"]
+            .as_str()
+            .expect("asset")
+            .to_string();
+        let room = json_in(lab, ha, a, &["room", "create", "--json"]);
+        let room = room["room"].as_str().expect("room").to_string();
+        json_in(lab, hb, b, &["room", "join", &room, "--json"]);
+        json_in(lab, hc, c, &["room", "join", &room, "--json"]);
+        let m = json_in(lab, ha, a, &["room", "members", &room, "--json"]);
+        let paths: Vec<&str> = m["members"]
+            .as_array()
+            .expect("members")
+            .iter()
+            .map(|x| x["path"].as_str().unwrap_or(""))
+            .collect();
+        assert_eq!(paths, ["owner", "direct", "direct"], "{m}");
+        let native = |h: &Host, d: &Path| -> u64 {
+            json_in(lab, h, d, &["balance", "--json"])["assets"]["native"]["amount"]
+                .as_u64()
+                .unwrap_or(0)
+        };
+        let (a0, b0) = (native(ha, a), native(hb, b));
+
+        // C offers, then its online wallet is killed mid-swap: the swap
+        // aborts for A and B, naming C, and nothing is spent.
+        let room = room.as_str();
+        let swap = |h: &Host, d: &Path, give: &str, want: &str| {
+            wallet_in(
+                lab,
+                h,
+                d,
+                &[
+                    "swap", room, "--give", give, "--want", want, "--wait", "60", "--json",
+                ],
+            )
+        };
+        // Balanced: B gives 2 Y for 200 native; A and C give 100 native
+        // for 1 Y each.
+        let (ya, y2) = (format!("1:{y}"), format!("2:{y}"));
+        let (aborted, c_out) = std::thread::scope(|s| {
+            let c_offer = s.spawn(|| swap(hc, c, "100:native", &ya));
+            std::thread::sleep(Duration::from_secs(2));
+            let killed = Command::new("kill")
+                .args(["-KILL", &online_pid(c).to_string()])
+                .status()
+                .expect("kill");
+            assert!(killed.success());
+            let others: Vec<_> = [
+                s.spawn(|| swap(ha, a, "100:native", &ya)),
+                s.spawn(|| swap(hb, b, &y2, "200:native")),
+            ]
+            .into_iter()
+            .map(|h| h.join().expect("thread"))
+            .collect();
+            (others, c_offer.join().expect("thread"))
+        });
+        for o in &aborted {
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert!(!o.status.success(), "{err}");
+            assert!(
+                err.contains("aborted") && err.contains("w-2@peer-2"),
+                "the error names the party that failed: {err}"
+            );
+        }
+        assert!(!c_out.status.success(), "C's swap did not happen");
+        assert_eq!((native(ha, a), native(hb, b)), (a0, b0), "nothing moved");
+
+        // The same outputs are free: A and B swap them, directly.
+        let y50 = format!("50:{y}");
+        let outs: Vec<Value> = std::thread::scope(|s| {
+            let hs = [
+                s.spawn(|| swap(ha, a, "1000000:native", &y50)),
+                s.spawn(|| swap(hb, b, &y50, "1000000:native")),
+            ];
+            hs.into_iter()
+                .map(|h| {
+                    let o = h.join().expect("thread");
+                    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+                    serde_json::from_slice(&o.stdout).expect("JSON")
+                })
+                .collect()
+        });
+        assert_eq!(outs[0]["txid"], outs[1]["txid"], "{outs:?}");
+        assert_eq!(outs[0]["parties"], 2);
+        assert_eq!(native(hb, b), b0 + 1_000_000);
+
+        // D's peer vouches for a key of its own: A's link attempt fails
+        // and names peer-3; no link to D.
+        let out = system_tests::wallet(a, &["connect", "w-3@peer-3"], "");
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("peer-3") && err.contains("man in the middle"),
+            "{err}"
+        );
+    };
+    run_lab_configured(
+        "wkill",
+        &[
+            (NatKind::Cone, 1),
+            (NatKind::Cone, 1),
+            (NatKind::Symmetric, 1),
+            (NatKind::Cone, 1),
+        ],
+        &[],
+        &configure,
         &|_| {},
         &after,
     );
