@@ -11,9 +11,12 @@
 //! peer to another wallet, it answers with its own half and punches too;
 //! the dialling wallet's key was vouched for by that wallet's peer. What
 //! the two wallets then say to each other ([`DirectMessage`]) is theirs.
+//! An invitation into a room (`invites.rs`) links to the room's owner the
+//! same way, but with the two halves passed over wallet links, no peer.
 //!
 //! Other commands reach it through `W/online.sock` ([`crate::control`]).
 
+mod invites;
 mod rooms;
 
 use crate::chain::ChainState;
@@ -71,6 +74,9 @@ struct WalletLink {
     /// We dialled it (else the other side did).
     dialed: bool,
     since: Instant,
+    /// The other wallet's voucher (from the introduction or invitation
+    /// that made the link): an invitation to a room it owns carries it.
+    voucher: Option<NameVoucher>,
 }
 
 /// Who holds a punch: an attempt in progress, or the link it made.
@@ -99,6 +105,30 @@ struct Attempt {
     relay_at: Option<Instant>,
     /// The extra sockets opened for its probing.
     sockets: Vec<SocketId>,
+    /// The voucher for the other wallet's key, once known.
+    voucher: Option<NameVoucher>,
+    /// Made by accepting an invitation: the room to join once linked.
+    joining: Option<invites::Joining>,
+}
+
+impl Attempt {
+    fn new(vaddr: SocketAddr, key: [u8; 32], waiter: Option<oneshot::Sender<Value>>) -> Attempt {
+        Attempt {
+            vaddr,
+            key,
+            other: None,
+            voucher_peer: None,
+            punch: None,
+            dialing: false,
+            started: Instant::now(),
+            waiter,
+            punched_ms: None,
+            relay_at: None,
+            sockets: Vec::new(),
+            voucher: None,
+            joining: None,
+        }
+    }
 }
 
 enum Note {
@@ -134,7 +164,11 @@ struct Online {
     punch_config: PunchConfig,
     keys: Arc<OwnerKeys>,
     login_key: PeerKey,
+    /// Our peer's voucher for our name (from the login), which invitations
+    /// and their answers carry.
+    voucher: Option<NameVoucher>,
     rooms: rooms::Rooms,
+    invites: invites::Invites,
 }
 
 /// Run `wallet online` until Ctrl-C.
@@ -200,7 +234,9 @@ async fn run_async(dir: &Path, keys: OwnerKeys, state: ChainState, genesis: Gene
         punch_config: PunchConfig::default(),
         keys: Arc::new(keys),
         login_key,
+        voucher: state.voucher.clone(),
         rooms: rooms::Rooms::default(),
+        invites: invites::Invites::default(),
     };
     me.listen().await?;
     me.local_candidate(state.peer_addr);
@@ -633,16 +669,8 @@ impl Online {
                 )),
             );
         }
-        let voucher_peer = self.peer_name_of(&r.to.peer);
         let key = a.key;
-        self.start_punch(
-            id,
-            (name, r.to.login),
-            voucher_peer,
-            key,
-            &r.offer,
-            Instant::now(),
-        );
+        self.start_punch(id, &r.to, name, key, &r.offer, Instant::now(), true);
     }
 
     fn introduced(&mut self, i: dag::rendezvous::Introduction) {
@@ -663,50 +691,34 @@ impl Online {
         }
         info!(from = %name, "introduced");
         let vaddr = self.transport.new_route();
-        self.attempts.insert(
-            id,
-            Attempt {
-                vaddr,
-                key: i.offer.key,
-                other: None,
-                voucher_peer: None,
-                punch: None,
-                dialing: false,
-                started: Instant::now(),
-                waiter: None,
-                punched_ms: None,
-                relay_at: None,
-                sockets: Vec::new(),
-            },
-        );
+        self.attempts
+            .insert(id, Attempt::new(vaddr, i.offer.key, None));
         self.send_peer(WalletMessage::Answer {
             attempt: id,
             offer: Some(self.offer(id, [0; 32])),
         });
         let start = Instant::now() + Duration::from_millis(u64::from(i.start_in_ms.min(2_000)));
-        let voucher_peer = self.peer_name_of(&i.from.peer);
-        self.start_punch(
-            id,
-            (name, i.from.login),
-            voucher_peer,
-            i.offer.key,
-            &i.offer,
-            start,
-        );
+        self.start_punch(id, &i.from, name, i.offer.key, &i.offer, start, true);
     }
 
+    /// Punch toward the wallet `voucher` names (`name`, checked) with its
+    /// half `remote` of attempt `id`. `relay`: whether the peers can relay
+    /// the link (not for an invitation, which no peer introduced).
+    #[allow(clippy::too_many_arguments)]
     fn start_punch(
         &mut self,
         id: [u8; 16],
-        other: (String, PeerKey),
-        voucher_peer: Option<String>,
+        voucher: &NameVoucher,
+        name: String,
         key: [u8; 32],
         remote: &LinkOffer,
         start: Instant,
+        relay: bool,
     ) {
         if let Ok(mut e) = self.expected.lock() {
-            e.insert(other.1);
+            e.insert(voucher.login);
         }
+        let voucher_peer = self.peer_name_of(&voucher.peer);
         let plan = Plan {
             attempt: id,
             key,
@@ -714,7 +726,7 @@ impl Online {
             local_mapping: self.mapping,
             remote_mapping: remote.mapping,
             start,
-            relay: true,
+            relay,
         };
         let want = plan.probe_sockets(&self.punch_config);
         let opened = if want > 0 {
@@ -729,7 +741,7 @@ impl Online {
             Vec::new()
         };
         let count = opened.len();
-        let relay_at = start + RELAY_AFTER;
+        let relay_at = relay.then_some(start + RELAY_AFTER);
         let mut punch = Punch::new(
             plan,
             self.punch_config.clone(),
@@ -746,10 +758,11 @@ impl Online {
         );
         punch.handle_timeout(Instant::now());
         if let Some(a) = self.attempts.get_mut(&id) {
-            a.other = Some(other);
+            a.other = Some((name, voucher.login));
             a.voucher_peer = voucher_peer;
+            a.voucher = Some(voucher.clone());
             a.punch = Some(punch);
-            a.relay_at = Some(relay_at);
+            a.relay_at = relay_at;
             a.sockets = opened;
         }
         self.flush(id);
@@ -913,7 +926,18 @@ impl Online {
                 Event::Failed(f) => {
                     keep = false;
                     match owner {
-                        Owner::Attempt => self.end_attempt(id, Err(f.to_string())),
+                        Owner::Attempt => {
+                            let why = match self.attempts.get(&id).and_then(|a| a.joining.as_ref())
+                            {
+                                Some(j) => format!(
+                                    "to the room's owner {}: {f}; an invitation links directly \
+                                     or not at all (no peer introduced it, so none relays it)",
+                                    j.owner
+                                ),
+                                None => f.to_string(),
+                            };
+                            self.end_attempt(id, Err(why));
+                        }
                         Owner::Link(key) => {
                             if let Some(l) = self.links.remove(&key) {
                                 warn!(wallet = %l.name, "link lost: {f}");
@@ -1156,6 +1180,7 @@ impl Online {
         let vaddr = a.vaddr;
         let started = a.started;
         let punched_ms = a.punched_ms;
+        let voucher = a.voucher.clone();
         let punch = self.attempts.get_mut(&id).and_then(|a| a.punch.take());
         info!(wallet = %name, "wallet link up");
         let reader = link.clone();
@@ -1183,6 +1208,7 @@ impl Online {
                 punch,
                 dialed,
                 since: Instant::now(),
+                voucher,
             },
         ) {
             if old.link.id() != link.id() {
@@ -1194,13 +1220,21 @@ impl Online {
         info["key"] = json!(key.to_string());
         info["punch_ms"] = json!(punched_ms);
         info["connect_ms"] = json!(started.elapsed().as_millis() as u64);
-        // The asking side proves the channel works both ways with a ping.
-        let waiter = self.attempts.get_mut(&id).and_then(|a| a.waiter.take());
-        if let Some(w) = waiter {
-            let n = self.next_ping;
-            self.next_ping += 1;
-            self.pings.insert(n, (key, Instant::now(), w, info));
-            let _ = link.send(Bytes::from(DirectMessage::Ping(n).encode()));
+        // The asking side proves the channel works both ways with a ping;
+        // an accepted invitation, by joining the room.
+        let (waiter, joining) = match self.attempts.get_mut(&id) {
+            Some(a) => (a.waiter.take(), a.joining.take()),
+            None => (None, None),
+        };
+        match (waiter, joining) {
+            (Some(w), Some(j)) => self.join_invited(key, &j, w, info),
+            (Some(w), None) => {
+                let n = self.next_ping;
+                self.next_ping += 1;
+                self.pings.insert(n, (key, Instant::now(), w, info));
+                let _ = link.send(Bytes::from(DirectMessage::Ping(n).encode()));
+            }
+            _ => {}
         }
         self.end_attempt(id, Ok(Value::Null));
     }
@@ -1212,6 +1246,14 @@ impl Online {
         match DirectMessage::decode(frame) {
             Ok(DirectMessage::Ping(n)) => {
                 let _ = l.link.send(Bytes::from(DirectMessage::Pong(n).encode()));
+            }
+            Ok(
+                m @ (DirectMessage::RoomInvite { .. }
+                | DirectMessage::RoomInviteAccept { .. }
+                | DirectMessage::RoomInviteAnswer { .. }),
+            ) => {
+                let name = l.name.clone();
+                self.on_invite_message(key, name, m);
             }
             Ok(DirectMessage::Pong(n)) => {
                 if let Some((k, at, w, mut info)) = self.pings.remove(&n) {
@@ -1292,6 +1334,9 @@ impl Online {
                 let op = op.to_string();
                 self.room_request(&op, &req, tx);
             }
+            Some("room_invite") => self.invite_request(&req, tx),
+            Some("room_invites") => self.invites_request(tx),
+            Some("room_accept") => self.accept_request(&req, tx),
             _ => {
                 let _ = tx.send(fail("unknown request"));
             }
@@ -1333,22 +1378,9 @@ impl Online {
         let mut key = [0u8; 32];
         OsRng.fill_bytes(&mut key);
         let vaddr = self.transport.new_route();
-        self.attempts.insert(
-            id,
-            Attempt {
-                vaddr,
-                key,
-                other: Some((to.to_string(), PeerKey([0; 32]))),
-                voucher_peer: None,
-                punch: None,
-                dialing: false,
-                started: Instant::now(),
-                waiter: Some(tx),
-                punched_ms: None,
-                relay_at: None,
-                sockets: Vec::new(),
-            },
-        );
+        let mut a = Attempt::new(vaddr, key, Some(tx));
+        a.other = Some((to.to_string(), PeerKey([0; 32])));
+        self.attempts.insert(id, a);
         self.send_peer(WalletMessage::Reach {
             to: to.to_string(),
             offer: self.offer(id, key),
