@@ -479,6 +479,31 @@ pub enum DirectMessage {
         height: u64,
         parties: u32,
     },
+    /// Member → a wallet it is linked with: come into room `room`, owned
+    /// by the wallet `owner` (its peer's voucher, so the invited wallet
+    /// knows the owner's login key). `from`: the inviter, `login@peer`,
+    /// which must be the link's own name.
+    RoomInvite {
+        invite: [u8; 16],
+        room: u64,
+        owner: Box<NameVoucher>,
+        from: String,
+    },
+    /// Invited wallet → inviter, then inviter → owner: the invitation is
+    /// taken. `offer` is the invited wallet's half of a link attempt to
+    /// the owner (its key is the attempt's), `from` its peer's voucher.
+    RoomInviteAccept {
+        invite: [u8; 16],
+        room: u64,
+        from: Box<NameVoucher>,
+        offer: LinkOffer,
+    },
+    /// Owner → inviter, then inviter → invited wallet: the owner's half
+    /// of the attempt with its voucher, or why not.
+    RoomInviteAnswer {
+        attempt: [u8; 16],
+        answer: Box<IntroAnswer>,
+    },
     /// Both ways, first on a new link: the certified checkpoint this
     /// wallet accepted last (nothing else is taken before the two agree).
     Root(Box<Certified<Checkpoint>>),
@@ -540,6 +565,15 @@ impl DirectMessage {
                 // A proof for no keys carries no outputs.
                 long(answer.keys.len() + answer.watched.len(), 0)?;
             }
+            DirectMessage::RoomInvite { owner, from, .. } => {
+                check_name(&owner.name).map_err(malformed)?;
+                WalletName::parse(from).map_err(malformed)?;
+            }
+            DirectMessage::RoomInviteAccept { from, offer, .. } => {
+                check_name(&from.name).map_err(malformed)?;
+                offer.check().map_err(malformed)?;
+            }
+            DirectMessage::RoomInviteAnswer { answer, .. } => check_answer(answer)?,
             _ => {}
         }
         Ok(msg)
@@ -692,5 +726,96 @@ mod tests {
             WalletMessage::decode(&big.encode()),
             Err(WireError::ListTooLong { .. })
         ));
+    }
+
+    /// The invitation messages come after the others (older encodings
+    /// stay) and their names, offers and reasons are bounded.
+    #[test]
+    fn room_invitations_round_trip_and_are_bounded() {
+        use crate::rendezvous::{Candidate, CandidateKind, Mapping};
+        let voucher = |name: &str| {
+            Box::new(NameVoucher {
+                chain: Hash([1; 32]),
+                peer: PeerKey([2; 32]),
+                name: name.into(),
+                login: PeerKey([3; 32]),
+                signature: Bytes64([4; 64]),
+            })
+        };
+        let offer = |n: u8| LinkOffer {
+            attempt: [5; 16],
+            key: [6; 32],
+            candidates: (1..=n)
+                .map(|i| Candidate {
+                    addr: format!("10.0.0.{i}:9").parse().expect("address"),
+                    kind: CandidateKind::Local,
+                })
+                .collect(),
+            mapping: Mapping::Independent,
+        };
+        let done = DirectMessage::SwapDone {
+            swap: [0; 16],
+            tx: Hash::ZERO,
+            height: 0,
+            parties: 0,
+        };
+        let invite = DirectMessage::RoomInvite {
+            invite: [7; 16],
+            room: 9,
+            owner: voucher("alice"),
+            from: "bob@peer-1".into(),
+        };
+        // One variant index after `SwapDone`.
+        assert_eq!(invite.encode()[0], done.encode()[0] + 1);
+        let ok = [
+            invite,
+            DirectMessage::RoomInviteAccept {
+                invite: [7; 16],
+                room: 9,
+                from: voucher("carol"),
+                offer: offer(2),
+            },
+            DirectMessage::RoomInviteAnswer {
+                attempt: [5; 16],
+                answer: Box::new(IntroAnswer::Accepted {
+                    voucher: *voucher("alice"),
+                    offer: offer(1),
+                }),
+            },
+            DirectMessage::RoomInviteAnswer {
+                attempt: [5; 16],
+                answer: Box::new(IntroAnswer::Failed("no such room".into())),
+            },
+        ];
+        for m in ok {
+            assert_eq!(DirectMessage::decode(&m.encode()), Ok(m));
+        }
+        let bad = [
+            DirectMessage::RoomInvite {
+                invite: [7; 16],
+                room: 9,
+                owner: voucher(&"a".repeat(1000)),
+                from: "bob@peer-1".into(),
+            },
+            DirectMessage::RoomInvite {
+                invite: [7; 16],
+                room: 9,
+                owner: voucher("alice"),
+                from: "bob".into(),
+            },
+            DirectMessage::RoomInviteAccept {
+                invite: [7; 16],
+                room: 9,
+                from: voucher("carol"),
+                offer: offer(9),
+            },
+            DirectMessage::RoomInviteAnswer {
+                attempt: [5; 16],
+                answer: Box::new(IntroAnswer::Failed("x".repeat(MAX_REASON + 1))),
+            },
+        ];
+        for m in bad {
+            assert!(DirectMessage::decode(&m.encode()).is_err(), "{m:?}");
+        }
     }
 }

@@ -2,9 +2,11 @@
 //! two peers meet through their peers' rendezvous, punch (trivially, on
 //! one host) and hold a direct QUIC link authenticated by both login keys;
 //! a peer that vouches for a substituted key in the rendezvous is named
-//! and no link forms. Real NATs are in `nat_wallets.rs`.
+//! and no link forms; a member invites a wallet into a room and it joins
+//! with no peer taking part. Real NATs are in `nat_wallets.rs`.
 
-use std::time::Duration;
+use serde_json::Value;
+use std::time::{Duration, Instant};
 use system_tests::{bin, json_of, wallet, LocalNet, OnlineWallet};
 
 fn rendezvous_requests(net: &LocalNet, i: usize) -> u64 {
@@ -107,4 +109,160 @@ fn two_online_wallets_link_directly_and_a_substituted_key_is_caught() {
     let la = json_of(&wallet(&ws[0].dir, &["links", "--json"], ""));
     assert_eq!(la["links"].as_array().map(|l| l.len()), Some(1), "{la}");
     drop((a, b, c));
+}
+
+/// Each peer's `rendezvous_requests` and `relayed_bytes`.
+fn peer_counters(net: &LocalNet) -> Vec<(u64, u64)> {
+    (0..net.dirs.len())
+        .map(|i| {
+            let s = net.status(i).expect("status");
+            let n = |k: &str| s[k].as_u64().unwrap_or_else(|| panic!("{k} in {s}"));
+            (n("rendezvous_requests"), n("relayed_bytes"))
+        })
+        .collect()
+}
+
+/// `wallet room invites --json` of `dir` once it lists invitation `id`.
+fn invite_listed(dir: &std::path::Path, id: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let v = json_of(&wallet(dir, &["room", "invites", "--json"], ""));
+        let found = v["invites"]
+            .as_array()
+            .and_then(|l| l.iter().find(|i| i["id"] == id).cloned());
+        if let Some(i) = found {
+            return i;
+        }
+        assert!(Instant::now() < deadline, "invitation {id} not listed: {v}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn member_path(members: &Value, name: &str) -> Option<String> {
+    members["members"]
+        .as_array()?
+        .iter()
+        .find(|m| m["name"] == name)
+        .and_then(|m| m["path"].as_str().map(String::from))
+}
+
+#[test]
+fn a_member_invites_a_wallet_into_a_room_and_no_peer_takes_part() {
+    let started = Instant::now();
+    let mut net = LocalNet::prepare_with_wallets(3);
+    net.start_all();
+    let root = net.root.path().to_path_buf();
+    peer::devnet::login_wallets(&bin("wallet"), &root, Duration::from_secs(90))
+        .expect("the devnet's wallets log in");
+    let ws = peer::devnet::wallets(&root).expect("wallets.json");
+    // A owns room R, M is in it, C is not (three wallets, three peers).
+    let (a, m, c) = (&ws[0], &ws[1], &ws[2]);
+    let oa = OnlineWallet::start(&a.dir, None);
+    let om = OnlineWallet::start(&m.dir, None);
+    let oc = OnlineWallet::start(&c.dir, None);
+    let room = json_of(&wallet(&a.dir, &["room", "create", "--json"], ""));
+    let room = room["room"].as_str().expect("room").to_string();
+    json_of(&wallet(&m.dir, &["room", "join", &room, "--json"], ""));
+    // M and C link through their peers' rendezvous, before the count.
+    json_of(&wallet(&m.dir, &["connect", &c.login(), "--json"], ""));
+    let before = peer_counters(&net);
+    // (The counters do count: those rendezvous went through the peers.)
+    assert!(before.iter().all(|c| c.0 > 0), "{before:?}");
+
+    // Only a member invites, only a linked wallet, and only a received
+    // invitation is accepted.
+    let out = wallet(&c.dir, &["room", "invite", &room, "--to", &m.login()], "");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("not in that room"),
+        "{err}"
+    );
+    let out = wallet(&c.dir, &["room", "accept", &"ab".repeat(16)], "");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("no invitation"),
+        "{err}"
+    );
+
+    let inv = json_of(&wallet(
+        &m.dir,
+        &["room", "invite", &room, "--to", &c.login(), "--json"],
+        "",
+    ));
+    let id = inv["id"].as_str().expect("id").to_string();
+    let listed = invite_listed(&c.dir, &id);
+    assert_eq!(listed["room"], room.as_str(), "{listed}");
+    assert_eq!(listed["from"], m.login(), "{listed}");
+    assert_eq!(listed["owner"], a.login(), "{listed}");
+    let t = Instant::now();
+    let joined = json_of(&wallet(&c.dir, &["room", "accept", &id, "--json"], ""));
+    let accept_ms = t.elapsed().as_millis();
+    assert_eq!(joined["joined"], true, "{joined}");
+    assert_eq!(joined["room"], room.as_str(), "{joined}");
+    assert_eq!(joined["path"], "direct", "{joined}");
+    assert_eq!(joined["name"], a.login(), "{joined}");
+    // A new link, punched for the invitation.
+    assert!(joined.get("reused").is_none(), "{joined}");
+    assert!(joined["punch_ms"].as_u64().is_some(), "{joined}");
+    eprintln!("accepted: {joined}");
+    // Taken: gone from the list, and not accepted twice.
+    let left = json_of(&wallet(&c.dir, &["room", "invites", "--json"], ""));
+    assert_eq!(
+        left["invites"].as_array().map(|l| l.len()),
+        Some(0),
+        "{left}"
+    );
+    let out = wallet(&c.dir, &["room", "accept", &id], "");
+    assert!(!out.status.success());
+    // The owner lists C, on the new direct link.
+    let members = json_of(&wallet(&a.dir, &["room", "members", &room, "--json"], ""));
+    assert_eq!(
+        member_path(&members, &c.login()).as_deref(),
+        Some("direct"),
+        "{members}"
+    );
+    assert_eq!(
+        member_path(&members, &m.login()).as_deref(),
+        Some("direct"),
+        "{members}"
+    );
+    let links = json_of(&wallet(&c.dir, &["links", "--json"], ""));
+    assert!(
+        links["links"]
+            .as_array()
+            .is_some_and(|l| l.iter().any(|x| x["name"] == a.login())),
+        "{links}"
+    );
+
+    // The owner invites too (M = O): C, linked to A now, joins room R2
+    // over that link.
+    let room2 = json_of(&wallet(&a.dir, &["room", "create", "--json"], ""));
+    let room2 = room2["room"].as_str().expect("room").to_string();
+    let inv = json_of(&wallet(
+        &a.dir,
+        &["room", "invite", &room2, "--to", &c.login(), "--json"],
+        "",
+    ));
+    let id2 = inv["id"].as_str().expect("id").to_string();
+    let listed = invite_listed(&c.dir, &id2);
+    assert_eq!(listed["from"], a.login(), "{listed}");
+    let joined = json_of(&wallet(&c.dir, &["room", "accept", &id2, "--json"], ""));
+    assert_eq!(joined["joined"], true, "{joined}");
+    assert_eq!(joined["room"], room2.as_str(), "{joined}");
+    assert_eq!(joined["path"], "direct", "{joined}");
+    assert_eq!(joined["reused"], true, "{joined}");
+    let members = json_of(&wallet(&a.dir, &["room", "members", &room2, "--json"], ""));
+    assert_eq!(
+        member_path(&members, &c.login()).as_deref(),
+        Some("direct"),
+        "{members}"
+    );
+
+    // No peer saw any of it: no rendezvous asked, nothing relayed.
+    assert_eq!(peer_counters(&net), before);
+    eprintln!(
+        "invite: accepted in {accept_ms} ms; test ran {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    drop((oa, om, oc));
 }

@@ -79,6 +79,37 @@ enum RoomCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Invite a wallet this one is linked with (`wallet connect`) into
+    /// ROOM, which this wallet owns or has joined. The invitation, and
+    /// later the introduction to the room's owner, go over the wallets'
+    /// own links: no peer takes part.
+    Invite {
+        /// `NAME@PEER/ID`.
+        room: String,
+        /// The wallet to invite, `login@peer`.
+        #[arg(long)]
+        to: String,
+        /// One JSON object {"id","room","to"}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Invitations this wallet received (kept 10 minutes, at most 64).
+    Invites {
+        /// One JSON object {"invites":[{"id","room","from","owner","age_s"}]}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Accept invitation ID: link directly to the room's owner (the two
+    /// halves of the attempt pass over the inviter's links, not through
+    /// any peer) and join the room. Without a peer there is no relay: if
+    /// no direct path works, this fails.
+    Accept {
+        /// The invitation's id (32 hex digits, from `room invites`).
+        id: String,
+        /// One JSON object {"room","joined","path","members",…}.
+        #[arg(long)]
+        json: bool,
+    },
     /// Leave a room (the owner closes it).
     Leave { room: String },
 }
@@ -288,8 +319,8 @@ enum Cmd {
         /// `login@peer`.
         from: String,
     },
-    /// Rooms: wallets linked to one owner, where swaps are agreed.
-    /// Needs `wallet online`.
+    /// Rooms: wallets linked to one owner, where swaps are agreed; a
+    /// member can invite a wallet it is linked with. Needs `wallet online`.
     Room {
         #[command(subcommand)]
         cmd: RoomCmd,
@@ -866,6 +897,52 @@ fn room(dir: &Path, cmd: RoomCmd) -> Result<()> {
                         m["path"].as_str().unwrap_or("?")
                     );
                 }
+            }
+        }
+        RoomCmd::Invite { room, to, json } => {
+            let v = control::call(
+                dir,
+                &json!({"op": "room_invite", "room": room, "to": to}),
+                t,
+            )?;
+            if json {
+                println!("{v}");
+            } else {
+                println!(
+                    "invited {to} into {room} (invitation {})",
+                    v["id"].as_str().unwrap_or("?")
+                );
+            }
+        }
+        RoomCmd::Invites { json } => {
+            let v = control::call(dir, &json!({"op": "room_invites"}), t)?;
+            if json {
+                println!("{v}");
+            } else {
+                for i in v["invites"].as_array().into_iter().flatten() {
+                    println!(
+                        "{}  {}  from {}",
+                        i["id"].as_str().unwrap_or("?"),
+                        i["room"].as_str().unwrap_or("?"),
+                        i["from"].as_str().unwrap_or("?")
+                    );
+                }
+            }
+        }
+        RoomCmd::Accept { id, json } => {
+            let v = control::call(
+                dir,
+                &json!({"op": "room_accept", "id": id}),
+                wallet::online::CONNECT_TIMEOUT + t,
+            )?;
+            if json {
+                println!("{v}");
+            } else {
+                println!(
+                    "joined {} ({} link to its owner)",
+                    v["room"].as_str().unwrap_or("?"),
+                    v["path"].as_str().unwrap_or("?")
+                );
             }
         }
         RoomCmd::Leave { room } => {

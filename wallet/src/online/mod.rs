@@ -11,10 +11,13 @@
 //! peer to another wallet, it answers with its own half and punches too;
 //! the dialling wallet's key was vouched for by that wallet's peer. What
 //! the two wallets then say to each other ([`DirectMessage`]) is theirs.
+//! An invitation into a room (`invites.rs`) links to the room's owner the
+//! same way, but with the two halves passed over wallet links, no peer.
 //!
 //! Other commands reach it through `W/online.sock` ([`crate::control`]).
 
 mod incoming;
+mod invites;
 mod rooms;
 mod roots;
 
@@ -75,6 +78,9 @@ struct WalletLink {
     since: Instant,
     /// Whether the two wallets agree on the chain yet.
     roots: roots::LinkRoots,
+    /// The other wallet's voucher (from the introduction or invitation
+    /// that made the link): an invitation to a room it owns carries it.
+    voucher: Option<NameVoucher>,
 }
 
 /// Who holds a punch: an attempt in progress, or the link it made.
@@ -103,6 +109,30 @@ struct Attempt {
     relay_at: Option<Instant>,
     /// The extra sockets opened for its probing.
     sockets: Vec<SocketId>,
+    /// The voucher for the other wallet's key, once known.
+    voucher: Option<NameVoucher>,
+    /// Made by accepting an invitation: the room to join once linked.
+    joining: Option<invites::Joining>,
+}
+
+impl Attempt {
+    fn new(vaddr: SocketAddr, key: [u8; 32], waiter: Option<oneshot::Sender<Value>>) -> Attempt {
+        Attempt {
+            vaddr,
+            key,
+            other: None,
+            voucher_peer: None,
+            punch: None,
+            dialing: false,
+            started: Instant::now(),
+            waiter,
+            punched_ms: None,
+            relay_at: None,
+            sockets: Vec::new(),
+            voucher: None,
+            joining: None,
+        }
+    }
 }
 
 enum Note {
@@ -143,8 +173,12 @@ struct Online {
     punch_config: PunchConfig,
     keys: Arc<OwnerKeys>,
     login_key: PeerKey,
+    /// Our peer's voucher for our name (from the login), which invitations
+    /// and their answers carry.
+    voucher: Option<NameVoucher>,
     rooms: rooms::Rooms,
     incoming: incoming::Incoming,
+    invites: invites::Invites,
 }
 
 /// Run `wallet online` until Ctrl-C.
@@ -210,8 +244,10 @@ async fn run_async(dir: &Path, keys: OwnerKeys, state: ChainState, genesis: Gene
         punch_config: PunchConfig::default(),
         keys: Arc::new(keys),
         login_key,
+        voucher: state.voucher.clone(),
         rooms: rooms::Rooms::default(),
         incoming: incoming::Incoming::default(),
+        invites: invites::Invites::default(),
     };
     me.listen().await?;
     me.subscribe();
@@ -659,16 +695,8 @@ impl Online {
                 )),
             );
         }
-        let voucher_peer = self.peer_name_of(&r.to.peer);
         let key = a.key;
-        self.start_punch(
-            id,
-            (name, r.to.login),
-            voucher_peer,
-            key,
-            &r.offer,
-            Instant::now(),
-        );
+        self.start_punch(id, &r.to, name, key, &r.offer, Instant::now(), true);
     }
 
     fn introduced(&mut self, i: dag::rendezvous::Introduction) {
@@ -689,50 +717,34 @@ impl Online {
         }
         info!(from = %name, "introduced");
         let vaddr = self.transport.new_route();
-        self.attempts.insert(
-            id,
-            Attempt {
-                vaddr,
-                key: i.offer.key,
-                other: None,
-                voucher_peer: None,
-                punch: None,
-                dialing: false,
-                started: Instant::now(),
-                waiter: None,
-                punched_ms: None,
-                relay_at: None,
-                sockets: Vec::new(),
-            },
-        );
+        self.attempts
+            .insert(id, Attempt::new(vaddr, i.offer.key, None));
         self.send_peer(WalletMessage::Answer {
             attempt: id,
             offer: Some(self.offer(id, [0; 32])),
         });
         let start = Instant::now() + Duration::from_millis(u64::from(i.start_in_ms.min(2_000)));
-        let voucher_peer = self.peer_name_of(&i.from.peer);
-        self.start_punch(
-            id,
-            (name, i.from.login),
-            voucher_peer,
-            i.offer.key,
-            &i.offer,
-            start,
-        );
+        self.start_punch(id, &i.from, name, i.offer.key, &i.offer, start, true);
     }
 
+    /// Punch toward the wallet `voucher` names (`name`, checked) with its
+    /// half `remote` of attempt `id`. `relay`: whether the peers can relay
+    /// the link (not for an invitation, which no peer introduced).
+    #[allow(clippy::too_many_arguments)]
     fn start_punch(
         &mut self,
         id: [u8; 16],
-        other: (String, PeerKey),
-        voucher_peer: Option<String>,
+        voucher: &NameVoucher,
+        name: String,
         key: [u8; 32],
         remote: &LinkOffer,
         start: Instant,
+        relay: bool,
     ) {
         if let Ok(mut e) = self.expected.lock() {
-            e.insert(other.1);
+            e.insert(voucher.login);
         }
+        let voucher_peer = self.peer_name_of(&voucher.peer);
         let plan = Plan {
             attempt: id,
             key,
@@ -740,7 +752,7 @@ impl Online {
             local_mapping: self.mapping,
             remote_mapping: remote.mapping,
             start,
-            relay: true,
+            relay,
         };
         let want = plan.probe_sockets(&self.punch_config);
         let opened = if want > 0 {
@@ -755,7 +767,7 @@ impl Online {
             Vec::new()
         };
         let count = opened.len();
-        let relay_at = start + RELAY_AFTER;
+        let relay_at = relay.then_some(start + RELAY_AFTER);
         let mut punch = Punch::new(
             plan,
             self.punch_config.clone(),
@@ -772,10 +784,11 @@ impl Online {
         );
         punch.handle_timeout(Instant::now());
         if let Some(a) = self.attempts.get_mut(&id) {
-            a.other = Some(other);
+            a.other = Some((name, voucher.login));
             a.voucher_peer = voucher_peer;
+            a.voucher = Some(voucher.clone());
             a.punch = Some(punch);
-            a.relay_at = Some(relay_at);
+            a.relay_at = relay_at;
             a.sockets = opened;
         }
         self.flush(id);
@@ -939,7 +952,18 @@ impl Online {
                 Event::Failed(f) => {
                     keep = false;
                     match owner {
-                        Owner::Attempt => self.end_attempt(id, Err(f.to_string())),
+                        Owner::Attempt => {
+                            let why = match self.attempts.get(&id).and_then(|a| a.joining.as_ref())
+                            {
+                                Some(j) => format!(
+                                    "to the room's owner {}: {f}; an invitation links directly \
+                                     or not at all (no peer introduced it, so none relays it)",
+                                    j.owner
+                                ),
+                                None => f.to_string(),
+                            };
+                            self.end_attempt(id, Err(why));
+                        }
                         Owner::Link(key) => {
                             if let Some(l) = self.links.remove(&key) {
                                 warn!(wallet = %l.name, "link lost: {f}");
@@ -1187,6 +1211,7 @@ impl Online {
         let vaddr = a.vaddr;
         let started = a.started;
         let punched_ms = a.punched_ms;
+        let voucher = a.voucher.clone();
         let punch = self.attempts.get_mut(&id).and_then(|a| a.punch.take());
         info!(wallet = %name, "wallet link up");
         let reader = link.clone();
@@ -1215,6 +1240,7 @@ impl Online {
                 dialed,
                 since: Instant::now(),
                 roots: roots::LinkRoots::new(),
+                voucher,
             },
         ) {
             if old.link.id() != link.id() {
@@ -1227,15 +1253,33 @@ impl Online {
         info["key"] = json!(key.to_string());
         info["punch_ms"] = json!(punched_ms);
         info["connect_ms"] = json!(started.elapsed().as_millis() as u64);
-        // The asking side proves the channel works both ways with a ping.
-        let waiter = self.attempts.get_mut(&id).and_then(|a| a.waiter.take());
-        if let Some(w) = waiter {
-            let n = self.next_ping;
-            self.next_ping += 1;
-            self.pings.insert(n, (key, Instant::now(), w, info));
-            let _ = link.send(Bytes::from(DirectMessage::Ping(n).encode()));
+        // The asking side proves the channel works both ways with a ping;
+        // an accepted invitation, by joining the room.
+        let (waiter, joining) = match self.attempts.get_mut(&id) {
+            Some(a) => (a.waiter.take(), a.joining.take()),
+            None => (None, None),
+        };
+        match (waiter, joining) {
+            (Some(w), Some(j)) => self.join_invited(key, &j, w, info),
+            (Some(w), None) => {
+                let n = self.next_ping;
+                self.next_ping += 1;
+                self.pings.insert(n, (key, Instant::now(), w, info));
+                let _ = link.send(Bytes::from(DirectMessage::Ping(n).encode()));
+            }
+            _ => {}
         }
         self.end_attempt(id, Ok(Value::Null));
+    }
+
+    /// A message on a link whose roots agree (see `roots`).
+    fn on_linked_message(&mut self, key: PeerKey, name: String, m: DirectMessage) {
+        match m {
+            DirectMessage::RoomInvite { .. }
+            | DirectMessage::RoomInviteAccept { .. }
+            | DirectMessage::RoomInviteAnswer { .. } => self.on_invite_message(key, name, m),
+            m => self.on_room_message(key, name, m),
+        }
     }
 
     fn on_wallet_message(&mut self, key: PeerKey, _link: usize, frame: &[u8]) {
@@ -1323,6 +1367,9 @@ impl Online {
                 let op = op.to_string();
                 self.room_request(&op, &req, tx);
             }
+            Some("room_invite") => self.invite_request(&req, tx),
+            Some("room_invites") => self.invites_request(tx),
+            Some("room_accept") => self.accept_request(&req, tx),
             _ => {
                 let _ = tx.send(fail("unknown request"));
             }
@@ -1364,22 +1411,9 @@ impl Online {
         let mut key = [0u8; 32];
         OsRng.fill_bytes(&mut key);
         let vaddr = self.transport.new_route();
-        self.attempts.insert(
-            id,
-            Attempt {
-                vaddr,
-                key,
-                other: Some((to.to_string(), PeerKey([0; 32]))),
-                voucher_peer: None,
-                punch: None,
-                dialing: false,
-                started: Instant::now(),
-                waiter: Some(tx),
-                punched_ms: None,
-                relay_at: None,
-                sockets: Vec::new(),
-            },
-        );
+        let mut a = Attempt::new(vaddr, key, Some(tx));
+        a.other = Some((to.to_string(), PeerKey([0; 32])));
+        self.attempts.insert(id, a);
         self.send_peer(WalletMessage::Reach {
             to: to.to_string(),
             offer: self.offer(id, key),

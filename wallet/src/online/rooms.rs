@@ -26,7 +26,7 @@ use tracing::{info, warn};
 #[derive(Default)]
 pub(super) struct OwnedRoom {
     /// Members other than the owner: name and login key.
-    members: Vec<(String, PeerKey)>,
+    pub(super) members: Vec<(String, PeerKey)>,
     offers: Vec<(PeerKey, Offer)>,
     swap: Option<Coordinator>,
 }
@@ -41,11 +41,14 @@ pub(super) struct Pending {
 
 #[derive(Default)]
 pub(super) struct Rooms {
-    owned: HashMap<u64, OwnedRoom>,
+    pub(super) owned: HashMap<u64, OwnedRoom>,
     /// Rooms joined at other wallets: the owner's name and key.
-    joined: HashMap<u64, (String, PeerKey)>,
+    pub(super) joined: HashMap<u64, (String, PeerKey)>,
     /// Joins and member lists asked of owners, by room.
     waiting: HashMap<u64, oneshot::Sender<Value>>,
+    /// Joins of accepted invitations, by room, with what the answer
+    /// tells besides (the link's path).
+    pub(super) joining: HashMap<u64, (oneshot::Sender<Value>, Value)>,
     pending: Option<Pending>,
     /// The swap transaction the owner submitted: room and id.
     submitted: Option<(u64, proofs::Hash)>,
@@ -166,7 +169,7 @@ impl Online {
         out
     }
 
-    fn link_named(&self, name: &str) -> Option<PeerKey> {
+    pub(super) fn link_named(&self, name: &str) -> Option<PeerKey> {
         self.links
             .iter()
             .find(|(_, l)| l.name == name)
@@ -485,10 +488,21 @@ impl Online {
                 if let Some(w) = self.rooms.waiting.remove(&room) {
                     self.rooms.joined.insert(room, (name, key));
                     let _ = w.send(json!({"ok": true, "members": members}));
+                } else if let Some((w, mut info)) = self.rooms.joining.remove(&room) {
+                    self.rooms.joined.insert(room, (name, key));
+                    info["ok"] = json!(true);
+                    info["joined"] = json!(true);
+                    info["members"] = json!(members);
+                    let _ = w.send(info);
                 }
             }
             DirectMessage::RoomRefused { room, reason } => {
-                if let Some(w) = self.rooms.waiting.remove(&room) {
+                let w = self
+                    .rooms
+                    .waiting
+                    .remove(&room)
+                    .or_else(|| self.rooms.joining.remove(&room).map(|(w, _)| w));
+                if let Some(w) = w {
                     let _ = w.send(fail(&format!("{name} refused: {reason}")));
                 }
             }

@@ -149,7 +149,7 @@ impl Online {
                 match &mut l.roots {
                     LinkRoots::Agreed { .. } => {
                         let name = l.name.clone();
-                        self.on_room_message(key, name, other);
+                        self.on_linked_message(key, name, other);
                     }
                     LinkRoots::Pending(p) if p.held.len() < MAX_HELD => p.held.push(other),
                     LinkRoots::Pending(_) => {
@@ -362,7 +362,7 @@ impl Online {
             let _ = w.send(info);
         }
         for m in held {
-            self.on_room_message(key, name.clone(), m);
+            self.on_linked_message(key, name.clone(), m);
         }
     }
 
