@@ -14,6 +14,7 @@
 //!
 //! Other commands reach it through `W/online.sock` ([`crate::control`]).
 
+mod pay;
 mod rooms;
 
 use crate::chain::ChainState;
@@ -51,6 +52,10 @@ pub const RELAY_AFTER: Duration = Duration::from_secs(1);
 const PING_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the reflexive address is asked again.
 const ECHO_EVERY: Duration = Duration::from_secs(20);
+/// How long a payee may take to hand over a key for a payment.
+pub const PAY_KEY_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a payee may take to check a payment's proof (it syncs first).
+pub const PAID_TIMEOUT: Duration = Duration::from_secs(45);
 
 /// A request from a command, and where its answer goes.
 type Request = (Value, oneshot::Sender<Value>);
@@ -108,6 +113,10 @@ enum Note {
     Dialed([u8; 16], Result<Link, TransportError>),
     /// The wallet state was synced for a swap request (or could not be).
     Synced(Box<(Value, oneshot::Sender<Value>, Result<(), String>)>),
+    /// A receive key made for a payer's ask (or why not).
+    PayKey(PeerKey, u64, Result<dag::ledger::names::ReceiveKey, String>),
+    /// A payment over a link checked (or why not).
+    Paid(PeerKey, u64, Result<(), String>),
 }
 
 struct Online {
@@ -135,6 +144,10 @@ struct Online {
     keys: Arc<OwnerKeys>,
     login_key: PeerKey,
     rooms: rooms::Rooms,
+    pay: pay::Payments,
+    /// Held while this process reads and rewrites `W/chain.state` (a sync,
+    /// a key handed to a payer), so its own writers do not undo each other.
+    state_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Run `wallet online` until Ctrl-C.
@@ -201,6 +214,8 @@ async fn run_async(dir: &Path, keys: OwnerKeys, state: ChainState, genesis: Gene
         keys: Arc::new(keys),
         login_key,
         rooms: rooms::Rooms::default(),
+        pay: pay::Payments::default(),
+        state_lock: Arc::new(tokio::sync::Mutex::new(())),
     };
     me.listen().await?;
     me.local_candidate(state.peer_addr);
@@ -453,11 +468,15 @@ impl Online {
         if let Some(d) = self.next_swap_deadline() {
             t = t.min(d);
         }
+        if let Some(d) = self.pay.next_deadline() {
+            t = t.min(d);
+        }
         t.max(Instant::now())
     }
 
     fn on_time(&mut self, now: Instant) {
         self.swap_timeouts(now);
+        self.pay_timeouts(now);
         if self.last_echo.is_none_or(|l| now >= l + ECHO_EVERY) {
             self.ask_echo();
         }
@@ -1095,6 +1114,8 @@ impl Online {
                     }
                 }
             }
+            Note::PayKey(payer, ask, made) => self.pay_key_made(payer, ask, made),
+            Note::Paid(payer, ask, r) => self.paid_checked(payer, ask, r),
             Note::Direct(key, link_id, Some(frame)) => self.on_wallet_message(key, link_id, &frame),
             Note::Direct(key, link_id, None) => {
                 if self.links.get(&key).is_some_and(|l| l.link.id() == link_id) {
@@ -1222,6 +1243,16 @@ impl Online {
                     }
                 }
             }
+            Ok(
+                m @ (DirectMessage::PayKeyAsk { .. }
+                | DirectMessage::PayKey { .. }
+                | DirectMessage::PayKeyRefused { .. }
+                | DirectMessage::Paid { .. }
+                | DirectMessage::PaidAck { .. }),
+            ) => {
+                let name = l.name.clone();
+                self.on_pay_message(key, name, m);
+            }
             Ok(m) => {
                 let name = l.name.clone();
                 self.on_room_message(key, name, m);
@@ -1287,6 +1318,10 @@ impl Online {
                     },
                     "links": self.links.len(),
                 }));
+            }
+            Some(op @ ("pay_key" | "pay_proof")) => {
+                let op = op.to_string();
+                self.pay_request(&op, &req, tx);
             }
             Some(op @ ("room_create" | "room_join" | "room_members" | "room_leave" | "swap")) => {
                 let op = op.to_string();

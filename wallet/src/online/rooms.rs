@@ -165,7 +165,7 @@ impl Online {
         out
     }
 
-    fn link_named(&self, name: &str) -> Option<PeerKey> {
+    pub(super) fn link_named(&self, name: &str) -> Option<PeerKey> {
         self.links
             .iter()
             .find(|(_, l)| l.name == name)
@@ -199,10 +199,11 @@ impl Online {
         }
         self.rooms.preparing = true;
         let (dir, keys, genesis) = (self.dir.clone(), self.keys.clone(), self.genesis.clone());
-        let notes = self.notes_tx.clone();
+        let (notes, lock) = (self.notes_tx.clone(), self.state_lock.clone());
         let req = req.clone();
         tokio::spawn(async move {
             let r = async {
+                let _held = lock.lock().await;
                 let mut state = ChainState::load(&dir).map_err(|e| e.to_string())?;
                 crate::session::sync(&dir, &keys, &mut state, &genesis)
                     .await
@@ -288,6 +289,12 @@ impl Online {
         give: (AssetId, u128),
         want: (AssetId, u128),
     ) -> Result<(Offer, Vec<schnorrkel::Keypair>), String> {
+        // Not while a task of ours rewrites the state (a payment's sync):
+        // one of the two writes would be lost.
+        let lock = self.state_lock.clone();
+        let _held = lock
+            .try_lock()
+            .map_err(|_| "the wallet's state is busy (a payment is being checked): try again")?;
         let mut state = ChainState::load(&self.dir).map_err(|e| e.to_string())?;
         let (held, _) = state
             .select(&give.0, give.1)
@@ -605,6 +612,7 @@ impl Online {
     /// Wallet `key`'s link closed: it leaves our rooms; if it owned the
     /// room of our pending swap, that swap is off.
     pub(super) fn link_gone(&mut self, key: &PeerKey, name: &str) {
+        self.pay_link_gone(key, name);
         let rooms: Vec<u64> = self.rooms.owned.keys().copied().collect();
         for room in rooms {
             self.member_left(room, key);
