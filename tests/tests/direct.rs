@@ -159,6 +159,15 @@ fn a_payment_to_an_online_wallet_goes_over_the_link_and_to_an_offline_one_by_pre
         String::from_utf8_lossy(&out.stderr)
     );
 
+    // The payer is not online (the payee is): a prekey too.
+    let out = wallet(
+        &ws[3].dir,
+        &["send", "--to", &payee.login(), "--amount", "200", "--json"],
+        "",
+    );
+    assert_eq!(json_of(&out)["path"], "prekey");
+    assert_eq!(native(&payee.dir), before.1 + 1200);
+
     // The payee is not online: its peer's prekey, as before.
     let out = wallet(
         &payer.dir,

@@ -66,7 +66,7 @@ pub fn call(dir: &Path, request: &Value, timeout: Duration) -> Result<Value, Con
 
 /// Bytes written as lower-case hex in a request (`dag::hex` spells them).
 pub fn hex_bytes(s: &str) -> Result<Vec<u8>, String> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return Err("odd number of hex digits".into());
     }
     s.as_bytes()
