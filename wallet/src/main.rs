@@ -1151,7 +1151,7 @@ fn send(
         Ok(_) => true,
         Err(control::ControlError::NotOnline { .. }) => false,
         Err(e) => {
-            tracing::warn!("no link to {to} ({e}): paying to a prekey from its peer");
+            tracing::info!("no link to {to} ({e}): paying to a prekey from its peer");
             false
         }
     };
