@@ -518,7 +518,41 @@ pub enum DirectMessage {
     /// Either way: the roots are not on one chain (the reason names the
     /// peers); the link closes.
     RootsDisagree(String),
+    /// Payer → payee: a fresh key to pay you to (`ask` pairs the answer).
+    PayKeyAsk {
+        ask: u64,
+    },
+    /// Payee → payer: a receive key used for nothing else, signed by the
+    /// payee's login key as its prekeys are (`ReceiveKey::sign`).
+    PayKey {
+        ask: u64,
+        key: ReceiveKey,
+    },
+    /// Payee → payer: no key (the reason); the payer falls back to a
+    /// prekey from the payee's peer.
+    PayKeyRefused {
+        ask: u64,
+        reason: String,
+    },
+    /// Payer → payee: the payment to the key of `ask`, final at `height`:
+    /// the transaction (its canonical encoding) and its inclusion in the
+    /// history under a certified checkpoint.
+    Paid {
+        ask: u64,
+        height: u64,
+        tx: Vec<u8>,
+        inclusion: Box<Inclusion>,
+    },
+    /// Payee → payer: the payment checked and held (`refused`: why not).
+    PaidAck {
+        ask: u64,
+        refused: Option<String>,
+    },
 }
+
+/// Most hashes in an MMR inclusion proof carried between wallets (one per
+/// level of a history of up to 2^64 leaves, and the peaks).
+pub const MAX_INCLUSION_HASHES: usize = 128;
 
 /// Most members of a room.
 pub const MAX_ROOM_MEMBERS: usize = 64;
@@ -574,6 +608,15 @@ impl DirectMessage {
                 offer.check().map_err(malformed)?;
             }
             DirectMessage::RoomInviteAnswer { answer, .. } => check_answer(answer)?,
+            DirectMessage::PayKeyRefused { reason, .. }
+            | DirectMessage::PaidAck {
+                refused: Some(reason),
+                ..
+            } => long(reason.len(), MAX_REASON)?,
+            DirectMessage::Paid { inclusion, .. } => {
+                long(inclusion.proof.hashes.len(), MAX_INCLUSION_HASHES)?;
+                long(inclusion.checkpoint.signatures.len(), MAX_COMMITTEE)?;
+            }
             _ => {}
         }
         Ok(msg)
@@ -816,6 +859,94 @@ mod tests {
         ];
         for m in bad {
             assert!(DirectMessage::decode(&m.encode()).is_err(), "{m:?}");
+        }
+    }
+
+    #[test]
+    fn direct_payment_messages_round_trip_and_are_bounded() {
+        use crate::ledger::checkpoint::StateRoots;
+        let inclusion = |hashes: usize, signatures: usize| {
+            Box::new(Inclusion {
+                leaf_index: 5,
+                outcome: Outcome::Applied,
+                proof: proofs::InclusionProof {
+                    hashes: vec![Hash([7; 32]); hashes],
+                },
+                checkpoint: Certified {
+                    statement: Checkpoint {
+                        chain: Hash([1; 32]),
+                        height: 9,
+                        round: 40,
+                        roots: StateRoots {
+                            history: Hash([2; 32]),
+                            history_leaves: 12,
+                            outputs: Hash([3; 32]),
+                            keys: Hash([4; 32]),
+                            registry: Hash([5; 32]),
+                        },
+                    },
+                    signatures: (0..signatures as u32)
+                        .map(|i| (i, Bytes64([9; 64])))
+                        .collect(),
+                },
+            })
+        };
+        for m in [
+            DirectMessage::PayKeyAsk { ask: 3 },
+            DirectMessage::PayKey {
+                ask: 3,
+                key: ReceiveKey {
+                    key: PeerKey([6; 32]),
+                    signature: Bytes64([8; 64]),
+                },
+            },
+            DirectMessage::PayKeyRefused {
+                ask: 3,
+                reason: "too many unpaid keys".into(),
+            },
+            DirectMessage::Paid {
+                ask: 3,
+                height: 9,
+                tx: vec![1, 2, 3],
+                inclusion: inclusion(4, 3),
+            },
+            DirectMessage::PaidAck {
+                ask: 3,
+                refused: None,
+            },
+        ] {
+            assert_eq!(DirectMessage::decode(&m.encode()), Ok(m));
+        }
+        let long = [
+            DirectMessage::PayKeyRefused {
+                ask: 1,
+                reason: "x".repeat(MAX_REASON + 1),
+            },
+            DirectMessage::PaidAck {
+                ask: 1,
+                refused: Some("x".repeat(MAX_REASON + 1)),
+            },
+            DirectMessage::Paid {
+                ask: 1,
+                height: 9,
+                tx: Vec::new(),
+                inclusion: inclusion(MAX_INCLUSION_HASHES + 1, 1),
+            },
+            DirectMessage::Paid {
+                ask: 1,
+                height: 9,
+                tx: Vec::new(),
+                inclusion: inclusion(1, MAX_COMMITTEE + 1),
+            },
+        ];
+        for m in long {
+            assert!(
+                matches!(
+                    DirectMessage::decode(&m.encode()),
+                    Err(WireError::ListTooLong { .. })
+                ),
+                "{m:?}"
+            );
         }
     }
 }

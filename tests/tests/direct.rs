@@ -3,7 +3,9 @@
 //! one host) and hold a direct QUIC link authenticated by both login keys;
 //! a peer that vouches for a substituted key in the rendezvous is named
 //! and no link forms; a member invites a wallet into a room and it joins
-//! with no peer taking part. Real NATs are in `nat_wallets.rs`.
+//! with no peer taking part; a payment to an online wallet goes over such
+//! a link (its key, then its proof), and to an offline one through a
+//! prekey. Real NATs are in `nat_wallets.rs`.
 
 use serde_json::Value;
 use std::time::{Duration, Instant};
@@ -265,4 +267,82 @@ fn a_member_invites_a_wallet_into_a_room_and_no_peer_takes_part() {
         started.elapsed().as_secs_f64()
     );
     drop((oa, om, oc));
+}
+
+/// The proven native balance of the wallet in `dir` (`balance` syncs).
+fn native(dir: &std::path::Path) -> u64 {
+    let b = json_of(&wallet(dir, &["balance", "--json"], ""));
+    b["assets"]["native"]["amount"].as_u64().unwrap_or(0)
+}
+
+#[test]
+fn a_payment_to_an_online_wallet_goes_over_the_link_and_to_an_offline_one_by_prekey() {
+    let mut net = LocalNet::prepare_with_wallets(4);
+    net.start_all();
+    let root = net.root.path().to_path_buf();
+    peer::devnet::login_wallets(&bin("wallet"), &root, Duration::from_secs(90))
+        .expect("the devnet's wallets log in");
+    let ws = peer::devnet::wallets(&root).expect("wallets.json");
+    let (payer, payee, offline) = (&ws[0], &ws[1], &ws[2]);
+    let before = (native(&payer.dir), native(&payee.dir), native(&offline.dir));
+
+    let a = OnlineWallet::start(&payer.dir, None);
+    let b = OnlineWallet::start(&payee.dir, None);
+    let started = std::time::Instant::now();
+    let out = wallet(
+        &payer.dir,
+        &["send", "--to", &payee.login(), "--amount", "1000", "--json"],
+        "",
+    );
+    let v = json_of(&out);
+    assert_eq!(v["path"], "direct", "{v}\n{}", b.log());
+    assert_eq!(v["delivered"], true, "{v}\n{}", b.log());
+    assert_eq!(v["outcome"], "applied", "{v}");
+    eprintln!("direct payment: {} ms", started.elapsed().as_millis());
+    // The payee checked the proof and holds the output in its proven
+    // state; it kept the transaction, so it has a receipt for it.
+    assert!(b.log().contains("checked and held"), "{}", b.log());
+    assert_eq!(native(&payee.dir), before.1 + 1000);
+    assert_eq!(native(&payer.dir), before.0 - 1000);
+    let tx = v["tx"].as_str().expect("tx");
+    let receipt = payee.dir.join("paid.receipt");
+    let out = wallet(
+        &payee.dir,
+        &["receipt", tx, "--out", receipt.to_str().expect("path")],
+        "",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The payer is not online (the payee is): a prekey too.
+    let out = wallet(
+        &ws[3].dir,
+        &["send", "--to", &payee.login(), "--amount", "200", "--json"],
+        "",
+    );
+    assert_eq!(json_of(&out)["path"], "prekey");
+    assert_eq!(native(&payee.dir), before.1 + 1200);
+
+    // The payee is not online: its peer's prekey, as before.
+    let out = wallet(
+        &payer.dir,
+        &[
+            "send",
+            "--to",
+            &offline.login(),
+            "--amount",
+            "500",
+            "--json",
+        ],
+        "",
+    );
+    let v = json_of(&out);
+    assert_eq!(v["path"], "prekey", "{v}");
+    assert!(v.get("delivered").is_none(), "{v}");
+    assert_eq!(native(&offline.dir), before.2 + 500);
+    assert_eq!(native(&payer.dir), before.0 - 1500);
+    drop((a, b));
 }

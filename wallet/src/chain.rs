@@ -30,8 +30,9 @@ use thiserror::Error;
 pub const STATE_FILE: &str = "chain.state";
 /// The genesis file the wallet was logged in with (a copy).
 pub const GENESIS_FILE: &str = "genesis.json";
-/// Format version of [`STATE_FILE`].
-const STATE_VERSION: u8 = 1;
+/// Format version of [`STATE_FILE`]. Version 2 added `direct_keys` at the
+/// end; a version-1 file is read as having none.
+const STATE_VERSION: u8 = 2;
 /// The largest state file read (a wallet of ~100,000 outputs).
 const MAX_STATE_BYTES: u64 = 256 << 20;
 /// Unused keys watched past the highest used one, per purpose (as BIP-44
@@ -101,6 +102,10 @@ pub struct ChainState {
     pub outputs: Vec<Held>,
     /// What happened to this wallet, oldest first.
     pub history: Vec<Event>,
+    /// Receive key indexes handed out over direct links and not yet seen
+    /// paid (above `receive_used`), ascending: the stock skips them, so no
+    /// key goes to two payers.
+    pub direct_keys: Vec<u64>,
 }
 
 /// One line of the wallet's history: an output received, or a
@@ -146,6 +151,7 @@ impl ChainState {
             issuer_next: 0,
             outputs: Vec::new(),
             history: Vec::new(),
+            direct_keys: Vec::new(),
         }
     }
 
@@ -177,11 +183,19 @@ impl ChainState {
                 why: "larger than any wallet state".into(),
             });
         }
-        let s: ChainState =
+        // Version 1 lacks the trailing `direct_keys`: an empty list is one
+        // zero byte in postcard, so the old file plus that byte decodes.
+        if bytes.first() == Some(&1) {
+            bytes.push(0);
+        }
+        let mut s: ChainState =
             proofs::decode(&bytes, bytes.len()).map_err(|e| ChainError::Corrupt {
                 path: path.clone(),
                 why: e.to_string(),
             })?;
+        if s.version == 1 {
+            s.version = STATE_VERSION;
+        }
         if s.version != STATE_VERSION {
             return Err(ChainError::Corrupt {
                 path,
@@ -387,15 +401,58 @@ impl ChainState {
     /// The receive key indexes to leave with the peer for payers: the next
     /// [`RECEIVE_STOCK`] after the highest used one (index 0 is the first
     /// key, given out by `wallet keys`). Watching grows to cover them.
-    pub fn receive_stock(&mut self) -> std::ops::Range<u64> {
+    /// Indexes handed out directly and not paid yet are skipped.
+    pub fn receive_stock(&mut self) -> Vec<u64> {
+        self.forget_paid_direct_keys();
         let first = self.receive_used.map_or(1, |u| u + 1).max(1);
-        let range = first..first + RECEIVE_STOCK;
-        if self.receive_keys < range.end {
+        let stock: Vec<u64> = (first..)
+            .filter(|i| self.direct_keys.binary_search(i).is_err())
+            .take(RECEIVE_STOCK as usize)
+            .collect();
+        let end = stock.last().map_or(first, |l| l + 1);
+        if self.receive_keys < end {
             // Keys handed out must be watched from the start.
-            self.receive_keys = range.end;
+            self.receive_keys = end;
             self.from = 0;
         }
-        range
+        stock
+    }
+
+    /// A receive key index for one payer over a direct link: above every
+    /// key the peer may still hold in its stock (the stock is a function
+    /// of `receive_used` and `direct_keys`, and only moves up) and every
+    /// direct one before it, and never handed out again. Refused beyond
+    /// [`KEY_GAP`] past the highest used key: a wallet restored from its
+    /// phrase watches no further (a linked wallet asking for keys it never
+    /// pays cannot push them out of reach). The caller saves the state
+    /// before the key leaves.
+    pub fn take_direct_key(&mut self) -> Result<u64, String> {
+        let stock = self.receive_stock();
+        let above_stock = stock.last().map_or(1, |l| l + 1);
+        let index = self
+            .direct_keys
+            .last()
+            .map_or(above_stock, |d| above_stock.max(d + 1));
+        let limit = self.receive_used.map_or(KEY_GAP - 1, |u| u + KEY_GAP);
+        if index > limit {
+            return Err(format!(
+                "{} keys handed out directly are not paid yet",
+                self.direct_keys.len()
+            ));
+        }
+        self.direct_keys.push(index);
+        // Watched from now on; a key never handed out before can only be
+        // paid at heights still to come, so `from` stays.
+        self.receive_keys = self.receive_keys.max(index + 1);
+        Ok(index)
+    }
+
+    /// Direct keys at or below the highest used receive key leave the list
+    /// (nothing above them is handed out again either way).
+    fn forget_paid_direct_keys(&mut self) {
+        if let Some(u) = self.receive_used {
+            self.direct_keys.retain(|d| *d > u);
+        }
     }
 
     /// Choose held outputs of `asset` worth at least `amount`, largest
@@ -470,4 +527,58 @@ pub struct Verified {
     pub height: u64,
     /// Another round is needed (more heights, or newly watched keys).
     pub more: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state() -> ChainState {
+        ChainState::new(
+            Hash([1; 32]),
+            WalletName::parse("bob@peer-1").expect("name"),
+            PeerKey([2; 32]),
+            "127.0.0.1:9000".parse().expect("addr"),
+        )
+    }
+
+    #[test]
+    fn direct_keys_are_above_the_stock_never_in_it_and_within_the_gap() {
+        let mut s = state();
+        assert_eq!(s.receive_stock(), (1..17).collect::<Vec<_>>());
+        // Above the stock the peer holds, one after another, up to the
+        // gap a restored wallet watches (indexes 0..20).
+        assert_eq!(s.take_direct_key(), Ok(17));
+        assert_eq!(s.take_direct_key(), Ok(18));
+        assert_eq!(s.take_direct_key(), Ok(19));
+        assert!(s.take_direct_key().is_err());
+        assert!(s.receive_keys >= 20);
+        // A prekey paid: the stock moves up and skips the direct keys.
+        s.receive_used = Some(3);
+        let stock = s.receive_stock();
+        assert_eq!(stock.len(), RECEIVE_STOCK as usize);
+        assert!(stock.iter().all(|i| *i > 3 && !s.direct_keys.contains(i)));
+        let next = s.take_direct_key().expect("a key within the gap");
+        assert!(next > *stock.last().expect("stock") && next <= 3 + KEY_GAP);
+        // A direct key paid: the ones below it leave the list.
+        s.receive_used = Some(18);
+        s.receive_stock();
+        assert_eq!(s.direct_keys, vec![19, next]);
+    }
+
+    #[test]
+    fn a_version_1_state_file_reads_as_version_2_without_direct_keys() {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut s = state();
+        s.change_next = 7;
+        // Version 1 is version 2's encoding without the trailing empty list.
+        let mut v1 = proofs::encode(&s);
+        assert_eq!(v1.pop(), Some(0));
+        v1[0] = 1;
+        std::fs::write(ChainState::path(dir.path()), &v1).expect("write");
+        assert_eq!(ChainState::load(dir.path()).expect("loads"), s);
+        s.direct_keys.push(17);
+        s.save(dir.path()).expect("save");
+        assert_eq!(ChainState::load(dir.path()).expect("loads"), s);
+    }
 }

@@ -63,3 +63,19 @@ pub fn call(dir: &Path, request: &Value, timeout: Duration) -> Result<Value, Con
         ))
     }
 }
+
+/// Bytes written as lower-case hex in a request (`dag::hex` spells them).
+pub fn hex_bytes(s: &str) -> Result<Vec<u8>, String> {
+    if !s.len().is_multiple_of(2) {
+        return Err("odd number of hex digits".into());
+    }
+    s.as_bytes()
+        .chunks(2)
+        .map(|pair| {
+            let digits = std::str::from_utf8(pair).map_err(|e| e.to_string())?;
+            dag::hex::decode_array::<1>(digits)
+                .map(|b| b[0])
+                .map_err(|e| e.to_string())
+        })
+        .collect()
+}

@@ -10,7 +10,8 @@
 //! the wallet knows of the chain (`W/chain.state`) and how a verified sync
 //! changes it; [`client`] is the link to a peer; [`session`] is one
 //! conversation (login, sync, pay, stake, issue, receipts); [`online`] is
-//! `wallet online`, the wallet kept reachable for other wallets, which
+//! `wallet online`, the wallet kept reachable for other wallets (links,
+//! rooms, swaps, payments over a link: `online::pay`), which
 //! other commands reach through [`control`]. The `wallet`
 //! binary (`src/main.rs`) is the command line. Formats and protocol:
 //! `specs/wallet.md`.

@@ -170,9 +170,14 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Pay NAME@PEER: asks the payee's peer for a receive key the payee
-    /// signed, spends enough of this wallet's outputs in one transaction
-    /// (one MuSig signature), waits for finality and prints the height.
+    /// Pay NAME@PEER: spends enough of this wallet's outputs in one
+    /// transaction (one MuSig signature) to a fresh key of the payee, waits
+    /// for finality and prints the height. When this wallet is online
+    /// (`wallet online` on this directory) and so is the payee, the key
+    /// comes from the payee over a direct link (punched, or relayed by
+    /// peers), signed by its login key, and the payee gets the transaction
+    /// and its inclusion proof over the same link; otherwise the key is
+    /// one the payee left signed with its peer (a prekey).
     Send {
         /// The payee, login@peer.
         #[arg(long, value_name = "NAME@PEER")]
@@ -190,7 +195,9 @@ enum Cmd {
         /// dropped the transaction.
         #[arg(long, default_value_t = 60)]
         wait: u64,
-        /// One JSON object {"tx","height","outcome"}.
+        /// One JSON object {"tx","height","outcome","path"}: path "direct"
+        /// or "relay" (the link that carried the key, and "delivered": the
+        /// payee took the proof), or "prekey".
         #[arg(long)]
         json: bool,
     },
@@ -299,10 +306,12 @@ enum Cmd {
         json: bool,
     },
     /// Stay logged in and reachable by other wallets (foreground; Ctrl-C
-    /// stops it). Commands that need it (`connect`, `links`) talk to it
-    /// through W/online.sock. Subscribed to the wallet's keys at its peer,
-    /// it syncs (with proofs) and stores incoming outputs as they become
-    /// final.
+    /// stops it): payers reach it over direct links, and hand it fresh
+    /// keys' payments with their proofs. Subscribed to the wallet's keys
+    /// at its peer, it syncs (with proofs) and stores incoming outputs as
+    /// they become final. Commands that need it (`connect`, `links`,
+    /// rooms, swaps; `send` uses it when it runs) talk to it through
+    /// W/online.sock.
     Online,
     /// Open a direct link to another online wallet: rendezvous through the
     /// peers, hole punching, then QUIC authenticated by both login keys.
@@ -1218,7 +1227,21 @@ fn send(
     let mut state = ChainState::load(dir)?;
     let keys = unlock(dir, password)?;
     let genesis = session::load_genesis(&dir.join(GENESIS_FILE))?;
-    let sent = runtime()?.block_on(session::send(
+    // Our online wallet, if it runs, links to the payee (or reuses the
+    // link); any failure means paying to a prekey from the payee's peer.
+    let linked = match control::call(
+        dir,
+        &json!({"op": "connect", "to": to.to_string()}),
+        wallet::online::CONNECT_TIMEOUT + Duration::from_secs(5),
+    ) {
+        Ok(_) => true,
+        Err(control::ControlError::NotOnline { .. }) => false,
+        Err(e) => {
+            tracing::info!("no link to {to} ({e}): paying to a prekey from its peer");
+            false
+        }
+    };
+    let paid = runtime()?.block_on(session::send(
         dir,
         &keys,
         &mut state,
@@ -1228,21 +1251,45 @@ fn send(
         asset,
         item,
         std::time::Duration::from_secs(wait),
+        linked,
     ))?;
-    report(&sent, &format!("sent {amount} to {to}"), json)
+    if let Some(Err(e)) = &paid.delivered {
+        eprintln!("warning: the payment is final, but {to} did not take its proof: {e}");
+    }
+    let mut extra = json!({"path": paid.path});
+    if let Some(d) = &paid.delivered {
+        extra["delivered"] = json!(d.is_ok());
+    }
+    report_with(
+        &paid.sent,
+        &format!("sent {amount} to {to} ({})", paid.path),
+        json,
+        extra,
+    )
 }
 
 /// Print what a transaction did; an error if it was rejected.
 fn report(sent: &session::Sent, what: &str, json: bool) -> Result<()> {
+    report_with(sent, what, json, json!({}))
+}
+
+/// [`report`], with the fields of `extra` added to the JSON.
+fn report_with(
+    sent: &session::Sent,
+    what: &str,
+    json: bool,
+    extra: serde_json::Value,
+) -> Result<()> {
     let outcome = match &sent.outcome {
         dag::ledger::Outcome::Applied => "applied".to_string(),
         dag::ledger::Outcome::Rejected(r) => format!("rejected: {r:?}"),
     };
     if json {
-        println!(
-            "{}",
-            json!({"tx": sent.tx.to_string(), "height": sent.height, "outcome": outcome})
-        );
+        let mut v = json!({"tx": sent.tx.to_string(), "height": sent.height, "outcome": outcome});
+        if let (Some(v), Some(extra)) = (v.as_object_mut(), extra.as_object()) {
+            v.extend(extra.clone());
+        }
+        println!("{v}");
     } else {
         println!(
             "{what}: transaction {} final at height {} ({outcome})",

@@ -6,7 +6,7 @@
 
 use crate::chain::{ChainError, ChainState, GENESIS_FILE};
 use crate::client::{ClientError, PeerLink};
-use dag::identity::Signer;
+use dag::identity::{PeerKey, Signer};
 use dag::ledger::apply::Outcome;
 use dag::ledger::genesis::Genesis;
 use dag::ledger::light::{verify_sync, SyncRequest};
@@ -23,6 +23,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 use thiserror::Error;
+use tracing::warn;
 
 /// Sync rounds in one session at most (each covers up to 1,024 outputs).
 const MAX_ROUNDS: usize = 1024;
@@ -323,6 +324,7 @@ async fn converse(
     rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut rng_seed);
     let mut login = Signer::from_keypair(keys.login(), rng_seed);
     let offered: Vec<ReceiveKey> = stock
+        .into_iter()
         .map(|i| {
             ReceiveKey::sign(
                 &state.chain,
@@ -384,10 +386,28 @@ pub struct Sent {
     pub outcome: Outcome,
 }
 
-/// Pay `amount` of `asset` to `to`: sync, get a receive key of `to` from
-/// its peer (checked: the peer's voucher, the payee's signature), build and
-/// sign the transaction over the chosen outputs (one MuSig signature of
-/// their keys), submit it to our peer, wait for finality, sync again.
+/// What a payment did, and how the payee's key came.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Paid {
+    pub sent: Sent,
+    /// `direct` or `relay` (the online wallet's link to the payee at the
+    /// time, which carried its key and then the proof), or `prekey`.
+    pub path: String,
+    /// Over a link: whether the payee took the transaction and its
+    /// inclusion proof (`Err`: why not; the payment is final either way).
+    pub delivered: Option<Result<(), String>>,
+}
+
+/// Pay `amount` of `asset` to `to`: sync, get a receive key of `to`,
+/// build and sign the transaction over the chosen outputs (one MuSig
+/// signature of their keys), submit it to our peer, wait for finality,
+/// sync again. `online`: this wallet's online daemon holds a link to `to`,
+/// so the key is asked of the payee itself over that link
+/// (checked against the login key the link is bound to), and the
+/// transaction and its inclusion proof go back the same way; without it,
+/// or if the payee does not answer, the key is a prekey from `to`'s peer
+/// (checked: the peer's voucher, the payee's signature). Only this
+/// command loads and saves the state: the daemon just forwards.
 #[allow(clippy::too_many_arguments)]
 pub async fn send(
     dir: &Path,
@@ -399,7 +419,8 @@ pub async fn send(
     asset: AssetId,
     item: Option<Hash>,
     wait: Duration,
-) -> Result<Sent, SessionError> {
+    online: bool,
+) -> Result<Paid, SessionError> {
     if amount == 0 && item.is_none() {
         return Err(SessionError::Payment(
             "the amount must be above zero".into(),
@@ -415,10 +436,121 @@ pub async fn send(
         to,
         (amount, asset, item),
         wait,
+        online,
     )
     .await;
     link.close();
     result
+}
+
+/// A request to this wallet's online daemon, off the async runtime (the
+/// control socket is blocking).
+async fn ask_online(
+    dir: &Path,
+    request: serde_json::Value,
+    timeout: Duration,
+) -> Result<serde_json::Value, String> {
+    let dir = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || crate::control::call(&dir, &request, timeout))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())
+}
+
+/// A fresh key of `to` over the online wallet's link; the link's path.
+async fn direct_key(dir: &Path, to: &WalletName) -> Result<(PeerKey, u64, String), String> {
+    let v = ask_online(
+        dir,
+        serde_json::json!({"op": "pay_key", "to": to.to_string()}),
+        crate::online::PAY_KEY_TIMEOUT + Duration::from_secs(5),
+    )
+    .await?;
+    let key = v["key"]
+        .as_str()
+        .and_then(|k| dag::hex::decode_array(k).ok())
+        .map(PeerKey)
+        .ok_or("the online wallet's answer has no key")?;
+    let ask = v["ask"]
+        .as_u64()
+        .ok_or("the online wallet's answer has no ask")?;
+    let path = v["path"].as_str().unwrap_or("direct").to_string();
+    Ok((key, ask, path))
+}
+
+/// The inclusion proof of our final transaction, asked again while the
+/// peer's certified checkpoint is still below its height (moments).
+async fn inclusion_retrying(
+    link: &PeerLink,
+    tx: Hash,
+    height: u64,
+) -> Result<dag::ledger::light::Inclusion, SessionError> {
+    let mut tries = 0;
+    loop {
+        match link
+            .request(WalletMessage::GetInclusion { tx, height })
+            .await
+        {
+            Ok(WalletMessage::Inclusion(i)) => return Ok(*i),
+            Ok(_) => return Err(unexpected(link.peer(), "inclusion")),
+            Err(ClientError::Refused { reason, .. })
+                if tries < 40
+                    && (reason.contains("not certified yet")
+                        || reason.contains("no certified checkpoint")) =>
+            {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Hand the payee our final transaction with its inclusion proof (checked
+/// here first, as a receipt would be), over the online wallet's link.
+async fn deliver(
+    link: &PeerLink,
+    dir: &Path,
+    state: &ChainState,
+    genesis: &Genesis,
+    to: &WalletName,
+    ask: u64,
+    sent: &Sent,
+) -> Result<String, String> {
+    let tx_bytes = state
+        .history
+        .iter()
+        .rev()
+        .find(|e| e.tx == Some(sent.tx))
+        .and_then(|e| e.tx_bytes.clone())
+        .ok_or("the transaction is not in the history")?;
+    let inclusion = inclusion_retrying(link, sent.tx, sent.height)
+        .await
+        .map_err(|e| e.to_string())?;
+    let tx: Transaction =
+        proofs::decode(&tx_bytes, tx_bytes.len()).map_err(|e| format!("our transaction: {e}"))?;
+    let committee = genesis.committee().map_err(|e| e.to_string())?;
+    dag::ledger::light::Receipt {
+        tx,
+        height: sent.height,
+        inclusion: inclusion.clone(),
+        handovers: state.handovers.clone(),
+    }
+    .verify(&state.chain, committee)
+    .map_err(|e| format!("peer {} lied about the inclusion: {e}", state.name.peer))?;
+    let v = ask_online(
+        dir,
+        serde_json::json!({
+            "op": "pay_proof",
+            "to": to.to_string(),
+            "ask": ask,
+            "height": sent.height,
+            "tx": dag::hex::encode(&tx_bytes),
+            "inclusion": dag::hex::encode(&proofs::encode(&inclusion)),
+        }),
+        crate::online::PAID_TIMEOUT + Duration::from_secs(5),
+    )
+    .await?;
+    Ok(v["path"].as_str().unwrap_or("direct").to_string())
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -431,7 +563,8 @@ async fn pay(
     to: &WalletName,
     (amount, asset, item): (u128, AssetId, Option<Hash>),
     wait: Duration,
-) -> Result<Sent, SessionError> {
+    online: bool,
+) -> Result<Paid, SessionError> {
     converse(link, keys, state, genesis).await?;
     state.save(dir)?;
     // Funds first: asking for a receive key uses one of the payee's up.
@@ -455,6 +588,86 @@ async fn pay(
         .iter()
         .find(|p| p.name == to.peer)
         .ok_or_else(|| SessionError::UnknownPeer(to.peer.clone()))?;
+    let direct = if online {
+        match direct_key(dir, to).await {
+            Ok(k) => Some(k),
+            Err(e) => {
+                warn!(payee = %to, "no key over the link ({e}); asking its peer for a prekey");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let payee_key = match &direct {
+        Some((key, _, _)) => *key,
+        None => prekey(link, keys, state, to, payee_peer).await?,
+    };
+    let host_of = |peer: &str| genesis.peers.iter().find(|p| p.name == peer).map(|p| p.key);
+    let native = asset == AssetId::NATIVE;
+    let first_host = inputs[0].state.output.host;
+    let mut outputs = vec![Output {
+        owner: payee_key,
+        asset,
+        // Native money received is staked with the payee's peer.
+        host: if native { host_of(&to.peer) } else { None },
+        value: item.map_or(Value::Amount(amount), Value::Item),
+    }];
+    if item.is_none() && total > amount {
+        let change = state.change_next;
+        state.change_next += 1;
+        outputs.push(Output {
+            owner: keys.public(KeyPurpose::Change, change),
+            asset,
+            host: if native { first_host } else { None },
+            value: Value::Amount(total - amount),
+        });
+    }
+    let sent = submit_with(
+        link,
+        dir,
+        keys,
+        state,
+        genesis,
+        &inputs,
+        outputs,
+        Vec::new(),
+        Vec::new(),
+        ("sent", wait),
+    )
+    .await?;
+    let Some((_, ask, path)) = direct else {
+        return Ok(Paid {
+            sent,
+            path: "prekey".into(),
+            delivered: None,
+        });
+    };
+    // Final and paid; the payee now gets the proof from us. Failing that,
+    // it still finds the output by its own sync.
+    let (path, delivered) = match deliver(link, dir, state, genesis, to, ask, &sent).await {
+        Ok(now) => (now, Ok(())),
+        Err(e) => {
+            warn!(payee = %to, "the payment is final, but the payee did not take its proof: {e}");
+            (path, Err(e))
+        }
+    };
+    Ok(Paid {
+        sent,
+        path,
+        delivered: Some(delivered),
+    })
+}
+
+/// A prekey of `to` from its peer (`GetPayTo`), checked: the peer's
+/// voucher for the name, the payee's signature on the key.
+async fn prekey(
+    link: &PeerLink,
+    keys: &OwnerKeys,
+    state: &ChainState,
+    to: &WalletName,
+    payee_peer: &dag::ledger::genesis::GenesisPeer,
+) -> Result<PeerKey, SessionError> {
     let ask = WalletMessage::GetPayTo {
         name: to.login.clone(),
     };
@@ -476,45 +689,12 @@ async fn pay(
     let WalletMessage::PayTo(pay_to) = answer else {
         return Err(unexpected(to.peer.clone(), "pay to"));
     };
-    let payee_key = pay_to
+    Ok(pay_to
         .verify(&state.chain, to, &payee_peer.key)
         .map_err(|e| ChainError::BadVoucher {
             peer: to.peer.clone(),
             why: e.to_string(),
-        })?;
-    let host_of = |peer: &str| genesis.peers.iter().find(|p| p.name == peer).map(|p| p.key);
-    let native = asset == AssetId::NATIVE;
-    let first_host = inputs[0].state.output.host;
-    let mut outputs = vec![Output {
-        owner: payee_key,
-        asset,
-        // Native money received is staked with the payee's peer.
-        host: if native { host_of(&to.peer) } else { None },
-        value: item.map_or(Value::Amount(amount), Value::Item),
-    }];
-    if item.is_none() && total > amount {
-        let change = state.change_next;
-        state.change_next += 1;
-        outputs.push(Output {
-            owner: keys.public(KeyPurpose::Change, change),
-            asset,
-            host: if native { first_host } else { None },
-            value: Value::Amount(total - amount),
-        });
-    }
-    submit_with(
-        link,
-        dir,
-        keys,
-        state,
-        genesis,
-        &inputs,
-        outputs,
-        Vec::new(),
-        Vec::new(),
-        ("sent", wait),
-    )
-    .await
+        })?)
 }
 
 /// Sign `outputs` over `inputs` with `actions` (one MuSig signature of the

@@ -48,6 +48,19 @@ impl StateLock {
         Ok(StateLock { _file: file })
     }
 
+    /// [`StateLock::take`] off an async runtime's threads (a task of the
+    /// online wallet waits for a command without stalling the others).
+    pub async fn take_async(dir: &Path) -> Result<StateLock, LockError> {
+        let dir = dir.to_path_buf();
+        let path = dir.join(LOCK_FILE);
+        tokio::task::spawn_blocking(move || StateLock::take(&dir))
+            .await
+            .map_err(|e| LockError::Io {
+                path,
+                source: std::io::Error::other(e),
+            })?
+    }
+
     /// Take the lock if it is free; [`LockError::Busy`] otherwise (for
     /// callers that must not wait, like the online wallet's event loop).
     pub fn try_take(dir: &Path) -> Result<StateLock, LockError> {

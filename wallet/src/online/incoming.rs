@@ -89,10 +89,8 @@ impl Online {
             let r = async {
                 // A command may hold the state for a while (a payment
                 // waiting for finality): wait for it off the event loop.
-                let lock_dir = dir.clone();
-                let _lock = tokio::task::spawn_blocking(move || StateLock::take(&lock_dir))
+                let _lock = StateLock::take_async(&dir)
                     .await
-                    .map_err(|e| e.to_string())?
                     .map_err(|e| e.to_string())?;
                 let mut state = ChainState::load(&dir).map_err(|e| e.to_string())?;
                 let before = state.outputs.len();

@@ -18,6 +18,7 @@
 
 mod incoming;
 mod invites;
+mod pay;
 mod rooms;
 mod roots;
 
@@ -56,6 +57,10 @@ pub const RELAY_AFTER: Duration = Duration::from_secs(1);
 const PING_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the reflexive address is asked again.
 const ECHO_EVERY: Duration = Duration::from_secs(20);
+/// How long a payee may take to hand over a key for a payment.
+pub const PAY_KEY_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a payee may take to check a payment's proof (it syncs first).
+pub const PAID_TIMEOUT: Duration = Duration::from_secs(45);
 
 /// A request from a command, and where its answer goes.
 type Request = (Value, oneshot::Sender<Value>);
@@ -147,6 +152,10 @@ enum Note {
     /// Our peer's proof that our root extends a linked wallet's (key,
     /// link id, their root).
     RootsProof(Box<roots::Proof>),
+    /// A receive key made for a payer's ask (or why not).
+    PayKey(PeerKey, u64, Result<dag::ledger::names::ReceiveKey, String>),
+    /// A payment over a link checked (or why not).
+    Paid(PeerKey, u64, Result<(), String>),
 }
 
 struct Online {
@@ -179,6 +188,7 @@ struct Online {
     rooms: rooms::Rooms,
     incoming: incoming::Incoming,
     invites: invites::Invites,
+    pay: pay::Payments,
 }
 
 /// Run `wallet online` until Ctrl-C.
@@ -248,6 +258,7 @@ async fn run_async(dir: &Path, keys: OwnerKeys, state: ChainState, genesis: Gene
         rooms: rooms::Rooms::default(),
         incoming: incoming::Incoming::default(),
         invites: invites::Invites::default(),
+        pay: pay::Payments::default(),
     };
     me.listen().await?;
     me.subscribe();
@@ -508,6 +519,9 @@ impl Online {
         if let Some(d) = self.incoming.deadline().filter(|_| !self.rooms.preparing) {
             t = t.min(d);
         }
+        if let Some(d) = self.pay.next_deadline() {
+            t = t.min(d);
+        }
         t.max(Instant::now())
     }
 
@@ -515,6 +529,7 @@ impl Online {
         self.swap_timeouts(now);
         self.roots_timeouts(now);
         self.incoming_timeout(now);
+        self.pay_timeouts(now);
         if self.last_echo.is_none_or(|l| now >= l + ECHO_EVERY) {
             self.ask_echo();
         }
@@ -1150,6 +1165,8 @@ impl Online {
                     }
                 }
             }
+            Note::PayKey(payer, ask, made) => self.pay_key_made(payer, ask, made),
+            Note::Paid(payer, ask, r) => self.paid_checked(payer, ask, r),
             Note::Direct(key, link_id, Some(frame)) => self.on_wallet_message(key, link_id, &frame),
             Note::Direct(key, link_id, None) => {
                 if self.links.get(&key).is_some_and(|l| l.link.id() == link_id) {
@@ -1278,6 +1295,11 @@ impl Online {
             DirectMessage::RoomInvite { .. }
             | DirectMessage::RoomInviteAccept { .. }
             | DirectMessage::RoomInviteAnswer { .. } => self.on_invite_message(key, name, m),
+            DirectMessage::PayKeyAsk { .. }
+            | DirectMessage::PayKey { .. }
+            | DirectMessage::PayKeyRefused { .. }
+            | DirectMessage::Paid { .. }
+            | DirectMessage::PaidAck { .. } => self.on_pay_message(key, name, m),
             m => self.on_room_message(key, name, m),
         }
     }
@@ -1362,6 +1384,10 @@ impl Online {
                     },
                     "links": self.links.len(),
                 }));
+            }
+            Some(op @ ("pay_key" | "pay_proof")) => {
+                let op = op.to_string();
+                self.pay_request(&op, &req, tx);
             }
             Some(op @ ("room_create" | "room_join" | "room_members" | "room_leave" | "swap")) => {
                 let op = op.to_string();

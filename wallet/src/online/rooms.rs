@@ -207,10 +207,8 @@ impl Online {
         let req = req.clone();
         tokio::spawn(async move {
             let r = async {
-                let lock_dir = dir.clone();
-                let _lock = tokio::task::spawn_blocking(move || StateLock::take(&lock_dir))
+                let _lock = StateLock::take_async(&dir)
                     .await
-                    .map_err(|e| e.to_string())?
                     .map_err(|e| e.to_string())?;
                 let mut state = ChainState::load(&dir).map_err(|e| e.to_string())?;
                 crate::session::sync(&dir, &keys, &mut state, &genesis)
@@ -628,6 +626,7 @@ impl Online {
     /// Wallet `key`'s link closed: it leaves our rooms; if it owned the
     /// room of our pending swap, that swap is off.
     pub(super) fn link_gone(&mut self, key: &PeerKey, name: &str) {
+        self.pay_link_gone(key, name);
         let rooms: Vec<u64> = self.rooms.owned.keys().copied().collect();
         for room in rooms {
             self.member_left(room, key);
