@@ -14,7 +14,9 @@
 //! nothing is submitted, so every offered output stays free.
 
 use dag::identity::{Bytes64, PeerKey};
-use dag::ledger::multisig::{verify_claim, Commitment, Cosignature, Reveal, SignatureClaim};
+use dag::ledger::multisig::{
+    bad_cosigners, verify_claim, Commitment, Cosignature, Reveal, SignatureClaim,
+};
 use dag::ledger::swap::{build, check_for, Offer, PartySigner};
 use dag::ledger::transaction::{Transaction, TxBody};
 use dag::wire::DirectMessage;
@@ -257,6 +259,19 @@ impl Coordinator {
             {
                 if !covers(cosignatures.iter().map(|c| c.signer).collect()) {
                     return self.abort(format!("{name} cosigned for keys other than its inputs'"));
+                }
+                // Each share checked on arrival: a bad one names its
+                // sender before anyone combines anything.
+                let bad = bad_cosigners(
+                    &self.body.signers,
+                    &self.body.id(),
+                    &self.reveals,
+                    &cosignatures,
+                );
+                if !bad.as_ref().is_ok_and(|b| b.is_empty()) {
+                    return self.abort(format!(
+                        "{name} sent a partial signature that is not its share"
+                    ));
                 }
                 self.cosignatures.extend(cosignatures);
                 self.took(i, now, Stage::Signing, |c| DirectMessage::SwapCosign {
@@ -568,5 +583,48 @@ mod tests {
             panic!("{steps:?}")
         };
         assert!(why.contains("other than its inputs"), "{why}");
+    }
+
+    #[test]
+    fn a_bad_partial_signature_aborts_for_all_and_names_its_sender() {
+        let mut parties = BTreeMap::new();
+        for (k, p) in [
+            party(1, 1, 100, 150, 2, 70),
+            party(2, 2, 70, 70, 3, 5),
+            party(3, 3, 5, 9, 1, 100),
+        ] {
+            parties.insert(k, p);
+        }
+        let offers: Vec<(PeerKey, Offer)> =
+            parties.iter().map(|(k, p)| (*k, p.offer.clone())).collect();
+        let (mut c, steps) =
+            Coordinator::start([3; 16], Hash([7; 32]), &offers, Instant::now()).unwrap();
+        let cheat = PeerKey([102; 32]);
+        let mut queue = steps;
+        let mut ends = Vec::new();
+        while let Some(step) = queue.pop() {
+            match step {
+                Step::Send(to, msg) => {
+                    let Some(p) = parties.get_mut(&to) else {
+                        continue;
+                    };
+                    if let PartyStep::Reply(mut r) = p.on_message(msg) {
+                        // p-2 sends a well-formed share that is not its own.
+                        if let (true, DirectMessage::SwapCosign { cosignatures, .. }) =
+                            (to == cheat, &mut r)
+                        {
+                            cosignatures[0].s[0] ^= 1;
+                        }
+                        queue.extend(c.on_message(&to, r, Instant::now()));
+                    }
+                }
+                other => ends.push(other),
+            }
+        }
+        let [Step::Aborted(why)] = ends.as_slice() else {
+            panic!("{ends:?}")
+        };
+        assert!(why.contains("p-2@peer-0 sent a partial signature"), "{why}");
+        assert!(c.is_over());
     }
 }

@@ -375,6 +375,93 @@ pub struct Cosignature {
     pub s: [u8; 32],
 }
 
+/// The signers whose cosignatures are not their share of the signature
+/// (in `signers` order), given every signer's reveal: MuSig's per-signer
+/// equation `s_i·B = Σ_j x_ij·R_ij + c·a_i·P_i`, with schnorrkel's nonce
+/// weights `x_ij` (its private `rewinder`, mirrored here as
+/// [`musig_weightings`] mirrors its key weights), its challenge `c` and
+/// key weights `a_i`; `honest_cosignatures_pass_and_a_bad_one_is_named`
+/// pins it to schnorrkel's own signing. schnorrkel checks only the
+/// combined signature, which says that someone cheated but not who.
+/// `cosignatures` may be any subset: only those are checked. A signer
+/// without a reveal, or a malformed reveal or cosignature, is named too.
+pub fn bad_cosigners(
+    signers: &[PeerKey],
+    digest: &Hash,
+    reveals: &[Reveal],
+    cosignatures: &[Cosignature],
+) -> Result<Vec<PeerKey>, SigError> {
+    let pks = parse_signers(signers)?;
+    let aggregate = aggregate_public(&pks);
+    let reveal_of = |k: &PeerKey| reveals.iter().find(|r| r.signer == *k);
+    // Every signer's nonce points, in signer order; a missing or
+    // malformed reveal makes R unknowable: all asked about are named.
+    let mut points: Vec<[RistrettoPoint; 3]> = Vec::with_capacity(signers.len());
+    let mut blamed = Vec::new();
+    for k in signers {
+        let decoded = reveal_of(k).and_then(|r| {
+            let mut p = [RistrettoPoint::default(); 3];
+            for (out, bytes) in p.iter_mut().zip(&r.points) {
+                *out = CompressedRistretto(*bytes).decompress()?;
+            }
+            Some(p)
+        });
+        match decoded {
+            Some(p) => points.push(p),
+            None => blamed.push(*k),
+        }
+    }
+    if !blamed.is_empty() {
+        return Ok(blamed);
+    }
+    // schnorrkel's transcript at `cosign_stage`: the signing context and
+    // digest, "Schnorr-sig", the aggregate; then the key set and all
+    // nonce points; per signer its choice, three nonce weights.
+    let mut t = tx_transcript(digest);
+    t.proto_name(b"Schnorr-sig");
+    t.commit_point(b"sign:pk", aggregate.as_compressed());
+    let mut t0 = t.clone();
+    for (pk, p) in pks.iter().zip(&points) {
+        t0.commit_point(b"pk-set", pk.as_compressed());
+        for r in p {
+            t0.commit_point(b"R", &r.compress());
+        }
+    }
+    let nonce_weights: Vec<[Scalar; 3]> = pks
+        .iter()
+        .map(|pk| {
+            let mut t1 = t0.clone();
+            t1.commit_point(b"pk-choice", pk.as_compressed());
+            [
+                t1.challenge_scalar(b"R"),
+                t1.challenge_scalar(b"R"),
+                t1.challenge_scalar(b"R"),
+            ]
+        })
+        .collect();
+    let effective: Vec<RistrettoPoint> = points
+        .iter()
+        .zip(&nonce_weights)
+        .map(|(p, x)| p.iter().zip(x).map(|(r, x)| r * x).sum())
+        .collect();
+    let big_r: RistrettoPoint = effective.iter().sum();
+    t.commit_point(b"sign:R", &big_r.compress());
+    let c: Scalar = t.challenge_scalar(b"sign:c");
+    let weights: Vec<Scalar> = musig_weightings(&pks).collect();
+    for (i, k) in signers.iter().enumerate() {
+        let Some(cs) = cosignatures.iter().find(|c| c.signer == *k) else {
+            continue;
+        };
+        let ok = Option::<Scalar>::from(Scalar::from_canonical_bytes(cs.s)).is_some_and(|s| {
+            RISTRETTO_BASEPOINT_POINT * s == effective[i] + pks[i].as_point() * (c * weights[i])
+        });
+        if !ok {
+            blamed.push(*k);
+        }
+    }
+    Ok(blamed)
+}
+
 /// Where a [`Session`] is: which round's messages it is collecting.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Stage {
@@ -529,6 +616,17 @@ impl<K: Borrow<Keypair>> Session<K> {
         }
     }
 
+    /// The signers whose cosignatures received so far are not their
+    /// shares (see [`bad_cosigners`]); empty before every reveal is in.
+    pub fn bad_cosigners(&self) -> Vec<PeerKey> {
+        if self.reveals.len() < self.signers.len() {
+            return Vec::new();
+        }
+        let reveals: Vec<Reveal> = self.reveals.values().copied().collect();
+        let cosignatures: Vec<Cosignature> = self.cosignatures.values().copied().collect();
+        bad_cosigners(&self.signers, &self.digest, &reveals, &cosignatures).unwrap_or_default()
+    }
+
     fn wrong_stage(&self, expected: Stage) -> SigError {
         SigError::WrongStage {
             expected,
@@ -637,9 +735,9 @@ impl<K: Borrow<Keypair>> Session<K> {
         Ok(())
     }
 
-    /// A wrong (but well-formed) cosignature is only detected when the last
-    /// one arrives, as `BadCosignature`: schnorrkel does not expose the
-    /// per-signer check, so the culprit is not named.
+    /// A wrong (but well-formed) cosignature is detected when the last one
+    /// arrives, as `BadCosignature` (schnorrkel checks the combined
+    /// signature); [`Session::bad_cosigners`] then names the culprits.
     pub fn add_cosignature(&mut self, msg: &Cosignature) -> Result<(), SigError> {
         let Some(them) = self.admit(
             msg.signer,
@@ -1321,6 +1419,7 @@ mod tests {
         assert_eq!(sa.add_cosignature(&cb), Err(SigError::BadCosignature));
         assert_eq!(sa.stage(), Stage::Failed);
         assert_eq!(sa.signature(), Err(SigError::BadCosignature));
+        assert_eq!(sa.bad_cosigners(), vec![cb.signer]);
 
         let (mut sa, sb) = run();
         sa.add_cosignature(&sb.our_cosignature().unwrap()).unwrap();
@@ -1365,5 +1464,60 @@ mod tests {
             sign_local(&refs, &digest),
             Err(SigError::TooManySigners(MAX_SIGNERS + 1))
         );
+    }
+
+    /// Honest shares of 2 to 5 signers pass the per-signer equation (which
+    /// pins the mirrored nonce weights and challenge to schnorrkel's
+    /// signing), and a share changed in any way names exactly its signer.
+    #[test]
+    fn honest_cosignatures_pass_and_a_bad_one_is_named() {
+        for n in 2..=5usize {
+            let kps = keypairs(n, 3000 + 10 * n as u16);
+            let mut signers: Vec<PeerKey> = kps.iter().map(key_of).collect();
+            signers.sort();
+            let digest = Hash([n as u8; 32]);
+            let mut sessions: Vec<Session<&Keypair>> = kps
+                .iter()
+                .map(|k| Session::new(k, &signers, digest).unwrap())
+                .collect();
+            let commits: Vec<Commitment> = sessions
+                .iter()
+                .map(|s| s.our_commitment().unwrap())
+                .collect();
+            for s in &mut sessions {
+                for c in &commits {
+                    s.add_commitment(c).unwrap();
+                }
+            }
+            let reveals: Vec<Reveal> = sessions.iter().map(|s| s.our_reveal().unwrap()).collect();
+            for s in &mut sessions {
+                for r in &reveals {
+                    s.add_reveal(r).unwrap();
+                }
+            }
+            let cos: Vec<Cosignature> = sessions
+                .iter()
+                .map(|s| s.our_cosignature().unwrap())
+                .collect();
+            assert_eq!(bad_cosigners(&signers, &digest, &reveals, &cos), Ok(vec![]));
+            let cheat = n / 2;
+            let mut bad = cos.clone();
+            let s = Scalar::from_canonical_bytes(bad[cheat].s).unwrap() + Scalar::ONE;
+            bad[cheat].s = s.to_bytes();
+            assert_eq!(
+                bad_cosigners(&signers, &digest, &reveals, &bad),
+                Ok(vec![bad[cheat].signer])
+            );
+            // One party's share alone is checkable too.
+            assert_eq!(
+                bad_cosigners(&signers, &digest, &reveals, &bad[cheat..=cheat]),
+                Ok(vec![bad[cheat].signer])
+            );
+            // Without someone's reveal nothing can be checked: named.
+            assert_eq!(
+                bad_cosigners(&signers, &digest, &reveals[1..], &cos),
+                Ok(vec![reveals[0].signer])
+            );
+        }
     }
 }
