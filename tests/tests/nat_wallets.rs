@@ -9,8 +9,9 @@
 //! Swaps: a cycle of three across a symmetric NAT and a blocked network;
 //! a party killed mid-swap aborts it for all (named) and leaves every
 //! output free, as the two home-router wallets' direct swap of the same
-//! outputs then shows; a peer that substitutes a key in its rendezvous
-//! answers is named.
+//! outputs then shows; a member invites a wallet behind a symmetric NAT
+//! into a room and no peer takes part; a peer that substitutes a key in
+//! its rendezvous answers is named.
 //!
 //! Every process that addresses the lab runs inside its namespaces; this
 //! process only writes files and talks to Unix sockets. Root, `ip` and
@@ -486,7 +487,7 @@ fn online_pid(dir: &Path) -> u32 {
 }
 
 #[test]
-fn a_killed_party_frees_every_output_and_a_lying_peer_is_named_behind_nats() {
+fn a_killed_party_an_invitation_without_peers_and_a_lying_peer_behind_nats() {
     // A and B behind home routers, C behind a symmetric NAT, D behind a
     // home router at peer-3, which lies in its rendezvous answers.
     let configure = |dirs: &[std::path::PathBuf]| {
@@ -597,6 +598,65 @@ fn a_killed_party_frees_every_output_and_a_lying_peer_is_named_behind_nats() {
         assert_eq!(outs[0]["txid"], outs[1]["txid"], "{outs:?}");
         assert_eq!(outs[0]["parties"], 2);
         assert_eq!(native(hb, b), b0 + 1_000_000);
+
+        // An invitation without a peer: C comes back online, links with B
+        // (through the peers), and B invites it into a room A owns; C's
+        // link to A is punched with introductions passed over B's links
+        // (C behind a symmetric NAT: port probing). No peer's rendezvous
+        // or relay counter moves.
+        let ns = hc.ns.clone();
+        let wrap = move |exe: &Path| -> Command { lab.command(&ns, exe) };
+        let _oc = OnlineWallet::start(c, Some(&wrap));
+        json_in(lab, hb, b, &["connect", "w-2@peer-2", "--json"]);
+        let room2 = json_in(lab, ha, a, &["room", "create", "--json"]);
+        let room2 = room2["room"].as_str().expect("room").to_string();
+        json_in(lab, hb, b, &["room", "join", &room2, "--json"]);
+        let root = a.parent().and_then(Path::parent).expect("devnet root");
+        let counters = || -> Vec<(u64, u64)> {
+            (0..4)
+                .map(|i| {
+                    let out = Command::new(bin("peer"))
+                        .args(["status", "--json", "--dir"])
+                        .arg(peer::devnet::peer_dir(root, i))
+                        .output()
+                        .expect("peer status");
+                    let v: Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+                    (
+                        v["rendezvous_requests"]
+                            .as_u64()
+                            .expect("rendezvous_requests"),
+                        v["relayed_bytes"].as_u64().expect("relayed_bytes"),
+                    )
+                })
+                .collect()
+        };
+        let before = counters();
+        let inv = json_in(
+            lab,
+            hb,
+            b,
+            &["room", "invite", &room2, "--to", "w-2@peer-2", "--json"],
+        );
+        let id = inv["id"].as_str().expect("id").to_string();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !json_in(lab, hc, c, &["room", "invites", "--json"])["invites"]
+            .as_array()
+            .is_some_and(|l| l.iter().any(|i| i["id"] == id.as_str()))
+        {
+            assert!(Instant::now() < deadline, "the invitation never came");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let joined = json_in(lab, hc, c, &["room", "accept", &id, "--json"]);
+        assert_eq!(joined["joined"], true, "{joined}");
+        assert_eq!(joined["path"], "direct", "{joined}");
+        let m = json_in(lab, ha, a, &["room", "members", &room2, "--json"]);
+        assert!(
+            m["members"]
+                .as_array()
+                .is_some_and(|l| l.iter().any(|x| x["name"] == "w-2@peer-2")),
+            "{m}"
+        );
+        assert_eq!(counters(), before, "no peer took part in the invitation");
 
         // D's peer vouches for a key of its own: A's link attempt fails
         // and names peer-3; no link to D.
