@@ -31,8 +31,9 @@
 //! `{"swap_parties":3,"swaps":…,"completed":…,"swap_ms_p50":…,"swap_ms_p99":…}`,
 //! from the moment the last party's `wallet swap` starts (its offer) to the
 //! moment every party's command has returned (final, and each wallet's
-//! proven state synced). Swaps are 3 s apart: back to back, the wallets'
-//! syncs would exceed their peers' request budget.
+//! proven state synced). Swaps are 3 s apart and link trials 200 ms apart:
+//! back to back, the wallets' syncs and rendezvous requests would exceed
+//! their peers' request budget (10 a second per wallet).
 
 use clap::Parser;
 use nat::lab::{Host, Lab, NatKind};
@@ -56,6 +57,10 @@ const KINDS: [&str; 6] = [
 ];
 
 const PEERS: usize = 4;
+/// Between two link trials: each costs a wallet a request or two at its
+/// peer (`Reach`, `Answer`), and a peer serves one wallet 10 requests a
+/// second on average; back to back, the trials would measure that limit.
+const TRIAL_GAP: Duration = Duration::from_millis(200);
 const BASE_PORT: u16 = 7000;
 
 #[derive(Parser, Debug)]
@@ -589,6 +594,9 @@ fn run_kind(
     for t in 0..trials {
         if let Some(why) = online.exited() {
             return Err(format!("{why} during {kind}"));
+        }
+        if t > 0 {
+            std::thread::sleep(TRIAL_GAP);
         }
         // Odd trials the other way round: both directions are measured.
         let (from, to) = if t % 2 == 0 { (a, b) } else { (b, a) };

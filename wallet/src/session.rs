@@ -165,8 +165,8 @@ pub async fn sync_witnessed(
 }
 
 /// A sync request, asked again a few times while the peer has no
-/// certificate yet or its newest one is older than the versions it keeps
-/// (both pass within moments).
+/// certificate yet, its newest one is older than the versions it keeps,
+/// or this wallet spent its request budget (all pass within moments).
 async fn sync_retrying(link: &PeerLink, req: &SyncRequest) -> Result<WalletMessage, ClientError> {
     let mut tries = 0;
     loop {
@@ -174,7 +174,9 @@ async fn sync_retrying(link: &PeerLink, req: &SyncRequest) -> Result<WalletMessa
             Err(ClientError::Refused { reason, .. })
                 if tries < 20
                     && (reason.contains("no certified checkpoint")
-                        || reason.contains("cannot prove that height")) =>
+                        || reason.contains("cannot prove that height")
+                        // The peer's per-wallet budget refills in moments.
+                        || reason.contains("requests per second")) =>
             {
                 tries += 1;
                 tokio::time::sleep(Duration::from_millis(250)).await;
@@ -219,9 +221,12 @@ pub async fn prove_extends(
         watch: Vec::new(),
         known_leaves,
     };
-    let r = sync_once(&link, req).await;
+    let r = sync_retrying(&link, &req).await;
     link.close();
-    r
+    match r? {
+        WalletMessage::Synced(a) => Ok(a),
+        _ => Err(unexpected(state.name.peer.clone(), "sync")),
+    }
 }
 
 /// Check our accepted checkpoint against peer `name`'s latest one.

@@ -53,6 +53,9 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 /// A link goes through the relay if no direct path works this long after
 /// punching starts (and moves to a direct path if one works later).
 pub const RELAY_AFTER: Duration = Duration::from_secs(1);
+/// How long the dialling side waits after nominating its path before
+/// QUIC's first packet follows on it.
+const NOMINATION_LEAD: Duration = Duration::from_millis(20);
 /// How long a ping over a new link may take.
 const PING_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the reflexive address is asked again.
@@ -187,6 +190,7 @@ struct Online {
     voucher: Option<NameVoucher>,
     rooms: rooms::Rooms,
     incoming: incoming::Incoming,
+    proofs: roots::ProofCache,
     invites: invites::Invites,
     pay: pay::Payments,
 }
@@ -257,6 +261,7 @@ async fn run_async(dir: &Path, keys: OwnerKeys, state: ChainState, genesis: Gene
         voucher: state.voucher.clone(),
         rooms: rooms::Rooms::default(),
         incoming: incoming::Incoming::default(),
+        proofs: roots::ProofCache::default(),
         invites: invites::Invites::default(),
         pay: pay::Payments::default(),
     };
@@ -1010,6 +1015,11 @@ impl Online {
         let transport = self.transport.clone();
         let notes = self.notes_tx.clone();
         tokio::spawn(async move {
+            // The nomination just sent on the path tells the other side
+            // where our packets will come from; it goes through that
+            // side's event loop, QUIC's first packet through its endpoint.
+            // A moment first, so that the route is set when it arrives.
+            tokio::time::sleep(NOMINATION_LEAD).await;
             let r = transport.connect(vaddr, key).await;
             let _ = notes.send(Note::Dialed(id, r)).await;
         });

@@ -46,6 +46,28 @@ pub(super) struct Pending {
     waiter: Option<(oneshot::Sender<Value>, Value)>,
 }
 
+impl Drop for Pending {
+    /// A link that goes before its roots agree (closed by the other side,
+    /// replaced, timed out) still answers the `connect` waiting on it.
+    fn drop(&mut self) {
+        if let Some((w, _)) = self.waiter.take() {
+            let _ = w.send(fail(
+                "the link closed before the two wallets agreed on the chain",
+            ));
+        }
+    }
+}
+
+/// Proofs our peer gave that its history extends older roots, by the
+/// older root's history size: a proof stays true, and links to the same
+/// wallets (whose roots rarely move) would otherwise cost the peer a sync
+/// each.
+#[derive(Default)]
+pub(super) struct ProofCache(std::collections::HashMap<u64, Box<SyncAnswer>>);
+
+/// Proofs kept at most.
+const MAX_CACHED_PROOFS: usize = 64;
+
 /// Our peer's proof that our root extends a linked wallet's: for that
 /// wallet's key and link id, and its root.
 pub(super) type Proof = (PeerKey, usize, Checkpoint, Result<Box<SyncAnswer>, String>);
@@ -208,6 +230,10 @@ impl Online {
             // Ours is newer: our peer proves it extends theirs.
             let (keys, notes, their_cp) = (self.keys.clone(), self.notes_tx.clone(), t.clone());
             let link_id = self.links.get(&key).map_or(0, |l| l.link.id());
+            if let Some(a) = self.proofs.0.get(&their_cp.roots.history_leaves) {
+                let a = a.clone();
+                return self.roots_proof(key, link_id, their_cp, Ok(a));
+            }
             tokio::spawn(async move {
                 let r = crate::session::prove_extends(&keys, &state, their_cp.roots.history_leaves)
                     .await
@@ -261,6 +287,12 @@ impl Online {
             );
             return self.roots_failed(key, &why, true);
         }
+        if self.proofs.0.len() >= MAX_CACHED_PROOFS {
+            self.proofs.0.clear();
+        }
+        self.proofs
+            .0
+            .insert(theirs.roots.history_leaves, answer.clone());
         let handovers: Vec<Certified<Handover>> = state
             .handovers
             .iter()
@@ -352,10 +384,10 @@ impl Online {
         let was = std::mem::replace(&mut l.roots, LinkRoots::Agreed { height });
         let name = l.name.clone();
         info!(wallet = %name, height, "roots agree");
-        let LinkRoots::Pending(p) = was else {
+        let LinkRoots::Pending(mut p) = was else {
             return;
         };
-        let Pending { held, waiter, .. } = *p;
+        let (held, waiter) = (std::mem::take(&mut p.held), p.waiter.take());
         if let Some((w, mut info)) = waiter {
             info["ok"] = json!(true);
             info["roots_agreed_at"] = json!(height);
