@@ -494,6 +494,18 @@ pub fn wallet(dir: &Path, args: &[&str], stdin: &str) -> std::process::Output {
 
 /// `wallet online` on `dir`, started as a child (killed on drop), ready
 /// once its control socket answers.
+/// A devnet of `n` peers on loopback, started, with its funded wallets
+/// logged in (`w-i@peer-(i mod n)`).
+pub fn devnet_logged_in(n: usize) -> (LocalNet, Vec<peer::devnet::DevWallet>) {
+    let mut net = LocalNet::prepare_with_wallets(n);
+    net.start_all();
+    let root = net.root.path().to_path_buf();
+    peer::devnet::login_wallets(&bin("wallet"), &root, Duration::from_secs(90))
+        .expect("the devnet's wallets log in");
+    let ws = peer::devnet::wallets(&root).expect("wallets.json");
+    (net, ws)
+}
+
 pub struct OnlineWallet {
     pub dir: PathBuf,
     child: Child,

@@ -151,12 +151,7 @@ fn member_path(members: &Value, name: &str) -> Option<String> {
 #[test]
 fn a_member_invites_a_wallet_into_a_room_and_no_peer_takes_part() {
     let started = Instant::now();
-    let mut net = LocalNet::prepare_with_wallets(3);
-    net.start_all();
-    let root = net.root.path().to_path_buf();
-    peer::devnet::login_wallets(&bin("wallet"), &root, Duration::from_secs(90))
-        .expect("the devnet's wallets log in");
-    let ws = peer::devnet::wallets(&root).expect("wallets.json");
+    let (net, ws) = system_tests::devnet_logged_in(3);
     // A owns room R, M is in it, C is not (three wallets, three peers).
     let (a, m, c) = (&ws[0], &ws[1], &ws[2]);
     let oa = OnlineWallet::start(&a.dir, None);
@@ -277,12 +272,7 @@ fn native(dir: &std::path::Path) -> u64 {
 
 #[test]
 fn a_payment_to_an_online_wallet_goes_over_the_link_and_to_an_offline_one_by_prekey() {
-    let mut net = LocalNet::prepare_with_wallets(4);
-    net.start_all();
-    let root = net.root.path().to_path_buf();
-    peer::devnet::login_wallets(&bin("wallet"), &root, Duration::from_secs(90))
-        .expect("the devnet's wallets log in");
-    let ws = peer::devnet::wallets(&root).expect("wallets.json");
+    let (_net, ws) = system_tests::devnet_logged_in(4);
     let (payer, payee, offline) = (&ws[0], &ws[1], &ws[2]);
     let before = (native(&payer.dir), native(&payee.dir), native(&offline.dir));
 

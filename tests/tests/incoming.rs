@@ -6,7 +6,7 @@
 
 use std::path::Path;
 use std::time::{Duration, Instant};
-use system_tests::{bin, json_of, wallet, LocalNet, OnlineWallet};
+use system_tests::{json_of, wallet, OnlineWallet};
 
 fn stored_native(dir: &Path) -> (u64, u64) {
     let b = json_of(&wallet(dir, &["balance", "--offline", "--json"], ""));
@@ -36,12 +36,7 @@ fn wait_stored(online: &OnlineWallet, want: (u64, u64)) -> Duration {
 
 #[test]
 fn an_online_wallet_stores_incoming_payments_from_its_subscription() {
-    let mut net = LocalNet::prepare_with_wallets(4);
-    net.start_all();
-    let root = net.root.path().to_path_buf();
-    peer::devnet::login_wallets(&bin("wallet"), &root, Duration::from_secs(90))
-        .expect("the devnet's wallets log in");
-    let ws = peer::devnet::wallets(&root).expect("wallets.json");
+    let (_net, ws) = system_tests::devnet_logged_in(4);
     let (payee, p0, p2) = (&ws[1], &ws[0], &ws[2]);
     let before = stored_native(&payee.dir);
     assert_eq!(before, (payee.amount as u64, 1));

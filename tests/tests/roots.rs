@@ -7,7 +7,7 @@
 use serde_json::Value;
 use std::path::Path;
 use std::time::Duration;
-use system_tests::{bin, json_of, wallet, LocalNet, OnlineWallet};
+use system_tests::{json_of, wallet, OnlineWallet};
 
 fn stored_height(dir: &Path) -> u64 {
     let b = json_of(&wallet(dir, &["balance", "--offline", "--json"], ""));
@@ -22,12 +22,7 @@ fn only_link(dir: &Path) -> Value {
 
 #[test]
 fn linked_wallets_prove_one_chain_and_a_bad_root_is_refused_naming_its_peer() {
-    let mut net = LocalNet::prepare_with_wallets(4);
-    net.start_all();
-    let root = net.root.path().to_path_buf();
-    peer::devnet::login_wallets(&bin("wallet"), &root, Duration::from_secs(90))
-        .expect("the devnet's wallets log in");
-    let ws = peer::devnet::wallets(&root).expect("wallets.json");
+    let (_net, ws) = system_tests::devnet_logged_in(4);
     let (a, b, c) = (&ws[0], &ws[1], &ws[2]);
 
     // A stays at the root it took at login; the chain moves on (a payment

@@ -8,7 +8,7 @@
 use serde_json::Value;
 use std::process::Output;
 use std::time::Duration;
-use system_tests::{bin, json_of, wallet, LocalNet, OnlineWallet};
+use system_tests::{json_of, wallet, OnlineWallet};
 
 fn issue(dir: &std::path::Path, name: &str) -> String {
     let v = json_of(&wallet(
@@ -60,12 +60,7 @@ fn swap_all(room: &str, parties: &[(&std::path::Path, String, String)], wait: u6
 
 #[test]
 fn a_cycle_of_three_swaps_in_one_transaction_and_a_silent_party_aborts_for_all() {
-    let mut net = LocalNet::prepare_with_wallets(4);
-    net.start_all();
-    let root = net.root.path().to_path_buf();
-    peer::devnet::login_wallets(&bin("wallet"), &root, Duration::from_secs(90))
-        .expect("the devnet's wallets log in");
-    let ws = peer::devnet::wallets(&root).expect("wallets.json");
+    let (_net, ws) = system_tests::devnet_logged_in(4);
     let (a, b, c) = (&ws[0], &ws[1], &ws[2]);
     let y = issue(&b.dir, "ygold");
     let z = issue(&c.dir, "zsilver");
