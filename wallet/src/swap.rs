@@ -479,6 +479,18 @@ mod tests {
         steps: Vec<Step>,
         silent: Option<PeerKey>,
     ) -> Vec<Step> {
+        run_with(coord, parties, steps, silent, &|_, _| {})
+    }
+
+    /// [`run`], with `tamper` given each party's reply before the
+    /// coordinator sees it.
+    fn run_with(
+        coord: &mut Coordinator,
+        parties: &mut BTreeMap<PeerKey, Party>,
+        steps: Vec<Step>,
+        silent: Option<PeerKey>,
+        tamper: &dyn Fn(&PeerKey, &mut DirectMessage),
+    ) -> Vec<Step> {
         let mut queue = steps;
         let mut ends = Vec::new();
         while let Some(step) = queue.pop() {
@@ -490,7 +502,8 @@ mod tests {
                     let Some(p) = parties.get_mut(&to) else {
                         continue;
                     };
-                    if let PartyStep::Reply(r) = p.on_message(msg) {
+                    if let PartyStep::Reply(mut r) = p.on_message(msg) {
+                        tamper(&to, &mut r);
                         queue.extend(coord.on_message(&to, r, Instant::now()));
                     }
                 }
@@ -599,28 +612,15 @@ mod tests {
             parties.iter().map(|(k, p)| (*k, p.offer.clone())).collect();
         let (mut c, steps) =
             Coordinator::start([3; 16], Hash([7; 32]), &offers, Instant::now()).unwrap();
-        let cheat = PeerKey([102; 32]);
-        let mut queue = steps;
-        let mut ends = Vec::new();
-        while let Some(step) = queue.pop() {
-            match step {
-                Step::Send(to, msg) => {
-                    let Some(p) = parties.get_mut(&to) else {
-                        continue;
-                    };
-                    if let PartyStep::Reply(mut r) = p.on_message(msg) {
-                        // p-2 sends a well-formed share that is not its own.
-                        if let (true, DirectMessage::SwapCosign { cosignatures, .. }) =
-                            (to == cheat, &mut r)
-                        {
-                            cosignatures[0].s[0] ^= 1;
-                        }
-                        queue.extend(c.on_message(&to, r, Instant::now()));
-                    }
-                }
-                other => ends.push(other),
+        // p-2 sends a well-formed share that is not its own.
+        let cheat = |to: &PeerKey, r: &mut DirectMessage| {
+            if let (true, DirectMessage::SwapCosign { cosignatures, .. }) =
+                (*to == PeerKey([102; 32]), r)
+            {
+                cosignatures[0].s[0] ^= 1;
             }
-        }
+        };
+        let ends = run_with(&mut c, &mut parties, steps, None, &cheat);
         let [Step::Aborted(why)] = ends.as_slice() else {
             panic!("{ends:?}")
         };

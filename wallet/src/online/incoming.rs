@@ -7,7 +7,6 @@
 
 use super::{Note, Online};
 use crate::chain::ChainState;
-use crate::state_lock::StateLock;
 use dag::identity::PeerKey;
 use dag::wire::{WalletMessage, MAX_SUBSCRIBED};
 use std::time::{Duration, Instant};
@@ -87,16 +86,7 @@ impl Online {
         let notes = self.notes_tx.clone();
         tokio::spawn(async move {
             let r = async {
-                // A command may hold the state for a while (a payment
-                // waiting for finality): wait for it off the event loop.
-                let _lock = StateLock::take_async(&dir)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let mut state = ChainState::load(&dir).map_err(|e| e.to_string())?;
-                let before = state.outputs.len();
-                crate::session::sync(&dir, &keys, &mut state, &genesis)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let (before, state) = super::locked_sync(&dir, &keys, &genesis).await?;
                 Ok(Synced {
                     height: state.checkpoint.as_ref().map_or(0, |c| c.statement.height),
                     before,

@@ -292,6 +292,26 @@ async fn run_async(dir: &Path, keys: OwnerKeys, state: ChainState, genesis: Gene
     ended
 }
 
+/// The proven sync every command runs, under `W/chain.lock` (waiting,
+/// off the event loop, for a command that holds it: a payment waiting
+/// for finality holds it for seconds). The outputs held before, and the
+/// state after.
+async fn locked_sync(
+    dir: &Path,
+    keys: &OwnerKeys,
+    genesis: &Genesis,
+) -> Result<(usize, ChainState), String> {
+    let _lock = crate::state_lock::StateLock::take_async(dir)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut state = ChainState::load(dir).map_err(|e| e.to_string())?;
+    let before = state.outputs.len();
+    crate::session::sync(dir, keys, &mut state, genesis)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok((before, state))
+}
+
 async fn connect_peer(transport: &Transport, state: &ChainState) -> Result<Link> {
     transport
         .connect(state.peer_addr, state.peer)

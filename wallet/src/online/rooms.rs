@@ -206,16 +206,7 @@ impl Online {
         let notes = self.notes_tx.clone();
         let req = req.clone();
         tokio::spawn(async move {
-            let r = async {
-                let _lock = StateLock::take_async(&dir)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let mut state = ChainState::load(&dir).map_err(|e| e.to_string())?;
-                crate::session::sync(&dir, &keys, &mut state, &genesis)
-                    .await
-                    .map_err(|e| e.to_string())
-            }
-            .await;
+            let r = super::locked_sync(&dir, &keys, &genesis).await.map(|_| ());
             let _ = notes
                 .send(super::Note::Synced(Box::new((req, tx, r))))
                 .await;
