@@ -104,6 +104,11 @@ pub struct Config {
     pub keepalive: Duration,
     /// Missed keepalive acknowledgements before the path counts as lost.
     pub keepalive_misses: u32,
+    /// On the relay, try a direct path again this often (a NAT rebooted,
+    /// a firewall opened, a wallet moved)…
+    pub direct_retry: Duration,
+    /// …with this many rounds of introductions, `interval` apart.
+    pub retry_rounds: u32,
 }
 
 impl Default for Config {
@@ -119,6 +124,8 @@ impl Default for Config {
             probe_min_port: 1024,
             keepalive: Duration::from_secs(15),
             keepalive_misses: 3,
+            direct_retry: Duration::from_secs(30),
+            retry_rounds: 10,
         }
     }
 }
@@ -253,6 +260,10 @@ pub struct Punch {
     probe_ips: Vec<IpAddr>,
     /// Last triggered introduction per (socket, address), bounded.
     triggered: VecDeque<(SocketId, SocketAddr, Instant)>,
+    /// On the relay: when the next try for a direct path starts, and the
+    /// rounds of introductions left in the current one.
+    retry_at: Option<Instant>,
+    retry_left: u32,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     stats: Stats,
@@ -298,6 +309,8 @@ impl Punch {
             probes_left,
             probe_ips,
             triggered: VecDeque::new(),
+            retry_at: None,
+            retry_left: 0,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             stats: Stats::default(),
@@ -372,7 +385,9 @@ impl Punch {
             self.stats.acks_sent += 1;
             // A triggered introduction back on the same path lets the other
             // side prove it too, without waiting for our next round.
-            if self.state == State::Punching && self.may_trigger(now, socket, from) {
+            if matches!(self.state, State::Punching | State::Relayed)
+                && self.may_trigger(now, socket, from)
+            {
                 self.intro(socket, from);
                 self.stats.intros_sent += 1;
             }
@@ -390,9 +405,11 @@ impl Punch {
                     addr: from,
                     heard: now,
                 };
-                // Queued introductions and probes are moot now.
+                // Queued introductions, probes and retries are moot now.
                 self.transmits.retain(|t| t.bytes[0] == ACK);
                 self.probes_left = 0;
+                self.retry_left = 0;
+                self.retry_at = None;
                 self.next_round = now + self.config.keepalive;
                 // A nomination on the chosen path at once: the other side
                 // learns which of the paths that work this side uses
@@ -424,7 +441,9 @@ impl Punch {
     /// When [`Punch::handle_timeout`] wants to run next.
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.state {
-            State::Done | State::Relayed => None,
+            State::Done => None,
+            State::Relayed if self.retry_left > 0 => Some(self.next_round),
+            State::Relayed => self.retry_at,
             State::Direct { heard, .. } => Some(self.next_round.min(self.lost_at(heard))),
             State::Punching => {
                 let mut t = self
@@ -443,7 +462,8 @@ impl Punch {
 
     pub fn handle_timeout(&mut self, now: Instant) {
         match self.state {
-            State::Done | State::Relayed => {}
+            State::Done => {}
+            State::Relayed => self.retry_direct(now),
             State::Direct {
                 socket,
                 addr,
@@ -453,6 +473,7 @@ impl Punch {
                     self.transmits.clear();
                     if self.plan.relay || self.relay_up {
                         self.state = State::Relayed;
+                        self.retry_at = Some(now + self.config.direct_retry);
                         self.events.push_back(Event::DirectLost);
                         if self.relay_up {
                             self.events.push_back(Event::Connected(Path::Relayed));
@@ -478,6 +499,7 @@ impl Punch {
                     self.probes_left = 0;
                     if self.relay_up || self.plan.relay {
                         self.state = State::Relayed;
+                        self.retry_at = Some(now + self.config.direct_retry);
                         self.events.push_back(Event::DirectGaveUp);
                     } else {
                         self.state = State::Done;
@@ -526,6 +548,37 @@ impl Punch {
                     self.next_probe = now + self.config.probe_tick;
                 }
             }
+        }
+    }
+
+    /// On the relay: every `direct_retry`, a few rounds of introductions
+    /// to the other side's candidates from the main socket (both sides
+    /// keep the same schedule from the common start, so their rounds
+    /// overlap as the first punch did). An acknowledgement moves the link
+    /// to the path it proves ([`Event::Connected`]); probing is not
+    /// repeated.
+    fn retry_direct(&mut self, now: Instant) {
+        if self.retry_left == 0 {
+            match self.retry_at {
+                Some(t) if now >= t => {
+                    self.retry_left = self.config.retry_rounds;
+                    self.next_round = now;
+                }
+                _ => return,
+            }
+        }
+        if now < self.next_round {
+            return;
+        }
+        for i in 0..self.plan.remote.len() {
+            let to = self.plan.remote[i].addr;
+            self.intro(SocketId::MAIN, to);
+            self.stats.intros_sent += 1;
+        }
+        self.retry_left -= 1;
+        self.next_round = now + self.config.interval;
+        if self.retry_left == 0 {
+            self.retry_at = Some(now + self.config.direct_retry);
         }
     }
 

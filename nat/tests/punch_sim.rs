@@ -150,8 +150,10 @@ struct World {
     flights: BTreeMap<(Duration, u64), Flight>,
     seq: u64,
     loss: u32,
-    /// From this time on, nothing gets through (a cut link).
+    /// From this time on, nothing gets through (a cut link)…
     cut_at: Option<Duration>,
+    /// …until this time, if set.
+    cut_until: Option<Duration>,
 }
 
 struct Setup {
@@ -269,6 +271,7 @@ impl World {
             seq: 0,
             loss: s.loss,
             cut_at: None,
+            cut_until: None,
         }
     }
 
@@ -309,7 +312,7 @@ impl World {
     }
 
     fn deliver(&mut self, f: Flight) {
-        if self.cut_at.is_some_and(|c| f.at >= c) {
+        if self.cut_at.is_some_and(|c| f.at >= c) && self.cut_until.is_none_or(|u| f.at < u) {
             return;
         }
         for i in 0..2 {
@@ -572,7 +575,47 @@ fn keepalives_hold_the_path_and_a_dead_path_moves_to_the_relay() {
     for i in 0..2 {
         let ev: Vec<_> = w.sides[i].events.iter().map(|(_, e)| e.clone()).collect();
         assert!(ev.contains(&Event::DirectLost), "{ev:?}");
-        assert_eq!(w.sides[i].punch.poll_timeout(), None);
+        // Still cut: on the relay, trying again every 30 s.
+        assert!(w.sides[i].punch.path().is_none_or(|p| p == Path::Relayed));
+        assert!(w.sides[i].punch.poll_timeout().is_some());
+    }
+}
+
+#[test]
+fn a_relayed_link_keeps_trying_and_moves_to_a_direct_path_that_opens_later() {
+    // Nothing direct gets through for the first 20 s: the punch gives up
+    // at 10 s, the link stays on the relay, and the retry at 40 s finds the
+    // path that opened meanwhile.
+    let mut s = Setup::new(Kind::Cone, Kind::Cone);
+    s.relay = true;
+    let mut w = World::new(11, &s);
+    w.sides[0].punch.relay_ready();
+    w.sides[1].punch.relay_ready();
+    w.drain(0);
+    w.drain(1);
+    w.cut_at = Some(Duration::ZERO);
+    w.cut_until = Some(Duration::from_secs(20));
+    w.run(Duration::from_secs(60));
+    for i in 0..2 {
+        let ev: Vec<_> = w.sides[i]
+            .events
+            .iter()
+            .map(|(t, e)| (*t, e.clone()))
+            .collect();
+        let gave_up = ev.iter().position(|(_, e)| *e == Event::DirectGaveUp);
+        let direct = ev
+            .iter()
+            .position(|(_, e)| matches!(e, Event::Connected(Path::Direct { .. })));
+        let (Some(g), Some(d)) = (gave_up, direct) else {
+            panic!("side {i}: {ev:?}")
+        };
+        assert!(g < d, "{ev:?}");
+        let at = ev[d].0;
+        assert!(
+            (Duration::from_secs(40)..Duration::from_secs(42)).contains(&at),
+            "side {i} direct at {at:?}"
+        );
+        assert!(matches!(w.sides[i].punch.path(), Some(Path::Direct { .. })));
     }
 }
 
