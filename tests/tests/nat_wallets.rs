@@ -5,7 +5,8 @@
 //! (symmetric) links with one behind a cone NAT by port probing; two
 //! wallets behind one NAT link over their LAN; a public wallet links with
 //! one behind a NAT; wallets with no direct path at all (two symmetric
-//! NATs; UDP blocked except to the peers) link through the peers' relay.
+//! NATs; UDP blocked except to the peers) link through the peers' relay,
+//! and a payment between two of them goes over that relayed link.
 //! Swaps: a cycle of three across a symmetric NAT and a blocked network;
 //! a party killed mid-swap aborts it for all (named) and leaves every
 //! output free, as the two home-router wallets' direct swap of the same
@@ -271,7 +272,30 @@ fn wallets_behind_one_nat_and_a_public_wallet_link() {
 fn wallets_without_a_direct_path_link_through_the_relay() {
     // Two NATs that map by destination; a network that lets UDP out only
     // to the peers.
-    let Some((r, relayed)) = run_lab(
+    // Then a payment from the blocked network's wallet to one behind a
+    // symmetric NAT goes over their relayed link.
+    let pay = |lab: &Lab, hosts: &[Host], dirs: &[std::path::PathBuf]| {
+        let (hc, ha) = (&hosts[2], &hosts[0]);
+        let before = json_in(lab, ha, &dirs[0], &["balance", "--json"])["assets"]["native"]
+            ["amount"]
+            .as_u64()
+            .expect("amount");
+        let sent = json_in(
+            lab,
+            hc,
+            &dirs[2],
+            &["send", "--to", "w-0@peer-0", "--amount", "1234", "--json"],
+        );
+        assert_eq!(sent["path"], "relay", "{sent}");
+        assert_eq!(sent["outcome"], "applied", "{sent}");
+        assert_eq!(sent["delivered"], true, "{sent}");
+        let after = json_in(lab, ha, &dirs[0], &["balance", "--json"])["assets"]["native"]
+            ["amount"]
+            .as_u64()
+            .expect("amount");
+        assert_eq!(after, before + 1234);
+    };
+    let Some((r, relayed)) = run_lab_with(
         "wrelay",
         &[
             (NatKind::Symmetric, 1),
@@ -279,6 +303,8 @@ fn wallets_without_a_direct_path_link_through_the_relay() {
             (NatKind::Blocked, 1),
         ],
         &[(0, 1), (2, 0)],
+        &|_| {},
+        &pay,
     ) else {
         return;
     };
