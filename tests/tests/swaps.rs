@@ -33,18 +33,24 @@ fn amount(dir: &std::path::Path, asset: &str) -> u64 {
     b["assets"][asset]["amount"].as_u64().unwrap_or(0)
 }
 
-/// Run `wallet swap` for each (dir, give, want) at once; their outputs.
-fn swap_all(room: &str, parties: &[(&std::path::Path, String, String)], wait: u64) -> Vec<Output> {
+/// Run `wallet swap` for each (dir, give, want, fee share) at once; their
+/// outputs.
+fn swap_all(
+    room: &str,
+    parties: &[(&std::path::Path, String, String, u64)],
+    wait: u64,
+) -> Vec<Output> {
     std::thread::scope(|s| {
         let handles: Vec<_> = parties
             .iter()
-            .map(|(dir, give, want)| {
-                let wait = wait.to_string();
+            .map(|(dir, give, want, fee)| {
+                let (wait, fee) = (wait.to_string(), fee.to_string());
                 s.spawn(move || {
                     wallet(
                         dir,
                         &[
-                            "swap", room, "--give", give, "--want", want, "--wait", &wait, "--json",
+                            "swap", room, "--give", give, "--want", want, "--fee", &fee, "--wait",
+                            &wait, "--json",
                         ],
                         "",
                     )
@@ -85,14 +91,17 @@ fn a_cycle_of_three_swaps_in_one_transaction_and_a_silent_party_aborts_for_all()
         "{m}"
     );
 
-    // The cycle: A gives native for Y, B gives Y for Z, C gives Z for native.
+    // The cycle: A gives native for Y, B gives Y for Z, C gives Z for
+    // native. A and B share the fee (B pays its share from its native
+    // money, besides the Y it gives).
     let price = 1_000_000u64;
+    let b_native = amount(&b.dir, "native");
     let outs = swap_all(
         &room,
         &[
-            (&a.dir, format!("{price}:native"), format!("50:{y}")),
-            (&b.dir, format!("50:{y}"), format!("20:{z}")),
-            (&c.dir, format!("20:{z}"), format!("{price}:native")),
+            (&a.dir, format!("{price}:native"), format!("50:{y}"), 30),
+            (&b.dir, format!("50:{y}"), format!("20:{z}"), 20),
+            (&c.dir, format!("20:{z}"), format!("{price}:native"), 0),
         ],
         90,
     );
@@ -107,7 +116,9 @@ fn a_cycle_of_three_swaps_in_one_transaction_and_a_silent_party_aborts_for_all()
     assert_eq!(results[0]["got"], format!("50:{y}"));
     // Every proven balance shows it.
     assert_eq!(amount(&a.dir, &y), 50);
-    assert_eq!(amount(&a.dir, "native"), a_native - price);
+    assert_eq!(results[0]["fee"], "30");
+    assert_eq!(amount(&a.dir, "native"), a_native - price - 30);
+    assert_eq!(amount(&b.dir, "native"), b_native - 20);
     assert_eq!(amount(&b.dir, &y), 950);
     assert_eq!(amount(&b.dir, &z), 20);
     assert_eq!(amount(&c.dir, &z), 980);
@@ -144,8 +155,8 @@ fn a_cycle_of_three_swaps_in_one_transaction_and_a_silent_party_aborts_for_all()
         let others = swap_all(
             &room,
             &[
-                (&a.dir, "100:native".to_string(), format!("5:{y}")),
-                (&b.dir, format!("5:{y}"), format!("5:{z}")),
+                (&a.dir, "100:native".to_string(), format!("5:{y}"), 0),
+                (&b.dir, format!("5:{y}"), format!("5:{z}"), 0),
             ],
             60,
         );

@@ -336,9 +336,10 @@ enum Cmd {
     },
     /// Offer a swap in ROOM (every party runs this against its own online
     /// wallet). When the room's offers balance, the owner builds ONE
-    /// transaction, every party checks it gives exactly what it offered and
-    /// gets what it wants, all sign it together (one MuSig signature over
-    /// the parties' links), and it is submitted; this waits for finality.
+    /// transaction, every party checks it gives exactly what it offered
+    /// (and its fee share) and gets what it wants, all sign it together (one
+    /// MuSig signature over the parties' links), and it is submitted; this
+    /// waits for finality. The transaction's fee is the sum of the shares.
     Swap {
         /// `NAME@PEER/ID`.
         room: String,
@@ -347,10 +348,14 @@ enum Cmd {
         give: String,
         #[arg(long)]
         want: String,
+        /// This party's share of the fee, in native money (from its
+        /// native outputs).
+        #[arg(long, default_value_t = 0)]
+        fee: u128,
         /// Seconds to wait for the other parties and finality.
         #[arg(long, default_value_t = 120)]
         wait: u64,
-        /// One JSON object {"txid","height","parties","gave","got"}.
+        /// One JSON object {"txid","height","parties","gave","got","fee"}.
         #[arg(long)]
         json: bool,
     },
@@ -421,9 +426,10 @@ fn run() -> Result<()> {
             room,
             give,
             want,
+            fee,
             wait,
             json,
-        } => swap(&dir, &password, &room, &give, &want, wait, json),
+        } => swap(&dir, &password, &room, (&give, &want, fee), wait, json),
         Cmd::Disconnect { from } => {
             control::call(
                 &dir,
@@ -965,14 +971,14 @@ fn swap(
     dir: &Path,
     password: &PasswordSource,
     room: &str,
-    give: &str,
-    want: &str,
+    (give, want, fee): (&str, &str, u128),
     wait: u64,
     json: bool,
 ) -> Result<()> {
     let v = control::call(
         dir,
-        &json!({"op": "swap", "room": room, "give": give, "want": want}),
+        // The fee as text: JSON numbers are not u128.
+        &json!({"op": "swap", "room": room, "give": give, "want": want, "fee": fee.to_string()}),
         Duration::from_secs(wait),
     )?;
     // Our outputs moved: bring the proven state up to the swap's height.

@@ -467,6 +467,7 @@ mod tests {
             receive: pk(&key(10 * n + 1)),
             receive_host: None,
             change: pk(&key(10 * n + 2)),
+            fee: 0,
         };
         (PeerKey([100 + n; 32]), Party::new(1, offer, vec![input]))
     }

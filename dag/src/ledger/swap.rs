@@ -2,14 +2,17 @@
 //!
 //! Each party offers to give an amount of one asset and wants an amount of
 //! another, naming the outputs it spends and the keys it receives its
-//! wanted asset and its change at ([`Offer`]). When the offers balance
-//! (per asset, as much given as wanted: two parties trading, or a cycle of
-//! three), [`build`] makes the one transaction: every party's inputs, its
-//! wanted amount to its receive key, its change to its change key. Every
-//! party checks the transaction against its own offer ([`check_for`])
-//! before it signs anything: it gets exactly what it wants and gives no
-//! more than it offered. The signature needs every input's key, so the
-//! transaction moves everything or (unsigned, or rejected) nothing.
+//! wanted asset and its change at ([`Offer`]), and its share of the fee
+//! (native money, from its inputs: native ones besides those of the given
+//! asset when that is not native). When the offers balance (per asset, as
+//! much given as wanted: two parties trading, or a cycle of three),
+//! [`build`] makes the one transaction: every party's inputs, its wanted
+//! amount to its receive key, its change to its change key, and the sum
+//! of the shares as the fee. Every party checks the transaction against
+//! its own offer ([`check_for`]) before it signs anything: it gets exactly
+//! what it wants and gives no more than it offered plus its share of the
+//! fee. The signature needs every input's key, so the transaction moves
+//! everything or (unsigned, or rejected) nothing.
 //! [`PartySigner`] runs one party's MuSig sessions (one per input key).
 
 use super::asset::AssetId;
@@ -43,6 +46,8 @@ pub struct Offer {
     pub receive_host: Option<PeerKey>,
     /// Where the rest of its inputs goes.
     pub change: PeerKey,
+    /// Native money it pays toward the transaction's fee.
+    pub fee: u128,
 }
 
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -80,12 +85,26 @@ fn amount(o: &Output) -> Option<u128> {
 }
 
 impl Offer {
-    /// What the inputs hold in all.
-    pub fn input_total(&self) -> u128 {
+    /// What the inputs of `asset` hold in all.
+    pub fn input_total(&self, asset: &AssetId) -> u128 {
         self.inputs
             .iter()
+            .filter(|(_, o)| o.asset == *asset)
             .filter_map(|(_, o)| amount(o))
             .fold(0u128, |a, b| a.saturating_add(b))
+    }
+
+    /// What it spends of each asset: the given amount, and the fee share
+    /// in native money (the same asset when it gives native money).
+    fn spends(&self) -> Option<Vec<(AssetId, u128)>> {
+        if self.give.0 == AssetId::NATIVE {
+            return Some(vec![(AssetId::NATIVE, self.give.1.checked_add(self.fee)?)]);
+        }
+        let mut s = vec![(self.give.0, self.give.1)];
+        if self.fee > 0 {
+            s.push((AssetId::NATIVE, self.fee));
+        }
+        Some(s)
     }
 
     /// The offer on its own makes sense.
@@ -105,24 +124,36 @@ impl Offer {
                 ),
             ));
         }
-        let mut total = 0u128;
+        let spends = self
+            .spends()
+            .ok_or_else(|| bad(self, "its amounts overflow"))?;
+        let mut totals: BTreeMap<AssetId, u128> = BTreeMap::new();
         for (id, o) in &self.inputs {
-            if o.asset != self.give.0 {
-                return Err(bad(self, format!("input {id} is not of the given asset")));
+            if !spends.iter().any(|(a, _)| *a == o.asset) {
+                return Err(bad(
+                    self,
+                    format!(
+                        "input {id} is neither of the given asset nor native money for the fee"
+                    ),
+                ));
             }
             let n = amount(o).ok_or_else(|| bad(self, format!("input {id} is a unique item")))?;
-            total = total
+            let t = totals.entry(o.asset).or_default();
+            *t = t
                 .checked_add(n)
                 .ok_or_else(|| bad(self, "inputs overflow"))?;
         }
-        if total < self.give.1 {
-            return Err(bad(
-                self,
-                format!(
-                    "its inputs hold {total}, less than the {} it gives",
-                    self.give.1
-                ),
-            ));
+        for (asset, need) in &spends {
+            let total = totals.get(asset).copied().unwrap_or(0);
+            if total < *need {
+                return Err(bad(
+                    self,
+                    format!(
+                        "its inputs of {asset:?} hold {total}, less than the {need} it gives \
+                         (fee share included)"
+                    ),
+                ));
+            }
         }
         if (self.want.0 == AssetId::NATIVE) != self.receive_host.is_some() {
             return Err(bad(
@@ -142,14 +173,21 @@ impl Offer {
             value: Value::Amount(self.want.1),
             host: self.receive_host,
         }];
-        let rest = self.input_total() - self.give.1;
-        if rest > 0 {
-            out.push(Output {
-                owner: self.change,
-                asset: self.give.0,
-                value: Value::Amount(rest),
-                host: self.inputs[0].1.host,
-            });
+        // (`check` made sure every subtraction here is covered.)
+        for (asset, spent) in self.spends().unwrap_or_default() {
+            let rest = self.input_total(&asset).saturating_sub(spent);
+            if rest > 0 {
+                out.push(Output {
+                    owner: self.change,
+                    asset,
+                    value: Value::Amount(rest),
+                    host: self
+                        .inputs
+                        .iter()
+                        .find(|(_, o)| o.asset == asset)
+                        .and_then(|(_, o)| o.host),
+                });
+            }
         }
         out
     }
@@ -182,7 +220,7 @@ pub fn balance(offers: &[Offer]) -> Result<(), SwapError> {
 }
 
 /// The one transaction of balanced `offers` (parties in name order), with
-/// no fee, signed by every input's key.
+/// the sum of their fee shares as its fee, signed by every input's key.
 pub fn build(chain: Hash, offers: &[Offer]) -> Result<TxBody, SwapError> {
     if offers.len() < 2 || offers.len() > MAX_PARTIES {
         return Err(SwapError::Parties(offers.len()));
@@ -204,12 +242,16 @@ pub fn build(chain: Hash, offers: &[Offer]) -> Result<TxBody, SwapError> {
         }
         outputs.extend(o.outputs());
     }
+    let fee = sorted
+        .iter()
+        .try_fold(0u128, |a, o| a.checked_add(o.fee))
+        .ok_or_else(|| bad(sorted[0], "the fee shares overflow"))?;
     let mut body = TxBody {
         chain,
         inputs,
         outputs,
         actions: Vec::new(),
-        fee: 0,
+        fee,
         memo: None,
         signers: Vec::new(),
         aggregate: PeerKey([0; 32]),
@@ -225,8 +267,10 @@ pub fn build(chain: Hash, offers: &[Offer]) -> Result<TxBody, SwapError> {
 /// What a party checks before it signs `body`: it spends the party's
 /// offered inputs (and no other input of the party's keys it knows of),
 /// pays exactly the wanted amount to its receive key and exactly its
-/// change to its change key, carries no actions and no fee, and lists its
-/// input keys among the signers.
+/// change to its change key (its inputs less what it gives and its fee
+/// share), carries no actions, a fee of at least its share, and lists its
+/// input keys among the signers. What others pay is theirs to check: the
+/// ledger refuses a transaction whose fee the inputs do not cover.
 pub fn check_for(offer: &Offer, body: &TxBody) -> Result<(), SwapError> {
     let no = |why: String| SwapError::NotAgreed {
         party: offer.party.clone(),
@@ -243,8 +287,11 @@ pub fn check_for(offer: &Offer, body: &TxBody) -> Result<(), SwapError> {
     if !body.actions.is_empty() {
         return Err(no("it carries actions".into()));
     }
-    if body.fee != 0 {
-        return Err(no(format!("it pays a fee of {}", body.fee)));
+    if body.fee < offer.fee {
+        return Err(no(format!(
+            "its fee {} is less than this party's share {}",
+            body.fee, offer.fee
+        )));
     }
     let mine: Vec<&Output> = body
         .outputs
@@ -376,6 +423,7 @@ mod tests {
                 receive: pk(&key(10 * n + 1)),
                 receive_host: None,
                 change: pk(&key(10 * n + 2)),
+                fee: 0,
             },
             input,
         )
@@ -500,8 +548,13 @@ mod tests {
             o.owner = PeerKey([9; 32]);
         };
         assert_eq!(tamper(&steal), (false, true));
-        // A fee nobody offered.
-        assert_eq!(tamper(&|t: &mut TxBody| t.fee = 1), (true, true));
+        // A fee paid from A's change: A refuses, B's deal is intact.
+        let from_a = |t: &mut TxBody| {
+            t.fee = 1;
+            let o = t.outputs.iter_mut().find(|o| o.owner == a.change).unwrap();
+            o.value = Value::Amount(49);
+        };
+        assert_eq!(tamper(&from_a), (true, false));
         // A's input left out (inputs are in party order: A's first).
         assert_eq!(
             tamper(&|t: &mut TxBody| {
@@ -527,5 +580,81 @@ mod tests {
         let mut s = [pa.cosignatures().unwrap(), pb.cosignatures().unwrap()].concat();
         s[1].s[0] ^= 1;
         assert!(pa.add_cosignatures(&s).is_err());
+    }
+
+    /// Fee shares: a party giving native money pays its share from the
+    /// same inputs; one giving another asset adds a native input for it
+    /// and gets native change. The fee is the sum; each party's check
+    /// holds, and a share taken twice is refused.
+    #[test]
+    fn fee_shares_come_from_each_partys_inputs() {
+        let native_out = |n: u8, held: u128, owner: PeerKey| {
+            (
+                Hash([100 + n; 32]),
+                Output {
+                    owner,
+                    asset: AssetId::NATIVE,
+                    value: Value::Amount(held),
+                    host: Some(PeerKey([7; 32])),
+                },
+            )
+        };
+        // A gives 100 native (holds 150) for 70 of asset 2, fee share 3.
+        let (mut a, ka) = offer(1, 0, 100, 150, 2, 70);
+        a.give.0 = AssetId::NATIVE;
+        a.inputs[0].1.asset = AssetId::NATIVE;
+        a.inputs[0].1.host = Some(PeerKey([7; 32]));
+        a.fee = 3;
+        // B gives 70 of asset 2 for 100 native, fee share 2 from a native
+        // input of 10.
+        let (mut b, kb) = offer(2, 2, 70, 70, 0, 100);
+        b.want.0 = AssetId::NATIVE;
+        b.receive_host = Some(PeerKey([7; 32]));
+        b.fee = 2;
+        b.inputs.push(native_out(2, 10, pk(&kb)));
+        let body = build(Hash([7; 32]), &[a.clone(), b.clone()]).unwrap();
+        assert_eq!(body.fee, 5);
+        check_for(&a, &body).unwrap();
+        check_for(&b, &body).unwrap();
+        let change = |o: &Offer, asset: AssetId| {
+            body.outputs
+                .iter()
+                .find(|x| x.owner == o.change && x.asset == asset)
+                .map(|x| x.value)
+        };
+        assert_eq!(change(&a, AssetId::NATIVE), Some(Value::Amount(47)));
+        assert_eq!(change(&b, AssetId::NATIVE), Some(Value::Amount(8)));
+        assert_eq!(change(&b, asset(2)), None, "B gives all its asset 2");
+        // Per asset, inputs = outputs + fee.
+        let per = |asset: AssetId, outs: bool| -> u128 {
+            let list: Vec<&Output> = if outs {
+                body.outputs.iter().collect()
+            } else {
+                a.inputs.iter().chain(&b.inputs).map(|(_, o)| o).collect()
+            };
+            list.iter()
+                .filter(|o| o.asset == asset)
+                .filter_map(|o| amount(o))
+                .sum()
+        };
+        assert_eq!(per(AssetId::NATIVE, false), per(AssetId::NATIVE, true) + 5);
+        assert_eq!(per(asset(2), false), per(asset(2), true));
+        let sig = sign_all(&body, vec![ka, kb]).unwrap();
+        assert!(verifies(&body, sig));
+        // B without the native input cannot pay its share.
+        let mut poor = b.clone();
+        poor.inputs.pop();
+        assert!(matches!(poor.check(), Err(SwapError::BadOffer { .. })));
+        // A transaction that charges A's share to A twice is refused by A.
+        let mut twice = body.clone();
+        twice.fee += 3;
+        let o = twice
+            .outputs
+            .iter_mut()
+            .find(|o| o.owner == a.change)
+            .unwrap();
+        o.value = Value::Amount(44);
+        assert!(check_for(&a, &twice).is_err());
+        check_for(&b, &twice).unwrap();
     }
 }

@@ -216,13 +216,17 @@ impl Online {
     pub(super) fn swap_synced(&mut self, req: &Value, tx: oneshot::Sender<Value>) {
         self.rooms.preparing = false;
         type Terms = (AssetId, u128);
-        let parsed = (|| -> Result<(String, u64, Terms, Terms), String> {
+        let parsed = (|| -> Result<(String, u64, Terms, Terms, u128), String> {
             let (owner, id) = parse_room(req["room"].as_str().unwrap_or_default())?;
             let give = parse_terms(req["give"].as_str().unwrap_or_default())?;
             let want = parse_terms(req["want"].as_str().unwrap_or_default())?;
-            Ok((owner, id, give, want))
+            let fee = match req["fee"].as_str() {
+                None => 0,
+                Some(f) => f.parse().map_err(|_| format!("bad fee {f:?}"))?,
+            };
+            Ok((owner, id, give, want, fee))
         })();
-        let (owner, room, give, want) = match parsed {
+        let (owner, room, give, want, fee) = match parsed {
             Ok(p) => p,
             Err(e) => {
                 let _ = tx.send(fail(&e));
@@ -249,7 +253,7 @@ impl Online {
                 }
             }
         };
-        let (offer, keys) = match self.make_offer(give, want) {
+        let (offer, keys) = match self.make_offer(give, want, fee) {
             Ok(x) => x,
             Err(e) => {
                 let _ = tx.send(fail(&e));
@@ -285,14 +289,30 @@ impl Online {
         &mut self,
         give: (AssetId, u128),
         want: (AssetId, u128),
+        fee: u128,
     ) -> Result<(Offer, Vec<schnorrkel::Keypair>), String> {
         // The event loop must not wait: a command holding the state is
         // asked to finish first.
         let _lock = StateLock::try_take(&self.dir).map_err(|e| e.to_string())?;
         let mut state = ChainState::load(&self.dir).map_err(|e| e.to_string())?;
-        let (held, _) = state
-            .select(&give.0, give.1)
-            .ok_or_else(|| format!("not enough {} to give {}", label(&give.0), give.1))?;
+        // The given asset, and native money for the fee share (the same
+        // outputs when the given asset is native).
+        let mut need = vec![(give.0, give.1)];
+        if give.0 == AssetId::NATIVE {
+            need[0].1 = give.1.checked_add(fee).ok_or("the fee overflows")?;
+        } else if fee > 0 {
+            need.push((AssetId::NATIVE, fee));
+        }
+        let mut held = Vec::new();
+        for (asset, amount) in &need {
+            let (h, _) = state.select(asset, *amount).ok_or_else(|| {
+                format!(
+                    "not enough {} to give {amount} (fee share included)",
+                    label(asset)
+                )
+            })?;
+            held.extend(h.into_iter().cloned());
+        }
         let inputs: Vec<_> = held
             .iter()
             .map(|h| (h.id, h.state.output.clone()))
@@ -312,6 +332,7 @@ impl Online {
             receive: self.keys.public(KeyPurpose::Change, receive),
             receive_host: (want.0 == AssetId::NATIVE).then_some(self.peer_key),
             change: self.keys.public(KeyPurpose::Change, change),
+            fee,
         };
         offer.check().map_err(|e| e.to_string())?;
         Ok((offer, keys))
@@ -436,6 +457,7 @@ impl Online {
                         "height": height,
                         "parties": parties,
                         "gave": format!("{}:{}", o.give.1, label(&o.give.0)),
+                        "fee": o.fee.to_string(),
                         "got": format!("{}:{}", o.want.1, label(&o.want.0)),
                     }));
                 }
