@@ -406,6 +406,45 @@ fn json_in(lab: &Lab, host: &Host, dir: &Path, args: &[&str]) -> Value {
     serde_json::from_str(text.lines().last().expect("a line")).expect("JSON")
 }
 
+/// Issue 1000 units of a new asset `name` from `dir` (inside `host`); its id.
+fn issue_in(lab: &Lab, host: &Host, dir: &Path, name: &str) -> String {
+    let args = [
+        "issue",
+        "--name",
+        name,
+        "--supply",
+        "1000",
+        "--precision",
+        "0",
+        "--json",
+    ];
+    let v = json_in(lab, host, dir, &args);
+    v["asset"].as_str().expect("asset").to_string()
+}
+
+/// A room owned by the first wallet, joined by the other two: its name,
+/// each member's path as the owner lists it, and the whole listing.
+fn room_of_three(lab: &Lab, hosts: [&Host; 3], dirs: [&Path; 3]) -> (String, Vec<String>, Value) {
+    let room = json_in(lab, hosts[0], dirs[0], &["room", "create", "--json"]);
+    let room = room["room"].as_str().expect("room").to_string();
+    for i in 1..3 {
+        json_in(lab, hosts[i], dirs[i], &["room", "join", &room, "--json"]);
+    }
+    let m = json_in(
+        lab,
+        hosts[0],
+        dirs[0],
+        &["room", "members", &room, "--json"],
+    );
+    let paths = m["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .map(|x| x["path"].as_str().unwrap_or("").to_string())
+        .collect();
+    (room, paths, m)
+}
+
 #[test]
 fn a_three_party_swap_across_a_symmetric_nat_and_a_blocked_network() {
     // A behind a home router owns the room; B behind a symmetric NAT
@@ -415,37 +454,9 @@ fn a_three_party_swap_across_a_symmetric_nat_and_a_blocked_network() {
     let after = |lab: &Lab, hosts: &[Host], dirs: &[std::path::PathBuf]| {
         let (ha, hb, hc) = (&hosts[0], &hosts[1], &hosts[2]);
         let (a, b, c) = (&dirs[0], &dirs[1], &dirs[2]);
-        let issue = |h: &Host, d: &Path, name: &str| -> String {
-            let v = json_in(
-                lab,
-                h,
-                d,
-                &[
-                    "issue",
-                    "--name",
-                    name,
-                    "--supply",
-                    "1000",
-                    "--precision",
-                    "0",
-                    "--json",
-                ],
-            );
-            v["asset"].as_str().expect("asset").to_string()
-        };
-        let y = issue(hb, b, "ygold");
-        let z = issue(hc, c, "zsilver");
-        let room = json_in(lab, ha, a, &["room", "create", "--json"]);
-        let room = room["room"].as_str().expect("room").to_string();
-        json_in(lab, hb, b, &["room", "join", &room, "--json"]);
-        json_in(lab, hc, c, &["room", "join", &room, "--json"]);
-        let m = json_in(lab, ha, a, &["room", "members", &room, "--json"]);
-        let paths: Vec<&str> = m["members"]
-            .as_array()
-            .expect("members")
-            .iter()
-            .map(|x| x["path"].as_str().unwrap_or(""))
-            .collect();
+        let y = issue_in(lab, hb, b, "ygold");
+        let z = issue_in(lab, hc, c, "zsilver");
+        let (room, paths, m) = room_of_three(lab, [ha, hb, hc], [a, b, c]);
         assert_eq!(paths, ["owner", "direct", "relay"], "{m}");
         let parties = [
             (ha, a, "1000000:native".to_string(), format!("50:{y}")),
@@ -525,35 +536,8 @@ fn a_killed_party_an_invitation_without_peers_and_a_lying_peer_behind_nats() {
     let after = |lab: &Lab, hosts: &[Host], dirs: &[std::path::PathBuf]| {
         let (ha, hb, hc) = (&hosts[0], &hosts[1], &hosts[2]);
         let (a, b, c) = (&dirs[0], &dirs[1], &dirs[2]);
-        let y = json_in(
-            lab,
-            hb,
-            b,
-            &[
-                "issue",
-                "--name",
-                "ygold",
-                "--supply",
-                "1000",
-                "--precision",
-                "0",
-                "--json",
-            ],
-        )["asset"]
-            .as_str()
-            .expect("asset")
-            .to_string();
-        let room = json_in(lab, ha, a, &["room", "create", "--json"]);
-        let room = room["room"].as_str().expect("room").to_string();
-        json_in(lab, hb, b, &["room", "join", &room, "--json"]);
-        json_in(lab, hc, c, &["room", "join", &room, "--json"]);
-        let m = json_in(lab, ha, a, &["room", "members", &room, "--json"]);
-        let paths: Vec<&str> = m["members"]
-            .as_array()
-            .expect("members")
-            .iter()
-            .map(|x| x["path"].as_str().unwrap_or(""))
-            .collect();
+        let y = issue_in(lab, hb, b, "ygold");
+        let (room, paths, m) = room_of_three(lab, [ha, hb, hc], [a, b, c]);
         assert_eq!(paths, ["owner", "direct", "direct"], "{m}");
         let native = |h: &Host, d: &Path| -> u64 {
             json_in(lab, h, d, &["balance", "--json"])["assets"]["native"]["amount"]
