@@ -253,7 +253,7 @@ fn main() {
     let start = Instant::now();
     let mut admit_secs = None;
     if args.phased {
-        let mut rngs: Vec<ChaCha20Rng> = (0..threads).map(rng_for).collect();
+        let mut rngs: Vec<ChaCha20Rng> = (0..chunks_per_height).map(rng_for).collect();
         let all: Vec<Vec<Admitted>> = payloads
             .iter()
             .map(|chunks| {

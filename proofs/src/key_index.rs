@@ -545,15 +545,24 @@ impl<T: VersionedTree, S: NodeStore<IndexKey, IndexValue>> KeyIndex<T, S> {
             }
         }
         let version = self.tree.latest_version() + 1;
-        // Group by key, keeping each key's order.
+        // Sizes as of versions before the oldest the tree still proves are
+        // never asked for: each key keeps only those since, and the one in
+        // force then, so a key touched at every height holds about as many
+        // as the versions kept, not one per height it ever had.
+        let oldest = self.tree.oldest_version();
+        // Group by key, keeping each key's order (a stable sort).
         let mut order: Vec<usize> = (0..created.len()).collect();
-        order.sort_by_key(|&i| (created[i].0, i));
+        order.sort_by(|&a, &b| created[a].0.cmp(&created[b].0));
         let mut heads = Vec::new();
         let mut i = 0;
         while i < order.len() {
             let key = created[order[i]].0;
             let mut sizes = self.sizes(&key)?;
             let count = sizes.last().map_or(0, |(_, n)| *n);
+            let dead = sizes
+                .partition_point(|(v, _)| *v <= oldest)
+                .saturating_sub(1);
+            sizes.drain(..dead);
             let mut list = Mmr::open(
                 ListStore {
                     key,

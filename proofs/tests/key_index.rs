@@ -7,7 +7,7 @@ use proofs::key_index::{
     RestoreError,
 };
 use proofs::smt::{MemTree, SmtMemStore, SparseMerkleTree};
-use proofs::{Domain, Hash, MemStore};
+use proofs::{Domain, Hash, MemStore, NodeStore};
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 
@@ -376,4 +376,37 @@ fn restore_refuses_what_apply_could_not_have_made() {
         Err(KeyIndexError::HeightWentBack { height: 4, last: 5 })
     ));
     assert_eq!(idx.apply(5, &[(a, output(9))]).unwrap().0, 4);
+}
+
+/// A key touched at every height keeps list sizes only for the versions
+/// still provable (it used to keep one per height forever, and rewrote them
+/// all at each append), and every kept version still proves what it held.
+#[test]
+fn sizes_of_a_busy_key_stay_within_the_kept_versions() {
+    let keep = 4u64;
+    let mut idx = Index::create(SmtMemStore::new(), MemStore::new()).unwrap();
+    idx.set_retention(Some(keep));
+    let mut roots = vec![idx.root(0).unwrap()];
+    let mut next = 0u32;
+    for height in 1..=50u64 {
+        let (_, root) = idx.apply(height, &created_for(&[1, 2], &mut next)).unwrap();
+        roots.push(root);
+    }
+    let latest = idx.latest_version();
+    for version in idx.oldest_version()..=latest {
+        let p = idx.prove(&key(1), 0, 100, version).unwrap();
+        let got = p.verify(&roots[version as usize], &key(1), 0, 100).unwrap();
+        // Version v holds the outputs of heights 1..=v.
+        assert_eq!(got.len() as u64, version);
+        assert!(got.iter().all(|e| e.height <= version));
+    }
+    let (_, store) = idx.into_stores();
+    let Some(IndexValue::Sizes(sizes)) = store.get(&IndexKey::Sizes(key(1))).unwrap() else {
+        panic!("key 1 has sizes");
+    };
+    assert!(
+        sizes.len() as u64 <= keep + 1,
+        "{} sizes kept for {keep} versions",
+        sizes.len()
+    );
 }

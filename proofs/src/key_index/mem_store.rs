@@ -10,9 +10,9 @@
 
 use super::{Entry, IndexKey, IndexValue};
 use crate::hash::Hash;
+use crate::hash_map::PrefixMap;
 use crate::store::{NodeStore, StoreError};
 use smallvec::SmallVec;
-use std::collections::HashMap;
 
 #[derive(Clone, Debug, Default)]
 struct KeyRecord {
@@ -52,7 +52,8 @@ fn set<T>(v: &mut SmallVec<[Option<T>; 1]>, at: usize, value: T) {
 /// The key index's store in memory (see the module docs).
 #[derive(Clone, Debug, Default)]
 pub struct IndexMemStore {
-    keys: HashMap<Hash, KeyRecord>,
+    /// Index keys are hashes (the caller hashes owner keys and names).
+    keys: PrefixMap<Hash, KeyRecord>,
     last_height: Option<u64>,
 }
 
@@ -64,7 +65,7 @@ impl IndexMemStore {
     /// A store with room for `keys` index keys.
     pub fn with_capacity(keys: usize) -> Self {
         IndexMemStore {
-            keys: HashMap::with_capacity(keys),
+            keys: PrefixMap::with_capacity_and_hasher(keys, Default::default()),
             last_height: None,
         }
     }
@@ -76,6 +77,14 @@ impl IndexMemStore {
 
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty() && self.last_height.is_none()
+    }
+
+    /// Forget `k`'s record if a refused put just created it; pass `e` on.
+    fn drop_if_empty(&mut self, k: &Hash, e: StoreError) -> StoreError {
+        if self.keys.get(k).is_some_and(KeyRecord::is_empty) {
+            self.keys.remove(k);
+        }
+        e
     }
 }
 
@@ -103,13 +112,20 @@ impl NodeStore<IndexKey, IndexValue> for IndexMemStore {
 
     fn put(&mut self, key: IndexKey, value: IndexValue) -> Result<(), StoreError> {
         match (&key, value) {
+            // One lookup per put; a refused put leaves no empty record.
             (IndexKey::ListNode(k, pos), IndexValue::Node(h)) => {
-                let at = slot_index(self.keys.get(k).map_or(0, |r| r.nodes.len()), *pos)?;
-                set(&mut self.keys.entry(*k).or_default().nodes, at, h);
+                let rec = self.keys.entry(*k).or_default();
+                match slot_index(rec.nodes.len(), *pos) {
+                    Ok(at) => set(&mut rec.nodes, at, h),
+                    Err(e) => return Err(self.drop_if_empty(k, e)),
+                }
             }
             (IndexKey::Entry(k, i), IndexValue::Entry(e)) => {
-                let at = slot_index(self.keys.get(k).map_or(0, |r| r.entries.len()), *i)?;
-                set(&mut self.keys.entry(*k).or_default().entries, at, e);
+                let rec = self.keys.entry(*k).or_default();
+                match slot_index(rec.entries.len(), *i) {
+                    Ok(at) => set(&mut rec.entries, at, e),
+                    Err(e) => return Err(self.drop_if_empty(k, e)),
+                }
             }
             (IndexKey::Sizes(k), IndexValue::Sizes(s)) => {
                 self.keys.entry(*k).or_default().sizes = Some(SmallVec::from_vec(s));
