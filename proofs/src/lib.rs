@@ -12,7 +12,6 @@
 
 pub mod codec;
 pub mod hash;
-pub mod hash_map;
 pub mod key_index;
 pub mod mmr;
 pub mod smt;

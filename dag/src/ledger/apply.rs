@@ -17,7 +17,7 @@ use crate::identity::PeerKey;
 use crate::ledger::admission::{Admitted, Authorized};
 use crate::ledger::asset::{AssetClass, AssetDef, AssetId, AssetState};
 use crate::ledger::checkpoint::StateRoots;
-use crate::ledger::output::{output_id, OutputState, Spend, Value};
+use crate::ledger::output::{leaf_updates, output_id, OutputState, Spend, Value};
 use crate::ledger::peers::{name_key, PeerRecord, PeerStatus};
 use crate::ledger::state::{
     asset_key, asset_value, item_key, item_value, peer_value, ItemState, Ledger, LedgerError,
@@ -146,7 +146,9 @@ pub fn item_leaf_index(
 /// Tree updates gathered over a height.
 #[derive(Default)]
 pub(crate) struct Changes {
-    pub outputs: Vec<(Hash, Option<Hash>)>,
+    /// Output states written this height, hashed into leaf values by the
+    /// output tree's job ([`leaf_updates`]), off the serial rule checks.
+    pub outputs: Vec<(Hash, OutputState)>,
     pub registry: Vec<(Hash, Option<Hash>)>,
     pub created: Vec<(Hash, Hash)>,
 }
@@ -262,7 +264,9 @@ impl Ledger {
     ) -> Result<(), LedgerError> {
         let (outputs, registry, keys) = match self.executor.clone().map(|(e, _)| e) {
             None => {
-                let (_, outputs) = self.output_tree.apply_batch(&changes.outputs)?;
+                let (_, outputs) = self
+                    .output_tree
+                    .apply_batch(&leaf_updates(&changes.outputs))?;
                 let (_, registry) = self.registry.apply_batch(&changes.registry)?;
                 let (_, keys) = self.key_index.apply(height, &changes.created)?;
                 self.history.append_batch(leaves)?;
@@ -281,7 +285,9 @@ impl Ledger {
                 );
                 let changes = &changes;
                 exec.run_all(vec![
-                    Box::new(|| r_out = Some(out_tree.apply_batch(&changes.outputs))),
+                    Box::new(|| {
+                        r_out = Some(out_tree.apply_batch(&leaf_updates(&changes.outputs)))
+                    }),
                     Box::new(|| {
                         r_keys = Some(index.apply(height, &changes.created));
                         r_reg = Some(reg_tree.apply_batch(&changes.registry));
@@ -321,7 +327,7 @@ impl Ledger {
                 .outputs
                 .spend(input, Spend { tx: id, height })?
                 .expect("checked: the input is unspent");
-            changes.outputs.push((*input, Some(st.leaf_value())));
+            changes.outputs.push((*input, st.clone()));
             if let (Some(host), Value::Amount(v)) = (st.output.host, st.output.value) {
                 let hosted = self.hosted.entry(host).or_default();
                 *hosted = hosted
@@ -417,7 +423,7 @@ impl Ledger {
                 created_at: height,
                 spent: None,
             };
-            changes.outputs.push((oid, Some(st.leaf_value())));
+            changes.outputs.push((oid, st.clone()));
             changes.created.push((Hash(output.owner.0), oid));
             self.outputs.insert(oid, st);
         }

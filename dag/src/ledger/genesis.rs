@@ -217,7 +217,7 @@ impl Genesis {
                 created_at: 0,
                 spent: None,
             };
-            changes.outputs.push((id, Some(st.leaf_value())));
+            changes.outputs.push((id, st.clone()));
             changes.created.push((Hash(o.owner.0), id));
             ledger.outputs.insert(id, st);
             *ledger.hosted.entry(host).or_default() += o.amount;

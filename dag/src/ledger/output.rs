@@ -69,6 +69,21 @@ impl OutputState {
     }
 }
 
+/// The output set's updates for `states`: each id with its state's
+/// [`OutputState::leaf_value`], hashed several at a time (a height's
+/// states are independent, so they share the SIMD lanes).
+pub fn leaf_updates(states: &[(Hash, OutputState)]) -> Vec<(Hash, Option<Hash>)> {
+    let mut batch = proofs::hash::HashBatch::new(OUTPUT_STATE_DOMAIN);
+    for (_, st) in states {
+        batch.push_with(|buf| proofs::codec::encode_into(st, buf));
+    }
+    states
+        .iter()
+        .zip(batch.finish())
+        .map(|((id, _), value)| (*id, Some(value)))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -78,6 +93,34 @@ mod tests {
         let t = Hash([3; 32]);
         assert_ne!(output_id(&t, 0), output_id(&t, 1));
         assert_ne!(output_id(&t, 0), output_id(&Hash([4; 32]), 0));
+    }
+
+    #[test]
+    fn batched_leaf_values_are_each_states_own() {
+        let states: Vec<(Hash, OutputState)> = (0..11u8)
+            .map(|i| {
+                let st = OutputState {
+                    output: Output {
+                        owner: PeerKey([i; 32]),
+                        asset: AssetId::NATIVE,
+                        value: Value::Amount(u128::from(i) << (i * 9)),
+                        host: (i % 2 == 0).then_some(PeerKey([2; 32])),
+                    },
+                    created_by: Hash([3; 32]),
+                    created_at: u64::from(i),
+                    spent: (i % 3 == 0).then_some(Spend {
+                        tx: Hash([i; 32]),
+                        height: 7,
+                    }),
+                };
+                (Hash([i + 100; 32]), st)
+            })
+            .collect();
+        let each: Vec<(Hash, Option<Hash>)> = states
+            .iter()
+            .map(|(id, st)| (*id, Some(st.leaf_value())))
+            .collect();
+        assert_eq!(leaf_updates(&states), each);
     }
 
     #[test]

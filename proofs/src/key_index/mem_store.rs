@@ -10,9 +10,9 @@
 
 use super::{Entry, IndexKey, IndexValue};
 use crate::hash::Hash;
-use crate::hash_map::PrefixMap;
 use crate::store::{NodeStore, StoreError};
 use smallvec::SmallVec;
+use std::collections::HashMap;
 
 #[derive(Clone, Debug, Default)]
 struct KeyRecord {
@@ -52,8 +52,9 @@ fn set<T>(v: &mut SmallVec<[Option<T>; 1]>, at: usize, value: T) {
 /// The key index's store in memory (see the module docs).
 #[derive(Clone, Debug, Default)]
 pub struct IndexMemStore {
-    /// Index keys are hashes (the caller hashes owner keys and names).
-    keys: PrefixMap<Hash, KeyRecord>,
+    /// SipHash with a random key: index keys are owner keys, which anyone
+    /// can grind to collide in a fixed hash of their bytes.
+    keys: HashMap<Hash, KeyRecord>,
     last_height: Option<u64>,
 }
 
@@ -65,7 +66,7 @@ impl IndexMemStore {
     /// A store with room for `keys` index keys.
     pub fn with_capacity(keys: usize) -> Self {
         IndexMemStore {
-            keys: PrefixMap::with_capacity_and_hasher(keys, Default::default()),
+            keys: HashMap::with_capacity(keys),
             last_height: None,
         }
     }
