@@ -46,7 +46,7 @@ pub use any_store::AnyIndexStore;
 pub use mem_store::IndexMemStore;
 
 use crate::codec;
-use crate::hash::{Domain, Hash, Hasher};
+use crate::hash::{Domain, Hash, HashBatch, Hasher};
 use crate::mmr::{self, Mmr, MmrError, RangeProof};
 use crate::smt::{
     self, MemTree, SmtError, SparseMerkleTree, SparseProof, StoreKey, StoreValue, VersionedTree,
@@ -553,7 +553,30 @@ impl<T: VersionedTree, S: NodeStore<IndexKey, IndexValue>> KeyIndex<T, S> {
         // Group by key, keeping each key's order (a stable sort).
         let mut order: Vec<usize> = (0..created.len()).collect();
         order.sort_by(|&a, &b| created[a].0.cmp(&created[b].0));
-        let mut heads = Vec::new();
+        // The hashes that do not depend on a list's earlier nodes (entry
+        // leaves and their MMR leaf nodes now, roots and heads below) are
+        // computed for the whole height at once, in the SIMD lanes.
+        let entries: Vec<Entry> = order
+            .iter()
+            .map(|&i| Entry {
+                height,
+                output: created[i].1,
+            })
+            .collect();
+        let mut batch = HashBatch::new(ENTRY_DOMAIN);
+        for e in &entries {
+            batch.push_with(|buf| {
+                buf.extend_from_slice(&e.height.to_le_bytes());
+                buf.extend_from_slice(&e.output.0);
+            });
+        }
+        let mut batch_nodes = HashBatch::new(mmr::LEAF_DOMAIN);
+        for leaf in batch.finish() {
+            batch_nodes.push_with(|buf| buf.extend_from_slice(&leaf.0));
+        }
+        let leaf_nodes = batch_nodes.finish();
+        // Per key: its new size and peaks, to bag once all are known.
+        let mut lists: Vec<(Hash, u64, Vec<Hash>)> = Vec::new();
         let mut i = 0;
         while i < order.len() {
             let key = created[order[i]].0;
@@ -570,28 +593,42 @@ impl<T: VersionedTree, S: NodeStore<IndexKey, IndexValue>> KeyIndex<T, S> {
                 },
                 count,
             )?;
-            let mut appended = Vec::new();
+            let first = i;
             while i < order.len() && created[order[i]].0 == key {
-                let entry = Entry {
-                    height,
-                    output: created[order[i]].1,
-                };
-                let index = list.append(entry.leaf())?;
-                appended.push((index, entry));
+                list.append_leaf_node(leaf_nodes[i])?;
                 i += 1;
             }
             let new_count = list.size();
-            let root = list.root();
+            let peaks = list.peaks().to_vec();
             drop(list);
-            for (index, entry) in appended {
+            for (index, entry) in (count..).zip(&entries[first..i]) {
                 self.store
-                    .put(IndexKey::Entry(key, index), IndexValue::Entry(entry))?;
+                    .put(IndexKey::Entry(key, index), IndexValue::Entry(*entry))?;
             }
             sizes.push((version, new_count));
             self.store
                 .put(IndexKey::Sizes(key), IndexValue::Sizes(sizes))?;
-            heads.push((key, Some(head_hash(new_count, &root))));
+            lists.push((key, new_count, peaks));
         }
+        let mut bags = HashBatch::new(mmr::ROOT_DOMAIN);
+        for (_, count, peaks) in &lists {
+            bags.push_with(|buf| {
+                buf.extend_from_slice(&count.to_le_bytes());
+                peaks.iter().for_each(|p| buf.extend_from_slice(&p.0));
+            });
+        }
+        let mut heads = HashBatch::new(HEAD_DOMAIN);
+        for ((_, count, _), root) in lists.iter().zip(bags.finish()) {
+            heads.push_with(|buf| {
+                buf.extend_from_slice(&count.to_le_bytes());
+                buf.extend_from_slice(&root.0);
+            });
+        }
+        let heads: Vec<(Hash, Option<Hash>)> = lists
+            .iter()
+            .zip(heads.finish())
+            .map(|((key, _, _), head)| (*key, Some(head)))
+            .collect();
         self.store
             .put(IndexKey::LastHeight, IndexValue::Height(height))?;
         let (v, root) = self.tree.apply_batch(&heads)?;
