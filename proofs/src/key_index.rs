@@ -30,7 +30,8 @@
 //! Besides the tree's own store, one [`NodeStore`] of [`IndexKey`] →
 //! [`IndexValue`]: the per-key list nodes (by key and MMR position), the
 //! entries themselves (by key and index, to answer queries), and each key's
-//! list sizes by version (to prove "as of" an older version).
+//! list sizes by version (to prove "as of" an older version; only the
+//! versions the tree still keeps, so a key's sizes stay as few as those).
 //!
 //! # Restore
 //!
