@@ -204,6 +204,25 @@ impl PairHasher {
     }
 }
 
+/// Where a hashed message's bytes go: a [`Hasher`] (one hash), or the
+/// buffer of a [`HashBatch`] (many). A structure writes its message layout
+/// once, into a `Sink`, and hashes it either way.
+pub trait Sink {
+    fn put(&mut self, bytes: &[u8]);
+}
+
+impl Sink for Hasher {
+    fn put(&mut self, bytes: &[u8]) {
+        self.update(bytes);
+    }
+}
+
+impl Sink for Vec<u8> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+}
+
 /// Many independent hashes of one domain, computed several at a time in
 /// the SIMD lanes of `blake2b_simd::many` (as [`PairHasher::hash_pairs`]
 /// does for pairs): for a batch of short messages, such as a height's
@@ -245,16 +264,13 @@ impl HashBatch {
     /// Every message's hash, in the order they were added.
     pub fn finish(&self) -> Vec<Hash> {
         let params = params();
-        let mut out = Vec::with_capacity(self.spans.len());
-        for spans in self.spans.chunks(LANES) {
-            let mut jobs: Vec<blake2b_simd::many::HashManyJob> = spans
-                .iter()
-                .map(|&(a, b)| blake2b_simd::many::HashManyJob::new(&params, &self.buf[a..b]))
-                .collect();
-            blake2b_simd::many::hash_many(jobs.iter_mut());
-            out.extend(jobs.iter().map(|j| to_hash(&j.to_hash())));
-        }
-        out
+        let mut jobs: Vec<blake2b_simd::many::HashManyJob> = self
+            .spans
+            .iter()
+            .map(|&(a, b)| blake2b_simd::many::HashManyJob::new(&params, &self.buf[a..b]))
+            .collect();
+        blake2b_simd::many::hash_many(jobs.iter_mut());
+        jobs.iter().map(|j| to_hash(&j.to_hash())).collect()
     }
 }
 

@@ -47,7 +47,7 @@ pub use any_store::AnyIndexStore;
 pub use mem_store::IndexMemStore;
 
 use crate::codec;
-use crate::hash::{Domain, Hash, HashBatch, Hasher};
+use crate::hash::{Domain, Hash, HashBatch, Hasher, Sink};
 use crate::mmr::{self, Mmr, MmrError, RangeProof};
 use crate::smt::{
     self, MemTree, SmtError, SparseMerkleTree, SparseProof, StoreKey, StoreValue, VersionedTree,
@@ -75,16 +75,28 @@ pub struct Entry {
 impl Entry {
     pub fn leaf(&self) -> Hash {
         let mut h = Hasher::new(ENTRY_DOMAIN);
-        h.update(&self.height.to_le_bytes()).update(&self.output.0);
+        self.write_leaf(&mut h);
         h.finalize()
+    }
+
+    /// The message [`Entry::leaf`] hashes under [`ENTRY_DOMAIN`].
+    fn write_leaf(&self, out: &mut impl Sink) {
+        out.put(&self.height.to_le_bytes());
+        out.put(&self.output.0);
     }
 }
 
 /// The tree value of a key with a non-empty list.
 pub fn head_hash(count: u64, list_root: &Hash) -> Hash {
     let mut h = Hasher::new(HEAD_DOMAIN);
-    h.update(&count.to_le_bytes()).update(&list_root.0);
+    write_head(count, list_root, &mut h);
     h.finalize()
+}
+
+/// The message [`head_hash`] hashes under [`HEAD_DOMAIN`].
+fn write_head(count: u64, list_root: &Hash, out: &mut impl Sink) {
+    out.put(&count.to_le_bytes());
+    out.put(&list_root.0);
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -564,20 +576,18 @@ impl<T: VersionedTree, S: NodeStore<IndexKey, IndexValue>> KeyIndex<T, S> {
                 output: created[i].1,
             })
             .collect();
-        let mut batch = HashBatch::new(ENTRY_DOMAIN);
+        let mut leaves = HashBatch::new(ENTRY_DOMAIN);
         for e in &entries {
-            batch.push_with(|buf| {
-                buf.extend_from_slice(&e.height.to_le_bytes());
-                buf.extend_from_slice(&e.output.0);
-            });
+            leaves.push_with(|buf| e.write_leaf(buf));
         }
-        let mut batch_nodes = HashBatch::new(mmr::LEAF_DOMAIN);
-        for leaf in batch.finish() {
-            batch_nodes.push_with(|buf| buf.extend_from_slice(&leaf.0));
+        let mut nodes = HashBatch::new(mmr::LEAF_DOMAIN);
+        for leaf in leaves.finish() {
+            nodes.push_with(|buf| buf.put(&leaf.0));
         }
-        let leaf_nodes = batch_nodes.finish();
-        // Per key: its new size and peaks, to bag once all are known.
-        let mut lists: Vec<(Hash, u64, Vec<Hash>)> = Vec::new();
+        let leaf_nodes = nodes.finish();
+        // Per key, its new size; its bagged peaks go into `bags`.
+        let mut lists: Vec<(Hash, u64)> = Vec::new();
+        let mut bags = HashBatch::new(mmr::ROOT_DOMAIN);
         let mut i = 0;
         while i < order.len() {
             let key = created[order[i]].0;
@@ -600,7 +610,7 @@ impl<T: VersionedTree, S: NodeStore<IndexKey, IndexValue>> KeyIndex<T, S> {
                 i += 1;
             }
             let new_count = list.size();
-            let peaks = list.peaks().to_vec();
+            bags.push_with(|buf| mmr::write_bag(new_count, list.peaks(), buf));
             drop(list);
             for (index, entry) in (count..).zip(&entries[first..i]) {
                 self.store
@@ -609,26 +619,16 @@ impl<T: VersionedTree, S: NodeStore<IndexKey, IndexValue>> KeyIndex<T, S> {
             sizes.push((version, new_count));
             self.store
                 .put(IndexKey::Sizes(key), IndexValue::Sizes(sizes))?;
-            lists.push((key, new_count, peaks));
-        }
-        let mut bags = HashBatch::new(mmr::ROOT_DOMAIN);
-        for (_, count, peaks) in &lists {
-            bags.push_with(|buf| {
-                buf.extend_from_slice(&count.to_le_bytes());
-                peaks.iter().for_each(|p| buf.extend_from_slice(&p.0));
-            });
+            lists.push((key, new_count));
         }
         let mut heads = HashBatch::new(HEAD_DOMAIN);
-        for ((_, count, _), root) in lists.iter().zip(bags.finish()) {
-            heads.push_with(|buf| {
-                buf.extend_from_slice(&count.to_le_bytes());
-                buf.extend_from_slice(&root.0);
-            });
+        for ((_, count), root) in lists.iter().zip(bags.finish()) {
+            heads.push_with(|buf| write_head(*count, &root, buf));
         }
         let heads: Vec<(Hash, Option<Hash>)> = lists
             .iter()
             .zip(heads.finish())
-            .map(|((key, _, _), head)| (*key, Some(head)))
+            .map(|((key, _), head)| (*key, Some(head)))
             .collect();
         self.store
             .put(IndexKey::LastHeight, IndexValue::Height(height))?;

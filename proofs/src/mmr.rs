@@ -114,7 +114,7 @@
 //! then the peaks); the limit allows [`MAX_PROOF_HASHES`] = 192.
 
 use crate::codec::{self, CodecError};
-use crate::hash::{Domain, Hash, Hasher};
+use crate::hash::{Domain, Hash, Hasher, Sink};
 use crate::store::{NodeStore, StoreError};
 use serde::{Deserialize, Serialize};
 use std::ops::Range;
@@ -219,11 +219,16 @@ pub fn node_hash(left: &Hash, right: &Hash) -> Hash {
 /// Callers pass the peaks that `size` calls for; this only hashes.
 pub fn bag_peaks<'a>(size: u64, peaks: impl IntoIterator<Item = &'a Hash>) -> Hash {
     let mut h = Hasher::new(ROOT_DOMAIN);
-    h.update(&size.to_le_bytes());
-    for p in peaks {
-        h.update(&p.0);
-    }
+    write_bag(size, peaks, &mut h);
     h.finalize()
+}
+
+/// The message [`bag_peaks`] hashes under [`ROOT_DOMAIN`].
+pub fn write_bag<'a>(size: u64, peaks: impl IntoIterator<Item = &'a Hash>, out: &mut impl Sink) {
+    out.put(&size.to_le_bytes());
+    for p in peaks {
+        out.put(&p.0);
+    }
 }
 
 /// The root of the empty MMR.

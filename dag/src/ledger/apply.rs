@@ -327,13 +327,13 @@ impl Ledger {
                 .outputs
                 .spend(input, Spend { tx: id, height })?
                 .expect("checked: the input is unspent");
-            changes.outputs.push((*input, st.clone()));
             if let (Some(host), Value::Amount(v)) = (st.output.host, st.output.value) {
                 let hosted = self.hosted.entry(host).or_default();
                 *hosted = hosted
                     .checked_sub(v)
                     .expect("hosted sums hold every unspent output");
             }
+            changes.outputs.push((*input, st));
         }
         for (def_id, def) in plan.new_assets {
             self.assets.insert(

@@ -79,14 +79,6 @@ impl IndexMemStore {
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty() && self.last_height.is_none()
     }
-
-    /// Forget `k`'s record if a refused put just created it; pass `e` on.
-    fn drop_if_empty(&mut self, k: &Hash, e: StoreError) -> StoreError {
-        if self.keys.get(k).is_some_and(KeyRecord::is_empty) {
-            self.keys.remove(k);
-        }
-        e
-    }
 }
 
 fn wrong_kind(key: &IndexKey) -> StoreError {
@@ -113,20 +105,13 @@ impl NodeStore<IndexKey, IndexValue> for IndexMemStore {
 
     fn put(&mut self, key: IndexKey, value: IndexValue) -> Result<(), StoreError> {
         match (&key, value) {
-            // One lookup per put; a refused put leaves no empty record.
             (IndexKey::ListNode(k, pos), IndexValue::Node(h)) => {
-                let rec = self.keys.entry(*k).or_default();
-                match slot_index(rec.nodes.len(), *pos) {
-                    Ok(at) => set(&mut rec.nodes, at, h),
-                    Err(e) => return Err(self.drop_if_empty(k, e)),
-                }
+                let at = slot_index(self.keys.get(k).map_or(0, |r| r.nodes.len()), *pos)?;
+                set(&mut self.keys.entry(*k).or_default().nodes, at, h);
             }
             (IndexKey::Entry(k, i), IndexValue::Entry(e)) => {
-                let rec = self.keys.entry(*k).or_default();
-                match slot_index(rec.entries.len(), *i) {
-                    Ok(at) => set(&mut rec.entries, at, e),
-                    Err(e) => return Err(self.drop_if_empty(k, e)),
-                }
+                let at = slot_index(self.keys.get(k).map_or(0, |r| r.entries.len()), *i)?;
+                set(&mut self.keys.entry(*k).or_default().entries, at, e);
             }
             (IndexKey::Sizes(k), IndexValue::Sizes(s)) => {
                 self.keys.entry(*k).or_default().sizes = Some(SmallVec::from_vec(s));
