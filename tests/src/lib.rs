@@ -583,6 +583,16 @@ pub fn lab_or_skip<T>(build: impl FnOnce() -> Result<T, nat::lab::LabError>) -> 
     }
 }
 
+/// The stderr of a command that must have failed (its stdout otherwise).
+pub fn failure(out: &std::process::Output) -> String {
+    assert!(
+        !out.status.success(),
+        "it succeeded: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 /// The last stdout line of a successful command, as JSON (the failure's
 /// stderr otherwise).
 pub fn json_of(out: &std::process::Output) -> serde_json::Value {

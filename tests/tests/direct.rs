@@ -9,7 +9,7 @@
 
 use serde_json::Value;
 use std::time::{Duration, Instant};
-use system_tests::{bin, json_of, wallet, LocalNet, OnlineWallet};
+use system_tests::{bin, failure, json_of, wallet, LocalNet, OnlineWallet};
 
 fn rendezvous_requests(net: &LocalNet, i: usize) -> u64 {
     net.status(i)
@@ -30,12 +30,8 @@ fn two_online_wallets_link_directly_and_a_substituted_key_is_caught() {
 
     // Not online yet: the command says what is missing.
     let out = wallet(&ws[0].dir, &["connect", &ws[1].login()], "");
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("online"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let err = failure(&out);
+    assert!(err.contains("online"), "{err}");
 
     let a = OnlineWallet::start(&ws[0].dir, None);
     let b = OnlineWallet::start(&ws[1].dir, None);
@@ -90,20 +86,14 @@ fn two_online_wallets_link_directly_and_a_substituted_key_is_caught() {
 
     // A wallet that is not online cannot be reached.
     let out = wallet(&ws[0].dir, &["connect", &ws[2].login()], "");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = failure(&out);
     assert!(err.contains("not online"), "{err}");
 
     // peer-3 vouches for another key than w-3's: the handshake fails and
     // the error names peer-3.
     let c = OnlineWallet::start(&ws[3].dir, None);
     let out = wallet(&ws[0].dir, &["connect", &ws[3].login()], "");
-    assert!(
-        !out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = failure(&out);
     assert!(
         err.contains("peer-3") && err.contains("man in the middle"),
         "{err}"
@@ -169,17 +159,11 @@ fn a_member_invites_a_wallet_into_a_room_and_no_peer_takes_part() {
     // Only a member invites, only a linked wallet, and only a received
     // invitation is accepted.
     let out = wallet(&c.dir, &["room", "invite", &room, "--to", &m.login()], "");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && err.contains("not in that room"),
-        "{err}"
-    );
+    let err = failure(&out);
+    assert!(err.contains("not in that room"), "{err}");
     let out = wallet(&c.dir, &["room", "accept", &"ab".repeat(16)], "");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && err.contains("no invitation"),
-        "{err}"
-    );
+    let err = failure(&out);
+    assert!(err.contains("no invitation"), "{err}");
 
     let inv = json_of(&wallet(
         &m.dir,

@@ -671,8 +671,7 @@ fn a_killed_party_an_invitation_without_peers_and_a_lying_peer_behind_nats() {
         // D's peer vouches for a key of its own: A's link attempt fails
         // and names peer-3; no link to D.
         let out = system_tests::wallet(a, &["connect", "w-3@peer-3"], "");
-        assert!(!out.status.success());
-        let err = String::from_utf8_lossy(&out.stderr);
+        let err = system_tests::failure(&out);
         assert!(
             err.contains("peer-3") && err.contains("man in the middle"),
             "{err}"

@@ -7,7 +7,7 @@
 use serde_json::Value;
 use std::path::Path;
 use std::time::Duration;
-use system_tests::{json_of, wallet, OnlineWallet};
+use system_tests::{failure, json_of, wallet, OnlineWallet};
 
 fn stored_height(dir: &Path) -> u64 {
     let b = json_of(&wallet(dir, &["balance", "--offline", "--json"], ""));
@@ -75,12 +75,7 @@ fn linked_wallets_prove_one_chain_and_a_bad_root_is_refused_naming_its_peer() {
     std::fs::write(&state, &bytes).expect("tampered");
     let oc = OnlineWallet::start(&c.dir, None);
     let out = wallet(&a.dir, &["connect", &c.login(), "--json"], "");
-    assert!(
-        !out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = failure(&out);
     assert!(
         err.contains("not certified") && err.contains("peer-2"),
         "{err}"

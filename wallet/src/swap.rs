@@ -449,6 +449,15 @@ mod tests {
 
     /// Party n: login key 100+n; gives `give` of asset g (holding `held`),
     /// wants `want` of asset w.
+    /// The parties by key, and their offers as the owner starts with them.
+    fn with_offers(
+        list: impl IntoIterator<Item = (PeerKey, Party)>,
+    ) -> (BTreeMap<PeerKey, Party>, Vec<(PeerKey, Offer)>) {
+        let parties: BTreeMap<PeerKey, Party> = list.into_iter().collect();
+        let offers = parties.iter().map(|(k, p)| (*k, p.offer.clone())).collect();
+        (parties, offers)
+    }
+
     fn party(n: u8, g: u8, give: u128, held: u128, w: u8, want: u128) -> (PeerKey, Party) {
         let input = key(10 * n);
         let offer = Offer {
@@ -516,16 +525,11 @@ mod tests {
 
     #[test]
     fn three_parties_in_a_cycle_end_with_one_signed_transaction() {
-        let mut parties = BTreeMap::new();
-        for (k, p) in [
+        let (mut parties, offers) = with_offers([
             party(1, 1, 100, 150, 2, 70),
             party(2, 2, 70, 70, 3, 5),
             party(3, 3, 5, 9, 1, 100),
-        ] {
-            parties.insert(k, p);
-        }
-        let offers: Vec<(PeerKey, Offer)> =
-            parties.iter().map(|(k, p)| (*k, p.offer.clone())).collect();
+        ]);
         let (mut c, steps) =
             Coordinator::start([1; 16], Hash([7; 32]), &offers, Instant::now()).unwrap();
         let ends = run(&mut c, &mut parties, steps, None);
@@ -542,12 +546,8 @@ mod tests {
     #[test]
     fn a_party_that_refuses_leaves_or_is_silent_aborts_for_all_and_is_named() {
         let setup = || {
-            let mut parties = BTreeMap::new();
-            for (k, p) in [party(1, 1, 100, 150, 2, 70), party(2, 2, 70, 80, 1, 100)] {
-                parties.insert(k, p);
-            }
-            let offers: Vec<(PeerKey, Offer)> =
-                parties.iter().map(|(k, p)| (*k, p.offer.clone())).collect();
+            let (parties, offers) =
+                with_offers([party(1, 1, 100, 150, 2, 70), party(2, 2, 70, 80, 1, 100)]);
             let (c, steps) =
                 Coordinator::start([2; 16], Hash::ZERO, &offers, Instant::now()).unwrap();
             (parties, c, steps)
@@ -601,16 +601,11 @@ mod tests {
 
     #[test]
     fn a_bad_partial_signature_aborts_for_all_and_names_its_sender() {
-        let mut parties = BTreeMap::new();
-        for (k, p) in [
+        let (mut parties, offers) = with_offers([
             party(1, 1, 100, 150, 2, 70),
             party(2, 2, 70, 70, 3, 5),
             party(3, 3, 5, 9, 1, 100),
-        ] {
-            parties.insert(k, p);
-        }
-        let offers: Vec<(PeerKey, Offer)> =
-            parties.iter().map(|(k, p)| (*k, p.offer.clone())).collect();
+        ]);
         let (mut c, steps) =
             Coordinator::start([3; 16], Hash([7; 32]), &offers, Instant::now()).unwrap();
         // p-2 sends a well-formed share that is not its own.
