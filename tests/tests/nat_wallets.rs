@@ -66,6 +66,26 @@ fn start_peers(lab: &Lab, dirs: &[std::path::PathBuf]) -> Peers {
     Peers(out)
 }
 
+/// Wait until every peer is linked to every other. A rendezvous through a
+/// peer that is not yet linked to the other wallet's peer fails at once,
+/// as it should ("not reachable"); these tests are about the wallets'
+/// paths, and a quorum of linked peers certifies (so logins pass) before
+/// the last link is up. Asks through each peer's admin socket, a file.
+fn wait_for_mesh(dirs: &[std::path::PathBuf]) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let linked: Vec<usize> = dirs
+            .iter()
+            .map(|d| peer::admin::query(d).map_or(0, |s| s.peers_connected))
+            .collect();
+        if linked.iter().all(|&n| n + 1 == dirs.len()) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "peers linked: {linked:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// Run `wallet ARGS` inside `host`'s namespace.
 fn wallet_in(lab: &Lab, host: &Host, dir: &Path, args: &[&str]) -> std::process::Output {
     lab.command(&host.ns, bin("wallet"))
@@ -171,6 +191,7 @@ fn run_lab_configured(
         let wrap = move |exe: &Path| -> Command { lab_ref.command(&ns, exe) };
         online.push(OnlineWallet::start(&ws[i].dir, Some(&wrap)));
     }
+    wait_for_mesh(&dirs);
     before(&lab);
     let mut out = Vec::new();
     for &(a, b) in pairs {
