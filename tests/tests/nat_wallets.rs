@@ -266,8 +266,13 @@ fn a_wallet_behind_a_symmetric_nat_links_with_one_behind_a_cone_nat() {
         assert_eq!(v["path"], "direct", "{v}");
         assert!(v.get("reused").is_none(), "{v}");
     }
-    // On the symmetric side the path leaves from one of its extra sockets.
-    assert_ne!(r[1].0["socket"], 0, "{}", r[1].0);
+    // Between a port-restricted cone and a random-port NAT only probing
+    // finds a direct path. The symmetric side holds one mapping toward the
+    // cone side per socket it opened plus its main socket's, and the first
+    // probe to hit any of them wins: the main socket's wins 1 time in 257.
+    let socket = r[1].0["socket"].as_u64().expect("a socket number");
+    let opened = u64::from(nat::punch::Config::default().probe_sockets);
+    assert!(socket <= opened, "{}", r[1].0);
 }
 
 #[test]
