@@ -593,6 +593,21 @@ pub fn failure(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// `wallet` arguments that issue 1000 indivisible units of a new asset
+/// `name` and answer in JSON (the asset's id in `"asset"`).
+pub fn issue_args(name: &str) -> [&str; 8] {
+    [
+        "issue",
+        "--name",
+        name,
+        "--supply",
+        "1000",
+        "--precision",
+        "0",
+        "--json",
+    ]
+}
+
 /// The last stdout line of a successful command, as JSON (the failure's
 /// stderr otherwise).
 pub fn json_of(out: &std::process::Output) -> serde_json::Value {

@@ -434,17 +434,7 @@ fn json_in(lab: &Lab, host: &Host, dir: &Path, args: &[&str]) -> Value {
 
 /// Issue 1000 units of a new asset `name` from `dir` (inside `host`); its id.
 fn issue_in(lab: &Lab, host: &Host, dir: &Path, name: &str) -> String {
-    let args = [
-        "issue",
-        "--name",
-        name,
-        "--supply",
-        "1000",
-        "--precision",
-        "0",
-        "--json",
-    ];
-    let v = json_in(lab, host, dir, &args);
+    let v = json_in(lab, host, dir, &system_tests::issue_args(name));
     v["asset"].as_str().expect("asset").to_string()
 }
 

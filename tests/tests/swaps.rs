@@ -8,23 +8,10 @@
 use serde_json::Value;
 use std::process::Output;
 use std::time::Duration;
-use system_tests::{json_of, wallet, OnlineWallet};
+use system_tests::{issue_args, json_of, wallet, OnlineWallet};
 
 fn issue(dir: &std::path::Path, name: &str) -> String {
-    let v = json_of(&wallet(
-        dir,
-        &[
-            "issue",
-            "--name",
-            name,
-            "--supply",
-            "1000",
-            "--precision",
-            "0",
-            "--json",
-        ],
-        "",
-    ));
+    let v = json_of(&wallet(dir, &issue_args(name), ""));
     v["asset"].as_str().expect("asset id").to_string()
 }
 
