@@ -447,8 +447,6 @@ mod tests {
         PeerKey(k.public.to_bytes())
     }
 
-    /// Party n: login key 100+n; gives `give` of asset g (holding `held`),
-    /// wants `want` of asset w.
     /// The parties by key, and their offers as the owner starts with them.
     fn with_offers(
         list: impl IntoIterator<Item = (PeerKey, Party)>,
@@ -458,6 +456,8 @@ mod tests {
         (parties, offers)
     }
 
+    /// Party n: login key 100+n; gives `give` of asset g (holding `held`),
+    /// wants `want` of asset w.
     fn party(n: u8, g: u8, give: u128, held: u128, w: u8, want: u128) -> (PeerKey, Party) {
         let input = key(10 * n);
         let offer = Offer {

@@ -84,6 +84,20 @@ fn amount(o: &Output) -> Option<u128> {
     }
 }
 
+/// What a party giving `give` with fee share `fee` spends of each asset:
+/// the given amount, and the fee share in native money (added to it when
+/// the given asset is native money); `None` if that overflows.
+pub fn spends(give: (AssetId, u128), fee: u128) -> Option<Vec<(AssetId, u128)>> {
+    if give.0 == AssetId::NATIVE {
+        return Some(vec![(AssetId::NATIVE, give.1.checked_add(fee)?)]);
+    }
+    let mut s = vec![give];
+    if fee > 0 {
+        s.push((AssetId::NATIVE, fee));
+    }
+    Some(s)
+}
+
 impl Offer {
     /// What the inputs of `asset` hold in all.
     pub fn input_total(&self, asset: &AssetId) -> u128 {
@@ -94,17 +108,9 @@ impl Offer {
             .fold(0u128, |a, b| a.saturating_add(b))
     }
 
-    /// What it spends of each asset: the given amount, and the fee share
-    /// in native money (the same asset when it gives native money).
+    /// What it spends of each asset ([`spends`] of its terms).
     fn spends(&self) -> Option<Vec<(AssetId, u128)>> {
-        if self.give.0 == AssetId::NATIVE {
-            return Some(vec![(AssetId::NATIVE, self.give.1.checked_add(self.fee)?)]);
-        }
-        let mut s = vec![(self.give.0, self.give.1)];
-        if self.fee > 0 {
-            s.push((AssetId::NATIVE, self.fee));
-        }
-        Some(s)
+        spends(self.give, self.fee)
     }
 
     /// The offer on its own makes sense.

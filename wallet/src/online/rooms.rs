@@ -13,7 +13,7 @@ use bytes::Bytes;
 use dag::identity::PeerKey;
 use dag::ledger::asset::AssetId;
 use dag::ledger::owner_keys::KeyPurpose;
-use dag::ledger::swap::{balance, Offer};
+use dag::ledger::swap::{balance, spends, Offer};
 use dag::wire::{DirectMessage, WalletMessage, MAX_ROOM_MEMBERS};
 use rand_core::{OsRng, RngCore};
 use serde_json::{json, Value};
@@ -297,12 +297,7 @@ impl Online {
         let mut state = ChainState::load(&self.dir).map_err(|e| e.to_string())?;
         // The given asset, and native money for the fee share (the same
         // outputs when the given asset is native).
-        let mut need = vec![(give.0, give.1)];
-        if give.0 == AssetId::NATIVE {
-            need[0].1 = give.1.checked_add(fee).ok_or("the fee overflows")?;
-        } else if fee > 0 {
-            need.push((AssetId::NATIVE, fee));
-        }
+        let need = spends(give, fee).ok_or("the fee overflows")?;
         let mut held = Vec::new();
         for (asset, amount) in &need {
             let (h, _) = state.select(asset, *amount).ok_or_else(|| {
